@@ -1,0 +1,58 @@
+// Command sumgate is a corporate egress gateway for Go modules: it
+// intercepts TLS to the module proxies and code hosts, verifies every
+// module download against the Go checksum database before passing it on,
+// and records every request for audit.
+//
+// Usage:
+//
+//	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
+//
+// See the README for the configuration file and the gateway.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit statuses shared by the subcommands.
+const (
+	exitOK      = 0 // verified (or private)
+	exitBlocked = 1 // blocked: mismatch, unknown, security error
+	exitError   = 2 // usage error, or something could not be reached
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: sumgate <command> [arguments]
+
+commands:
+  verify    check a module version against the Go checksum database
+
+Run 'sumgate <command> -h' for a command's flags.
+`
+
+// run dispatches to a subcommand and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "verify":
+		return verifyCmd(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sumgate: unknown command %q\n%s", args[0], usage)
+	return exitError
+}

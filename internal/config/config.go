@@ -1,0 +1,291 @@
+// Package config reads sumgate's YAML configuration file.
+//
+// The file is strict: an unknown key, a duplicate key, a value of the wrong
+// type or a value that fails validation is an error that names the file, the
+// line and the key. Every key has a default, so no file is needed at all:
+// [Default] is the configuration sumgate runs with when none is given.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// Config is the whole configuration file. Each field's yaml tag is its key.
+type Config struct {
+	// DataDir holds all persistent state: the checksum database's tree head,
+	// tiles and proven hashes, and (later) the CA and spool files.
+	DataDir string `yaml:"data_dir"`
+	// ModuleProxies are the module proxy base URLs sumgate knows, in order,
+	// each with an optional path prefix.
+	ModuleProxies []string `yaml:"module_proxies"`
+	// Private lists module path patterns in GOPRIVATE syntax. Matching
+	// modules are never looked up in the public checksum database.
+	Private string `yaml:"private"`
+	// SumDB configures the checksum database.
+	SumDB SumDB `yaml:"sumdb"`
+	// Upstream configures how sumgate reaches the outside world.
+	Upstream Upstream `yaml:"upstream"`
+}
+
+// SumDB configures the checksum database sumgate verifies against.
+type SumDB struct {
+	// Key is the database's note verifier key; its name is the database's name.
+	Key string `yaml:"key"`
+	// URLs, if set, are the database's base URLs, tried in order. If empty,
+	// sumgate uses https://<name>, then <proxy>/sumdb/<name> on the first
+	// module proxy that supports it.
+	URLs []string `yaml:"urls"`
+}
+
+// Upstream configures connections to upstream servers.
+type Upstream struct {
+	// Roots is a PEM file of extra root certificates trusted for upstream
+	// TLS, in addition to the system roots. Upstream certificates are
+	// always verified; this is the only way to trust more.
+	Roots string `yaml:"roots"`
+	// Resolve maps a host name to the "ip:port" sumgate dials instead of
+	// host:443. It is never applied to IP literals.
+	Resolve map[string]string `yaml:"resolve"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	return &Config{
+		DataDir:       "./sumgate-data",
+		ModuleProxies: []string{"https://" + PublicProxyHost, GoproxyCN, GoproxyIO, Aliyun},
+		SumDB:         SumDB{Key: sumdb.DefaultKey},
+	}
+}
+
+// Load reads the file at path over the defaults and validates the result.
+// An empty path yields the validated defaults.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		c := Default()
+		return c, c.validate(nil)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data, named name in errors, over the defaults and validates
+// the result. Keys absent from data keep their defaults.
+func Parse(name string, data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, yamlError(name, err, nil)
+	}
+	lines := keyLines{}
+	if len(doc.Content) > 0 {
+		if err := walk(name, doc.Content[0], reflect.TypeFor[Config](), "", lines); err != nil {
+			return nil, err
+		}
+	}
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty document
+		return nil, yamlError(name, err, lines)
+	}
+	if err := c.validate(func(key string) string { return lines.at(name, key) }); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// keyLines records the line on which each dotted key appears.
+type keyLines map[string]int
+
+// at returns "name:line: " for key or its nearest parent that has a line,
+// or "name: " if none does.
+func (l keyLines) at(name, key string) string {
+	for k := key; k != ""; {
+		if n, ok := l[k]; ok {
+			return name + ":" + strconv.Itoa(n) + ": "
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return name + ": "
+}
+
+// walk checks that every mapping key in n names a field of t (recursively),
+// and records each key's line.
+func walk(name string, n *yaml.Node, t reflect.Type, prefix string, lines keyLines) error {
+	if t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode {
+		return nil // type errors are reported by the decoder
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := prefix + k.Value
+		f, ok := fieldByTag(t, k.Value)
+		if !ok {
+			msg := fmt.Sprintf("%s:%d: unknown key %q", name, k.Line, key)
+			if known := tags(t); len(known) > 0 {
+				msg += " (known keys here: " + strings.Join(known, ", ") + ")"
+			}
+			return errors.New(msg)
+		}
+		if _, dup := lines[key]; dup {
+			return fmt.Errorf("%s:%d: key %q is already set on line %d", name, k.Line, key, lines[key])
+		}
+		lines[key] = k.Line
+		if f.Type.Kind() == reflect.Map && v.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				lines[key+"."+v.Content[j].Value] = v.Content[j].Line
+			}
+		}
+		if err := walk(name, v, f.Type, key+".", lines); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
+	for f := range t.Fields() {
+		if yamlTag(f) == tag {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func tags(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		out = append(out, yamlTag(f))
+	}
+	return out
+}
+
+func yamlTag(f reflect.StructField) string {
+	tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return tag
+}
+
+// yamlError rewrites the YAML library's messages ("yaml: line 3: ...") as
+// "name:3: key: ...", naming the key that starts on that line when known.
+func yamlError(name string, err error, lines keyLines) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	var out []string
+	for m := range strings.SplitSeq(msg, "\n  ") {
+		rest, ok := strings.CutPrefix(m, "line ")
+		n, after, found := strings.Cut(rest, ": ")
+		line, convErr := strconv.Atoi(n)
+		if !ok || !found || convErr != nil {
+			out = append(out, name+": "+m)
+			continue
+		}
+		key := ""
+		for k, l := range lines {
+			if l == line && (key == "" || len(k) > len(key)) {
+				key = k
+			}
+		}
+		if key != "" {
+			after = key + ": " + after
+		}
+		out = append(out, fmt.Sprintf("%s:%d: %s", name, line, after))
+	}
+	return errors.New(strings.Join(out, "\n"))
+}
+
+// validate checks every value. at(key) returns the "file:line: " prefix for
+// key; nil means there is no file.
+func (c *Config) validate(at func(key string) string) error {
+	if at == nil {
+		at = func(string) string { return "" }
+	}
+	fail := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s%s: %s", at(key), key, fmt.Sprintf(format, args...))
+	}
+	if c.DataDir == "" {
+		return fail("data_dir", "must not be empty")
+	}
+	for _, p := range c.ModuleProxies {
+		if err := checkHTTPSURL(p); err != nil {
+			return fail("module_proxies", "%v", err)
+		}
+	}
+	for _, p := range strings.Split(c.Private, ",") {
+		if p = strings.TrimSpace(p); p != "" && strings.ContainsAny(p, " \t\n") {
+			return fail("private", "pattern %q contains white space", p)
+		}
+	}
+	if _, err := note.NewVerifier(c.SumDB.Key); err != nil {
+		return fail("sumdb.key", "invalid verifier key %q: %v", c.SumDB.Key, err)
+	}
+	for _, u := range c.SumDB.URLs {
+		if err := checkHTTPSURL(u); err != nil {
+			return fail("sumdb.urls", "%v", err)
+		}
+	}
+	if c.Upstream.Roots != "" {
+		if _, err := os.Stat(c.Upstream.Roots); err != nil {
+			return fail("upstream.roots", "%v", err)
+		}
+	}
+	for _, host := range slices.Sorted(maps.Keys(c.Upstream.Resolve)) {
+		key := "upstream.resolve." + host
+		if _, err := netip.ParseAddr(host); err == nil {
+			return fail(key, "resolve applies to host names, not IP literals")
+		}
+		if err := module.CheckImportPath(host); err != nil || strings.Contains(host, "/") {
+			return fail(key, "%q is not a host name", host)
+		}
+		addr := c.Upstream.Resolve[host]
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return fail(key, "%q is not an ip:port address: %v", addr, err)
+		}
+		c.Upstream.Resolve[host] = ap.String()
+	}
+	return nil
+}
+
+// checkHTTPSURL accepts an absolute https URL with a host and no query,
+// fragment or user information.
+func checkHTTPSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("invalid URL %q: %v", s, err)
+	}
+	switch {
+	case u.Scheme != "https":
+		return fmt.Errorf("URL %q: scheme must be https", s)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("URL %q has no host", s)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("URL %q must not carry user information, a query or a fragment", s)
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err == nil && port == "" {
+		return fmt.Errorf("URL %q has an empty port", s)
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package sumdb
+
+import (
+	"archive/zip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb/dirhash"
+	modzip "golang.org/x/mod/zip"
+)
+
+// MalformedError reports that the bytes to check are not a well-formed
+// module file: a zip that fails [modzip.CheckZip] or has non-regular
+// entries or entries that do not inflate to their declared size, or a
+// go.mod over the go command's size limit.
+type MalformedError struct {
+	Err error // what is wrong
+}
+
+func (e *MalformedError) Error() string { return e.Err.Error() }
+func (e *MalformedError) Unwrap() error { return e.Err }
+
+func malformed(format string, args ...any) error {
+	return &MalformedError{Err: fmt.Errorf(format, args...)}
+}
+
+// Hash returns the "h1:" hash of file as the go command writes it in
+// go.sum, for the given kind of file of module version m.
+//
+// A zip is first checked with [modzip.CheckZip] (prefix, clean and
+// portable paths, case-fold collisions, the 500 MiB limits) and then
+// every entry must be a regular file or directory; while hashing, an entry
+// that inflates to more or less than its declared size, or fails its
+// CRC-32, is rejected. A go.mod must not exceed [modzip.MaxGoMod]. Such
+// failures are [*MalformedError]; any other error is an I/O error reading
+// file. Memory use does not depend on the size of the entries.
+func Hash(m module.Version, kind Kind, file string) (string, error) {
+	info, err := os.Stat(file)
+	if err != nil {
+		return "", fmt.Errorf("hashing %s of %s: %w", kind, m, err)
+	}
+	switch kind {
+	case KindMod:
+		if info.Size() > modzip.MaxGoMod {
+			return "", malformed("go.mod too large (%d bytes; limit is %d bytes)", info.Size(), modzip.MaxGoMod)
+		}
+		h, err := dirhash.Hash1([]string{"go.mod"}, func(string) (io.ReadCloser, error) { return os.Open(file) })
+		if err != nil {
+			return "", fmt.Errorf("hashing go.mod of %s: %w", m, err)
+		}
+		return h, nil
+	case KindZip:
+		return hashZip(m, file)
+	}
+	return "", fmt.Errorf("hashing %s: unknown kind %v", m, kind)
+}
+
+func hashZip(m module.Version, file string) (string, error) {
+	if _, err := modzip.CheckZip(m, file); err != nil {
+		return "", &MalformedError{Err: fmt.Errorf("malformed zip: %w", err)}
+	}
+	z, err := zip.OpenReader(file)
+	if err != nil {
+		return "", malformed("malformed zip: %v", err)
+	}
+	defer z.Close()
+	names := make([]string, 0, len(z.File))
+	entries := make(map[string]*zip.File, len(z.File))
+	for _, f := range z.File {
+		if mode := f.Mode(); !mode.IsRegular() && !mode.IsDir() {
+			return "", malformed("malformed zip: entry %q is not a regular file (mode %v)", f.Name, mode)
+		}
+		names = append(names, f.Name)
+		entries[f.Name] = f
+	}
+	h, err := dirhash.Hash1(names, func(name string) (io.ReadCloser, error) {
+		return entries[name].Open()
+	})
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return "", fmt.Errorf("hashing zip of %s: %w", m, err)
+		}
+		return "", malformed("malformed zip: %v", err)
+	}
+	return h, nil
+}

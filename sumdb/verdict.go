@@ -1,0 +1,163 @@
+package sumdb
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/module"
+)
+
+// Kind is which file of a module version is checked.
+type Kind int
+
+const (
+	// KindZip is the module's .zip archive, hashed with dirhash.HashZip.
+	KindZip Kind = iota + 1
+	// KindMod is the module's go.mod file, hashed as the single file "go.mod".
+	KindMod
+)
+
+// String returns "zip" or "go.mod".
+func (k Kind) String() string {
+	switch k {
+	case KindZip:
+		return "zip"
+	case KindMod:
+		return "go.mod"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Outcome is what a check concluded. Only [Verified] and [Private] let the
+// bytes through by themselves; what to do with [NotFound] and
+// [Unavailable] is the caller's policy; [Mismatch] and [SecurityError]
+// must always be blocked.
+type Outcome int
+
+const (
+	// Verified: the bytes hash to what the checksum database has logged,
+	// proven against a signed tree head consistent with every earlier one.
+	Verified Outcome = iota + 1
+	// Mismatch: the bytes hash to something else, or they are malformed
+	// (a hostile or broken zip, an oversized go.mod). Always block.
+	Mismatch
+	// NotFound: the checksum database has no record of the module version.
+	NotFound
+	// Private: the module path matches the private patterns; it was not
+	// looked up, so that its path does not leak to the public database.
+	Private
+	// Unavailable: the checksum database could not be reached, or what it
+	// served could not be authenticated (for example a bad signature).
+	Unavailable
+	// SecurityError: the checksum database has shown two inconsistent tree
+	// heads (a fork). Every check fails with this outcome until an operator
+	// has investigated. Always block.
+	SecurityError
+)
+
+var outcomeNames = [...]string{
+	Verified:      "verified",
+	Mismatch:      "mismatch",
+	NotFound:      "not-found",
+	Private:       "private",
+	Unavailable:   "unavailable",
+	SecurityError: "security-error",
+}
+
+// String returns a short lower-case name, such as "verified" or "not-found".
+func (o Outcome) String() string {
+	if o > 0 && int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// MarshalText encodes the outcome as its [Outcome.String] name.
+func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// MarshalText encodes the kind as its [Kind.String] name.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// A Verdict is the result of checking one file of one module version.
+type Verdict struct {
+	Module   module.Version // decoded module path and version that was checked
+	Kind     Kind           // which file
+	Outcome  Outcome        // what the check concluded
+	Got      string         // "h1:" hash of the bytes checked; "" if they could not be hashed
+	Want     string         // "h1:" hash the checksum database has logged; "" if unknown
+	TreeSize int64          // size of a verified signed tree head that contains the record; 0 if none
+	Lookup   time.Duration  // time spent looking the version up (0 when answered from the on-disk cache)
+	Cached   bool           // the database's answer came from the on-disk cache of proven records
+	Reason   string         // why the outcome is not Verified, in words; "" when verified
+}
+
+// Pass reports whether the outcome lets the bytes through by itself.
+func (v Verdict) Pass() bool { return v.Outcome == Verified || v.Outcome == Private }
+
+// String describes the verdict on one line, naming the module version, the
+// file and both hashes, for logs and for the body of a blocked response:
+//
+//	example.com/m@v1.0.0 (zip): checksum mismatch: downloaded h1:AAA…, checksum database has h1:BBB… (tree size 1234)
+func (v Verdict) String() string {
+	return fmt.Sprintf("%s (%s): %s", v.Module, v.Kind, v.Detail())
+}
+
+// Detail is [Verdict.String] without the module and kind.
+func (v Verdict) Detail() string {
+	var b strings.Builder
+	tree := ""
+	if v.TreeSize > 0 {
+		tree = fmt.Sprintf(" (tree size %d)", v.TreeSize)
+	}
+	got := v.Got
+	if got == "" {
+		got = "(not hashed)"
+	}
+	switch v.Outcome {
+	case Verified:
+		fmt.Fprintf(&b, "verified: %s matches the checksum database%s", v.Got, tree)
+	case Mismatch:
+		if v.Reason != "" {
+			fmt.Fprintf(&b, "%s", v.Reason)
+			if v.Want != "" {
+				fmt.Fprintf(&b, "; checksum database has %s%s", v.Want, tree)
+			}
+		} else {
+			fmt.Fprintf(&b, "checksum mismatch: downloaded %s, checksum database has %s%s", got, v.Want, tree)
+		}
+	case NotFound:
+		fmt.Fprintf(&b, "not in the checksum database: downloaded %s", got)
+		if v.Reason != "" {
+			fmt.Fprintf(&b, "; %s", v.Reason)
+		}
+	case Private:
+		fmt.Fprintf(&b, "private module, not looked up in the public checksum database: downloaded %s", got)
+	case Unavailable:
+		fmt.Fprintf(&b, "checksum database unavailable: downloaded %s, not verified: %s", got, v.Reason)
+	case SecurityError:
+		fmt.Fprintf(&b, "checksum database security error: %s", v.Reason)
+	default:
+		fmt.Fprintf(&b, "%v", v.Outcome)
+	}
+	return b.String()
+}
+
+// Advice tells a developer what to do about the verdict, in one or two
+// sentences; "" when there is nothing to do.
+func (v Verdict) Advice() string {
+	switch v.Outcome {
+	case Mismatch:
+		if v.Reason != "" {
+			return "The module source is malformed or hostile. Do not use it; report the module proxy that served it to your security team."
+		}
+		return "The bytes differ from what the Go checksum database logged for this version: the module proxy or mirror served tampered content. Do not use it; report the proxy to your security team, or try another module proxy."
+	case NotFound:
+		return "The Go checksum database does not know this version: it may be brand new, retracted before publication, or made up. Wait and retry, check the version exists upstream, or, if the module is private, ask your platform team to add it to sumgate's private patterns."
+	case Unavailable:
+		return "sumgate could not verify the download because it cannot reach or authenticate the Go checksum database. Retry later; if it persists, tell your platform team."
+	case SecurityError:
+		return "The Go checksum database has shown this network a forked history: this may be an attack. All downloads are blocked until your security team investigates."
+	}
+	return ""
+}

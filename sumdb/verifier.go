@@ -1,0 +1,398 @@
+// Package sumdb decides whether the bytes of a module's .zip or go.mod are
+// the ones the Go checksum database has logged.
+//
+// A [Verifier] looks module versions up with golang.org/x/mod/sumdb's
+// client, which checks the signed tree head, the record's inclusion proof
+// and the consistency of every new tree head with the latest one seen. The
+// latest tree head, the authenticated tiles and the hashes proven for each
+// module version persist under a data directory, so a restart neither
+// forgets the tree (which would let a fork go unnoticed) nor refetches
+// what it has proven.
+package sumdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/sumgate/sumgate/internal/upstream"
+)
+
+// DefaultKey is the go command's built-in verifier key for the public Go
+// checksum database, sum.golang.org.
+const DefaultKey = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
+
+// Config configures a [Verifier]. Only DataDir is required.
+type Config struct {
+	// Key is the checksum database's note verifier key; its name is the
+	// database's name. Zero means [DefaultKey].
+	Key string
+	// DataDir is where the persistent state lives, in a subdirectory
+	// sumdb/<name>+<keyhash> created with mode 0700.
+	DataDir string
+	// URLs, if set, are the database's base URLs, tried in order.
+	// Otherwise the verifier tries https://<name>, then
+	// <proxy>/sumdb/<name> on the first of ModuleProxies that supports it.
+	URLs []string
+	// ModuleProxies are module proxy base URLs that may serve the database.
+	ModuleProxies []string
+	// Private lists module path patterns in GOPRIVATE syntax. Matching
+	// modules are never looked up: their verdict is [Private].
+	Private string
+	// HTTPClient fetches from the database. Zero means a client with the
+	// system roots and bounded timeouts.
+	HTTPClient *http.Client
+	// Logger receives the client's log lines and security alerts. Zero
+	// means slog.Default().
+	Logger *slog.Logger
+	// LookupTimeout bounds one lookup, all its requests included. Zero
+	// means 30s.
+	LookupTimeout time.Duration
+}
+
+// A Verifier checks module files against a checksum database. It is safe
+// for concurrent use; concurrent checks of the same module version share
+// one lookup.
+type Verifier struct {
+	key       string         // verifier key
+	name      string         // database name, from the key
+	verifiers note.Verifiers // for reading tree sizes of stored heads
+	private   string         // GOPRIVATE-syntax patterns
+	timeout   time.Duration  // per lookup
+	log       *slog.Logger   // where alerts and client messages go
+	store     *store         // persistent state
+	remote    *remote        // access to the database
+	lookups   singleflight.Group
+}
+
+// New returns a Verifier for cfg, creating its state directory.
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Key == "" {
+		cfg.Key = DefaultKey
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("sumdb: no data directory")
+	}
+	verifier, err := note.NewVerifier(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sumdb: invalid verifier key %q: %w", cfg.Key, err)
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = upstream.NewClient(upstream.Options{})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LookupTimeout == 0 {
+		cfg.LookupTimeout = 30 * time.Second
+	}
+	st, err := openStore(cfg.DataDir, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sumdb: %w", err)
+	}
+	return &Verifier{
+		key:       cfg.Key,
+		name:      verifier.Name(),
+		verifiers: note.VerifierList(verifier),
+		private:   cfg.Private,
+		timeout:   cfg.LookupTimeout,
+		log:       cfg.Logger.With("sumdb", verifier.Name()),
+		store:     st,
+		remote:    newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies),
+	}, nil
+}
+
+// Name returns the checksum database's name, such as "sum.golang.org".
+func (v *Verifier) Name() string { return v.name }
+
+// IsPrivate reports whether path matches the private patterns.
+func (v *Verifier) IsPrivate(path string) bool {
+	return module.MatchPrefixPatterns(v.private, path)
+}
+
+// ParseEscaped decodes a case-encoded module path and version, as they
+// appear in module proxy URLs ("github.com/!azure/x", "v1.0.0"), and
+// checks that the result is a valid module path with a canonical version
+// that matches its major-version suffix.
+func ParseEscaped(escPath, escVersion string) (module.Version, error) {
+	path, err := module.UnescapePath(escPath)
+	if err != nil {
+		return module.Version{}, fmt.Errorf("invalid module path %q: %w", escPath, err)
+	}
+	vers, err := module.UnescapeVersion(escVersion)
+	if err != nil {
+		return module.Version{}, fmt.Errorf("invalid version %q of %s: %w", escVersion, path, err)
+	}
+	m := module.Version{Path: path, Version: vers}
+	return m, CheckModule(m)
+}
+
+// CheckModule accepts only a valid module path with a canonical version
+// that matches the path's major-version suffix.
+func CheckModule(m module.Version) error {
+	if err := module.Check(m.Path, m.Version); err != nil {
+		return err
+	}
+	if c := module.CanonicalVersion(m.Version); c != m.Version {
+		return fmt.Errorf("%s: version %q is not canonical (want %q)", m.Path, m.Version, c)
+	}
+	return nil
+}
+
+// Check decides whether file holds the genuine kind of file of module
+// version m. m is decoded (not case-encoded); an invalid path or a
+// non-canonical version is an error, and so is a file that cannot be read.
+// Everything else, including a malformed file and an unreachable database,
+// is a [Verdict]. Check hashes file while the lookup is in flight.
+//
+// A version whose hashes were proven before is answered from disk without
+// touching the network. Once a fork has been recorded, every check that is
+// not private answers [SecurityError] until the alert file is removed.
+func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file string) (Verdict, error) {
+	if err := CheckModule(m); err != nil {
+		return Verdict{}, fmt.Errorf("checking %s: %w", kind, err)
+	}
+	if kind != KindZip && kind != KindMod {
+		return Verdict{}, fmt.Errorf("checking %s: unknown kind %v", m, kind)
+	}
+	vd := Verdict{Module: m, Kind: kind}
+	if v.IsPrivate(m.Path) {
+		got, err := Hash(m, kind, file)
+		return v.withHash(vd, got, err, Private)
+	}
+	if since, ok := v.store.alerted(); ok {
+		vd.Outcome = SecurityError
+		vd.Reason = v.alertReason(since)
+		return vd, nil
+	}
+
+	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
+	got, hashErr := Hash(m, kind, file)
+	var res lookupResult
+	select {
+	case r := <-ch:
+		res = r.Val.(lookupResult)
+	case <-ctx.Done():
+		return Verdict{}, fmt.Errorf("checking %s of %s: %w", kind, m, ctx.Err())
+	}
+
+	vd.Lookup, vd.Cached, vd.TreeSize = res.took, res.cached, res.proof.Tree
+	if kind == KindZip {
+		vd.Want = res.proof.Zip
+	} else {
+		vd.Want = res.proof.Mod
+	}
+	if res.outcome == SecurityError {
+		vd.Outcome, vd.Reason = SecurityError, res.reason
+		return vd, nil
+	}
+	vd, err := v.withHash(vd, got, hashErr, res.outcome)
+	if err != nil || vd.Outcome != Verified {
+		if vd.Outcome != Mismatch {
+			vd.Reason = res.reason
+		}
+		return vd, err
+	}
+	if got != vd.Want {
+		vd.Outcome = Mismatch
+	}
+	return vd, nil
+}
+
+// withHash records the hash result in vd: a malformed file is a Mismatch
+// with the reason; an I/O error is returned; otherwise the outcome is o.
+func (v *Verifier) withHash(vd Verdict, got string, err error, o Outcome) (Verdict, error) {
+	if mal := (*MalformedError)(nil); errors.As(err, &mal) {
+		vd.Outcome, vd.Reason = Mismatch, mal.Error()
+		return vd, nil
+	}
+	if err != nil {
+		return Verdict{}, err
+	}
+	vd.Got, vd.Outcome = got, o
+	return vd, nil
+}
+
+func (v *Verifier) alertReason(since time.Time) string {
+	return fmt.Sprintf("a fork of %s was detected at %s (evidence in %s); every check is blocked until an operator has investigated and removed that file",
+		v.name, since.UTC().Format(time.RFC3339), v.store.alertPath())
+}
+
+// lookupResult is what one lookup of a module version found.
+type lookupResult struct {
+	outcome Outcome       // Verified (hashes known), NotFound, Unavailable or SecurityError
+	proof   proven        // the hashes, when found
+	reason  string        // why not found
+	took    time.Duration // time spent
+	cached  bool          // answered from the proven cache
+}
+
+// lookup finds the hashes the database has for m. Each network lookup
+// uses a fresh x/mod client: the client remembers failures for its
+// lifetime and grows without bound, while everything worth keeping lives
+// in the store.
+func (v *Verifier) lookup(ctx context.Context, m module.Version) lookupResult {
+	if p, ok := v.store.readProven(m); ok {
+		return lookupResult{outcome: Verified, proof: p, cached: true}
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
+	defer cancel()
+	ops := &clientOps{v: v, ctx: ctx}
+	c := sumdb.NewClient(ops)
+	zipLines, err := c.Lookup(m.Path, m.Version)
+	var modLines []string
+	if err == nil {
+		modLines, err = c.Lookup(m.Path, m.Version+"/go.mod")
+	}
+	res := lookupResult{took: time.Since(start)}
+	switch {
+	case ops.securityErr() != "":
+		res.outcome, res.reason = SecurityError, v.alertReason(time.Now())
+		return res
+	case ops.isNotFound():
+		res.outcome, res.reason = NotFound, fmt.Sprintf("%s has no record of %s", v.name, m)
+		return res
+	case err != nil:
+		res.outcome, res.reason = Unavailable, err.Error()
+		return res
+	}
+	res.proof.Zip = hashFromLines(zipLines, m.Path+" "+m.Version+" ")
+	res.proof.Mod = hashFromLines(modLines, m.Path+" "+m.Version+"/go.mod ")
+	if res.proof.Zip == "" || res.proof.Mod == "" {
+		res.outcome, res.reason = NotFound, fmt.Sprintf("%s's record of %s lacks an h1: hash for the zip or go.mod", v.name, m)
+		return res
+	}
+	res.proof.Tree = v.latestSize()
+	res.outcome = Verified
+	if err := v.store.writeProven(m, res.proof); err != nil {
+		v.log.Warn("cannot cache proven hashes", "module", m.String(), "err", err)
+	}
+	return res
+}
+
+// hashFromLines returns the h1: hash on the go.sum line starting with prefix.
+func hashFromLines(lines []string, prefix string) string {
+	for _, l := range lines {
+		if h, ok := strings.CutPrefix(l, prefix); ok && strings.HasPrefix(h, "h1:") {
+			return h
+		}
+	}
+	return ""
+}
+
+// latestSize returns the size of the stored latest tree head, which the
+// client has verified and which contains every record it proved.
+func (v *Verifier) latestSize() int64 {
+	msg, err := v.store.readLatest()
+	if err != nil || len(msg) == 0 {
+		return 0
+	}
+	n, err := note.Open(msg, v.verifiers)
+	if err != nil {
+		return 0
+	}
+	t, err := tlog.ParseTree([]byte(n.Text))
+	if err != nil {
+		return 0
+	}
+	return t.N
+}
+
+// clientOps implements sumdb.ClientOps for one lookup, over the verifier's
+// store and remote, and notes what the client cannot return as a
+// detectable error: a 404 for the record, and a security error.
+type clientOps struct {
+	v   *Verifier
+	ctx context.Context // bounds every remote read of this lookup
+
+	mu       sync.Mutex
+	notFound bool   // a /lookup/ answered with an authoritative 404 or 410
+	security string // message passed to SecurityError
+}
+
+func (o *clientOps) isNotFound() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.notFound
+}
+
+func (o *clientOps) securityErr() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.security
+}
+
+// ReadRemote fetches path from the database.
+func (o *clientOps) ReadRemote(path string) ([]byte, error) {
+	data, err := o.v.remote.get(o.ctx, path)
+	if se := (*StatusError)(nil); errors.As(err, &se) && strings.HasPrefix(path, "/lookup/") &&
+		(se.Status == http.StatusNotFound || se.Status == http.StatusGone) {
+		o.mu.Lock()
+		o.notFound = true
+		o.mu.Unlock()
+	}
+	return data, err
+}
+
+// ReadConfig serves the configured key and the stored latest tree head.
+func (o *clientOps) ReadConfig(file string) ([]byte, error) {
+	switch file {
+	case "key":
+		return []byte(o.v.key), nil
+	case o.v.name + "/latest":
+		return o.v.store.readLatest()
+	}
+	return nil, fmt.Errorf("sumdb: unknown config file %q", file)
+}
+
+// WriteConfig swaps the stored latest tree head.
+func (o *clientOps) WriteConfig(file string, old, new []byte) error {
+	if file != o.v.name+"/latest" {
+		return fmt.Errorf("sumdb: cannot write config file %q", file)
+	}
+	return o.v.store.swapLatest(old, new)
+}
+
+// ReadCache reads an authenticated tile. Lookup records are not cached
+// here: the verifier keeps the proven hashes itself.
+func (o *clientOps) ReadCache(file string) ([]byte, error) {
+	return o.v.store.readTile(strings.TrimPrefix(file, o.v.name+"/"))
+}
+
+// WriteCache stores an authenticated tile, and drops lookup records.
+func (o *clientOps) WriteCache(file string, data []byte) {
+	tile := strings.TrimPrefix(file, o.v.name+"/")
+	if !strings.HasPrefix(tile, "tile/") {
+		return
+	}
+	if err := o.v.store.writeTile(tile, data); err != nil {
+		o.v.log.Warn("cannot cache tile", "tile", file, "err", err)
+	}
+}
+
+// Log passes the client's messages on.
+func (o *clientOps) Log(msg string) { o.v.log.Info(msg) }
+
+// SecurityError records the fork durably and in the log; from then on
+// every check fails closed.
+func (o *clientOps) SecurityError(msg string) {
+	o.mu.Lock()
+	o.security = msg
+	o.mu.Unlock()
+	o.v.log.Error("checksum database fork detected: failing closed", "evidence", msg, "alert_file", o.v.store.alertPath())
+	if err := o.v.store.alert(msg); err != nil {
+		o.v.log.Error("cannot record security alert", "err", err)
+	}
+}
