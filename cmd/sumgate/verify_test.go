@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sumgate/sumgate/internal/testworld"
+)
+
+// writeConfig writes a configuration file that points sumgate at w, with
+// extra appended verbatim, and returns its path.
+func writeConfig(t testing.TB, w *testworld.World, proxies []string, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	var b strings.Builder
+	fmt.Fprintf(&b, "data_dir: %s\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&b, "module_proxies: [%s]\n", strings.Join(proxies, ", "))
+	fmt.Fprintf(&b, "private: %s\n", testworld.PrivatePattern)
+	fmt.Fprintf(&b, "sumdb:\n  key: %s\n", w.SumDBKey)
+	fmt.Fprintf(&b, "upstream:\n  roots: %s\n  resolve:\n", w.RootsFile)
+	for host, addr := range w.Resolve {
+		fmt.Fprintf(&b, "    %s: %s\n", host, addr)
+	}
+	b.WriteString(extra)
+	file := filepath.Join(dir, "sumgate.yaml")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+func TestVerifyCommand(t *testing.T) {
+	w := testworld.New(t)
+	all := append([]string{w.ProxyURL}, w.MirrorURLs...)
+	cfg := writeConfig(t, w, all, "")
+	fresh, forked := writeConfig(t, w, all, ""), writeConfig(t, w, all, "")
+	aliyunOnly := writeConfig(t, w, []string{w.MirrorURLs[len(w.MirrorURLs)-1]}, "")
+	good := w.Module(testworld.GoodPath, testworld.Version)
+	tampered := w.Module(testworld.TamperedModPath, testworld.Version)
+	badKey := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(badKey, []byte("data_dir: x\nsumdb:\n  kee: y\n"), 0o600)
+
+	tests := []struct {
+		name       string
+		before     []string // run first, in honest mode
+		args       []string
+		mode       testworld.SumDBMode
+		wantStatus int
+		wantOut    []string // substrings of stdout
+		wantErr    string   // substring of stderr
+	}{
+		{name: "genuine", args: []string{"-config", cfg, "example.com/good@v1.0.0"}, wantStatus: 0,
+			wantOut: []string{"example.com/good@v1.0.0 (zip): verified: " + good.ZipHash, "(go.mod): verified: " + good.ModHash}},
+		{name: "mirror with path prefix", args: []string{"-config", aliyunOnly, "example.com/good@v1.1.0"}, wantStatus: 0,
+			wantOut: []string{"(zip): verified", "(go.mod): verified"}},
+		{name: "tampered zip", args: []string{"-config", cfg, testworld.TamperedZipPath + "@v1.0.0"}, wantStatus: 1,
+			wantOut: []string{"(zip): checksum mismatch: downloaded h1:", "(go.mod): verified"}, wantErr: "tampered content"},
+		{name: "tampered go.mod", args: []string{"-config", cfg, testworld.TamperedModPath + "@v1.0.0"}, wantStatus: 1,
+			wantOut: []string{"(go.mod): checksum mismatch", "checksum database has " + tampered.ModHash}},
+		{name: "unknown version", args: []string{"-config", cfg, testworld.UnknownPath + "@v1.0.0"}, wantStatus: 1,
+			wantOut: []string{"not in the checksum database"}},
+		{name: "private, nothing downloaded", args: []string{"-config", cfg, testworld.PrivatePath + "@v1.0.0"}, wantStatus: 0,
+			wantOut: []string{"private module"}},
+		{name: "private local zip", args: []string{"-config", cfg, "-zip", w.Module(testworld.PrivatePath, testworld.Version).WriteZip(t), testworld.PrivatePath + "@v1.0.0"}, wantStatus: 0,
+			wantOut: []string{"(zip): private module"}},
+		{name: "upper-case path", args: []string{"-config", cfg, testworld.UpperPath + "@v1.0.0"}, wantStatus: 0,
+			wantOut: []string{testworld.UpperPath + "@v1.0.0 (zip): verified"}},
+		{name: "case-encoded path", args: []string{"-config", cfg, "github.com/!upper/!case@v1.0.0"}, wantStatus: 0,
+			wantOut: []string{testworld.UpperPath + "@v1.0.0 (zip): verified"}},
+		{name: "local genuine zip only", args: []string{"-config", cfg, "-zip", good.WriteZip(t), "example.com/good@v1.0.0"}, wantStatus: 0,
+			wantOut: []string{"(zip): verified"}},
+		{name: "local tampered go.mod", args: []string{"-config", cfg, "-mod", tampered.WriteMod(t), testworld.TamperedModPath + "@v1.0.0"}, wantStatus: 1,
+			wantOut: []string{"(go.mod): checksum mismatch"}},
+		{name: "database down", args: []string{"-config", fresh, "example.com/good@v1.0.0"}, mode: testworld.SumDBDown, wantStatus: 2,
+			wantOut: []string{"checksum database unavailable"}},
+		{name: "database forked", before: []string{"-config", forked, "example.com/good@v1.0.0"},
+			args: []string{"-config", forked, testworld.UpperPath + "@v1.0.0"}, mode: testworld.SumDBForked, wantStatus: 1,
+			wantOut: []string{"checksum database security error"}, wantErr: "All downloads are blocked"},
+		{name: "not on any proxy", args: []string{"-config", cfg, "example.com/nowhere@v1.0.0"}, wantStatus: 2,
+			wantErr: "downloading example.com/nowhere@v1.0.0"},
+		{name: "no argument", args: []string{"-config", cfg}, wantStatus: 2, wantErr: "usage: sumgate verify"},
+		{name: "no version", args: []string{"example.com/good"}, wantStatus: 2, wantErr: "want MODULE@VERSION"},
+		{name: "non-canonical version", args: []string{"example.com/good@v1.0"}, wantStatus: 2, wantErr: "not canonical"},
+		{name: "bad escape", args: []string{"github.com/!!x/y@v1.0.0"}, wantStatus: 2, wantErr: "invalid module path"},
+		{name: "unknown config key", args: []string{"-config", badKey, "example.com/good@v1.0.0"}, wantStatus: 2, wantErr: `bad.yaml:3: unknown key "sumdb.kee"`},
+		{name: "missing local file", args: []string{"-config", cfg, "-zip", "/nonexistent.zip", "example.com/good@v1.0.0"}, wantStatus: 2, wantErr: "nonexistent.zip"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if tt.before != nil {
+				if status := run(append([]string{"verify"}, tt.before...), &stdout, &stderr); status != 0 {
+					t.Fatalf("before: exit status %d\n%s%s", status, &stdout, &stderr)
+				}
+				stdout.Reset()
+				stderr.Reset()
+			}
+			w.SetSumDB(tt.mode)
+			defer w.SetSumDB(testworld.SumDBHonest)
+			status := run(append([]string{"verify"}, tt.args...), &stdout, &stderr)
+			if status != tt.wantStatus {
+				t.Errorf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", status, tt.wantStatus, &stdout, &stderr)
+			}
+			for _, want := range tt.wantOut {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout lacks %q:\n%s", want, &stdout)
+				}
+			}
+			if !strings.Contains(stderr.String(), tt.wantErr) {
+				t.Errorf("stderr lacks %q:\n%s", tt.wantErr, &stderr)
+			}
+		})
+	}
+}
+
+func TestVerifyJSON(t *testing.T) {
+	w := testworld.New(t)
+	cfg := writeConfig(t, w, []string{w.ProxyURL}, "")
+	var stdout, stderr bytes.Buffer
+	if status := run([]string{"verify", "-json", "-config", cfg, testworld.TamperedZipPath + "@v1.0.0"}, &stdout, &stderr); status != 1 {
+		t.Fatalf("exit status %d, want 1; stderr:\n%s", status, &stderr)
+	}
+	m := w.Module(testworld.TamperedZipPath, testworld.Version)
+	type verdict struct {
+		Kind, Outcome, Got, Want string
+		TreeSize                 int64 `json:"tree_size"`
+	}
+	var got []verdict
+	dec := json.NewDecoder(&stdout)
+	for dec.More() {
+		var v verdict
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	if len(got) != 2 || got[0].Kind != "zip" || got[0].Outcome != "mismatch" || got[0].Want != m.ZipHash || got[0].Got == m.ZipHash {
+		t.Fatalf("JSON verdicts: %+v", got)
+	}
+	if got[1].Outcome != "verified" || got[1].TreeSize == 0 {
+		t.Fatalf("go.mod verdict: %+v", got[1])
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if status := run([]string{"frobnicate"}, &stdout, &stderr); status != 2 || !strings.Contains(stderr.String(), "unknown command") {
+		t.Fatalf("status %d, stderr %q", status, &stderr)
+	}
+}
