@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/dirhash"
@@ -22,6 +23,22 @@ type MalformedError struct {
 
 func (e *MalformedError) Error() string { return e.Err.Error() }
 func (e *MalformedError) Unwrap() error { return e.Err }
+
+// entryReader names the entry, and its declared size, in read errors:
+// archive/zip fails a read with ErrFormat once an entry inflates past its
+// declared size, and with ErrChecksum on a CRC-32 mismatch.
+type entryReader struct {
+	io.ReadCloser
+	f *zip.File
+}
+
+func (r entryReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("entry %q does not inflate to its declared %d bytes and CRC-32: %w", r.f.Name, r.f.UncompressedSize64, err)
+	}
+	return n, err
+}
 
 func malformed(format string, args ...any) error {
 	return &MalformedError{Err: fmt.Errorf(format, args...)}
@@ -77,11 +94,19 @@ func hashZip(m module.Version, file string) (string, error) {
 		entries[f.Name] = f
 	}
 	h, err := dirhash.Hash1(names, func(name string) (io.ReadCloser, error) {
-		return entries[name].Open()
+		f := entries[name]
+		r, err := f.Open()
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", name, err)
+		}
+		return entryReader{r, f}, nil
 	})
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
+		// Only an error from the operating system is about the disk; the
+		// rest (such as a negative offset read from a forged header) is
+		// about the bytes.
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
 			return "", fmt.Errorf("hashing zip of %s: %w", m, err)
 		}
 		return "", malformed("malformed zip: %v", err)

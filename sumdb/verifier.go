@@ -214,7 +214,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 // with the reason; an I/O error is returned; otherwise the outcome is o.
 func (v *Verifier) withHash(vd Verdict, got string, err error, o Outcome) (Verdict, error) {
 	if mal := (*MalformedError)(nil); errors.As(err, &mal) {
-		vd.Outcome, vd.Reason = Mismatch, mal.Error()
+		vd.Outcome, vd.Reason = Mismatch, oneLine(mal.Error())
 		return vd, nil
 	}
 	if err != nil {
@@ -265,7 +265,7 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) lookupResult {
 		res.outcome, res.reason = NotFound, fmt.Sprintf("%s has no record of %s", v.name, m)
 		return res
 	case err != nil:
-		res.outcome, res.reason = Unavailable, err.Error()
+		res.outcome, res.reason = Unavailable, oneLine(err.Error())
 		return res
 	}
 	res.proof.Zip = hashFromLines(zipLines, m.Path+" "+m.Version+" ")
@@ -280,6 +280,13 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) lookupResult {
 		v.log.Warn("cannot cache proven hashes", "module", m.String(), "err", err)
 	}
 	return res
+}
+
+// oneLine shortens an error message to one line for a verdict: x/mod
+// appends whole signed notes to some errors, and joined errors span lines.
+func oneLine(s string) string {
+	s, _, _ = strings.Cut(s, "\nnote:")
+	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
 }
 
 // hashFromLines returns the h1: hash on the go.sum line starting with prefix.

@@ -122,6 +122,14 @@ func TestCheckVerdicts(t *testing.T) {
 func TestHostileZipIsBlocked(t *testing.T) {
 	w := testworld.New(t)
 	v := newVerifier(t, w, "", nil)
+	why := map[string]string{ // class -> what the reason must say
+		testworld.HostileTraversal: `invalid path element ".."`,
+		testworld.HostileCasefold:  "case-insensitive file name collision",
+		testworld.HostileSymlink:   "is not a regular file",
+		testworld.HostilePrefix:    "does not have prefix",
+		testworld.HostileOversize:  "too large",
+		testworld.HostileInflate:   "does not inflate to its declared",
+	}
 	seen := map[string]bool{}
 	for _, m := range w.Modules() {
 		if m.Hostile == "" {
@@ -130,15 +138,15 @@ func TestHostileZipIsBlocked(t *testing.T) {
 		seen[m.Hostile] = true
 		t.Run(m.Hostile, func(t *testing.T) {
 			vd := check(t, w, v, m.Path, m.Version.Version, sumdb.KindZip)
-			if vd.Outcome != sumdb.Mismatch || !strings.Contains(vd.Reason, "malformed zip") {
-				t.Fatalf("verdict %s, want a malformed-zip mismatch", vd)
+			if vd.Outcome != sumdb.Mismatch || !strings.HasPrefix(vd.Reason, "malformed zip: ") || !strings.Contains(vd.Reason, why[m.Hostile]) {
+				t.Fatalf("verdict %s, want a malformed-zip mismatch saying %q", vd, why[m.Hostile])
 			}
 			if vd.Want != m.ZipHash {
 				t.Errorf("Want = %q, want the logged %q", vd.Want, m.ZipHash)
 			}
 		})
 	}
-	for _, class := range []string{"traversal", "casefold", "symlink", "prefix", "oversize", "inflate"} {
+	for class := range why {
 		if !seen[class] {
 			t.Errorf("test world has no hostile zip of class %q", class)
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/sumgate/sumgate/internal/config"
@@ -65,7 +66,7 @@ func filler(i int) record {
 // newSumDBs generates a signing key named config.SumDBName and returns its
 // verifier key and the honest and forked database servers, each fully
 // populated in a fixed order.
-func newSumDBs(t testing.TB, corpus []*Module, b *corpusBuilder) (vkey string, honest, forked http.Handler) {
+func newSumDBs(t testing.TB, corpus []*Module, b *corpusBuilder) (vkey string, honest, forked *ledger) {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, config.SumDBName)
 	if err != nil {
@@ -98,16 +99,35 @@ func newSumDBs(t testing.TB, corpus []*Module, b *corpusBuilder) (vkey string, h
 	return vkey, newSumDB(t, skey, honestRecs), newSumDB(t, skey, forkRecs)
 }
 
+// A ledger is one checksum database: the server and the go.sum lines it
+// will log for each module version when first asked.
+type ledger struct {
+	http.Handler
+	mu    sync.Mutex
+	byKey map[string][]byte // module@version -> go.sum lines
+}
+
+// add makes the database log lines for m; it joins the tree at the end
+// when first looked up.
+func (l *ledger) add(m module.Version, lines []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byKey[m.String()] = lines
+}
+
 // newSumDB returns a database server holding exactly recs, in that order.
-func newSumDB(t testing.TB, skey string, recs []record) http.Handler {
+func newSumDB(t testing.TB, skey string, recs []record) *ledger {
 	t.Helper()
-	byKey := make(map[string][]byte)
+	l := &ledger{byKey: make(map[string][]byte)}
 	for _, r := range recs {
-		byKey[r.mod.String()] = r.lines
+		l.add(r.mod, r.lines)
 	}
 	ts := sumdb.NewTestServer(skey, func(path, vers string) ([]byte, error) {
 		m := module.Version{Path: path, Version: vers}
-		if lines, ok := byKey[m.String()]; ok {
+		l.mu.Lock()
+		lines, ok := l.byKey[m.String()]
+		l.mu.Unlock()
+		if ok {
 			return lines, nil
 		}
 		// A *fs.PathError so that os.IsNotExist holds and the server answers
@@ -121,7 +141,16 @@ func newSumDB(t testing.TB, skey string, recs []record) http.Handler {
 			t.Fatalf("testworld: populating checksum database: %v", err)
 		}
 	}
-	return sumdb.NewServer(ts)
+	l.Handler = sumdb.NewServer(ts)
+	return l
+}
+
+// Log makes the honest checksum database log zipHash and modHash for m.
+// The record joins the end of the tree when first looked up, so the tree
+// grows then. Use it for modules built by a test, such as large ones for
+// benchmarks.
+func (w *World) Log(m module.Version, zipHash, modHash string) {
+	w.honest.add(m, gosumLines(m, zipHash, modHash))
 }
 
 // SetSumDB switches what the checksum database serves from now on, at

@@ -62,8 +62,8 @@ type World struct {
 
 	corpus  []*Module
 	byKey   map[module.Version]*Module
-	honest  http.Handler // honest checksum database server
-	forked  http.Handler // forked checksum database server
+	honest  *ledger      // honest checksum database
+	forked  *ledger      // forked checksum database
 	mode    atomic.Int32 // SumDBMode
 	routes  map[string]http.Handler
 	mu      sync.Mutex

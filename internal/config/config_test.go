@@ -1,0 +1,106 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+func TestDefaultsNeedNoFile(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SumDB.Key != sumdb.DefaultKey || c.DataDir == "" || len(c.ModuleProxies) != 4 || c.ModuleProxies[0] != "https://"+PublicProxyHost {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestParse(t *testing.T) {
+	good := `data_dir: /var/lib/sumgate
+module_proxies: [https://goproxy.io]
+private: corp.example,*.internal.example
+sumdb:
+  key: ` + sumdb.DefaultKey + `
+  urls: [https://sumdb.mirror.example]
+upstream:
+  resolve:
+    sum.golang.org: 127.0.0.1:8443
+`
+	c, err := Parse("good.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/var/lib/sumgate" || c.Private != "corp.example,*.internal.example" || c.Upstream.Resolve["sum.golang.org"] != "127.0.0.1:8443" || len(c.SumDB.URLs) != 1 {
+		t.Fatalf("parsed: %+v", c)
+	}
+	if c, err := Parse("empty.yaml", nil); err != nil || c.SumDB.Key != sumdb.DefaultKey {
+		t.Fatalf("empty file: %+v, %v", c, err)
+	}
+	if c, err := Parse("partial.yaml", []byte("private: corp.example\n")); err != nil || len(c.ModuleProxies) != 4 {
+		t.Fatalf("absent keys must keep their defaults: %+v, %v", c, err)
+	}
+}
+
+// TestParseErrorsNameKeyAndLine: every bad file is an error that names the
+// file, the line and the key.
+func TestParseErrorsNameKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top-level key", "data_dir: x\nlisten_addr: y\n", `c.yaml:2: unknown key "listen_addr"`},
+		{"unknown nested key", "sumdb:\n  key: " + sumdb.DefaultKey + "\n  url: []\n", `c.yaml:3: unknown key "sumdb.url" (known keys here: key, urls)`},
+		{"duplicate key", "private: a\nprivate: b\n", `c.yaml:2: key "private" is already set on line 1`},
+		{"wrong type", "\n\nmodule_proxies: https://goproxy.io\n", `c.yaml:3: module_proxies: cannot unmarshal`},
+		{"wrong nested type", "upstream:\n  resolve: [a]\n", `c.yaml:2: upstream.resolve: cannot unmarshal`},
+		{"empty data_dir", "data_dir: \"\"\n", `c.yaml:1: data_dir: must not be empty`},
+		{"bad key", "sumdb:\n  key: nonsense\n", `c.yaml:2: sumdb.key: invalid verifier key`},
+		{"http proxy", "module_proxies:\n  - https://goproxy.io\n  - http://insecure.example\n", `c.yaml:1: module_proxies: URL "http://insecure.example": scheme must be https`},
+		{"proxy with credentials", "module_proxies: [\"https://u:p@goproxy.io\"]\n", `module_proxies: URL "https://u:p@goproxy.io" must not carry user information`},
+		{"bad sumdb url", "sumdb:\n  urls: [ftp://x]\n", `c.yaml:2: sumdb.urls: URL "ftp://x": scheme must be https`},
+		{"resolve of an IP literal", "upstream:\n  resolve:\n    10.0.0.1: 127.0.0.1:443\n", `c.yaml:3: upstream.resolve.10.0.0.1: resolve applies to host names`},
+		{"resolve to a name", "upstream:\n  resolve:\n    sum.golang.org: localhost:443\n", `c.yaml:3: upstream.resolve.sum.golang.org: "localhost:443" is not an ip:port`},
+		{"missing roots file", "upstream:\n  roots: /nonexistent/roots.pem\n", `c.yaml:2: upstream.roots: stat /nonexistent/roots.pem`},
+		{"private with spaces", "private: \"a b\"\n", `c.yaml:1: private: pattern "a b" contains white space`},
+		{"syntax error", "data_dir: [\n", `c.yaml:`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.yaml")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err = %v, want a not-exist error", err)
+	}
+}
+
+// FuzzParse: no input makes Parse panic, and an accepted file yields a
+// configuration that validates again.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("data_dir: x\nsumdb:\n  key: " + sumdb.DefaultKey + "\n"))
+	f.Add([]byte("upstream:\n  resolve:\n    a.example: 127.0.0.1:1\n"))
+	f.Add([]byte("private: [\n"))
+	f.Add([]byte("&a [*a]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if err := c.validate(nil); err != nil {
+			t.Fatalf("accepted config does not validate: %v", err)
+		}
+	})
+}
