@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/mod/module"
@@ -53,8 +54,15 @@ func malformed(format string, args ...any) error {
 // that inflates to more or less than its declared size, or fails its
 // CRC-32, is rejected. A go.mod must not exceed [modzip.MaxGoMod]. Such
 // failures are [*MalformedError]; any other error is an I/O error reading
-// file. Memory use does not depend on the size of the entries.
+// file. Memory use does not depend on the size of the entries: entries of
+// up to 4 MiB are inflated ahead on GOMAXPROCS goroutines, holding at most
+// 32 MiB, while the current one is hashed.
 func Hash(m module.Version, kind Kind, file string) (string, error) {
+	return hash(m, kind, file, runtime.GOMAXPROCS(0))
+}
+
+// hash is Hash with the number of goroutines inflating a zip.
+func hash(m module.Version, kind Kind, file string, workers int) (string, error) {
 	info, err := os.Stat(file)
 	if err != nil {
 		return "", fmt.Errorf("hashing %s of %s: %w", kind, m, err)
@@ -70,12 +78,15 @@ func Hash(m module.Version, kind Kind, file string) (string, error) {
 		}
 		return h, nil
 	case KindZip:
-		return hashZip(m, file)
+		return hashZip(m, file, workers)
 	}
 	return "", fmt.Errorf("hashing %s: unknown kind %v", m, kind)
 }
 
-func hashZip(m module.Version, file string) (string, error) {
+// hashZip hashes a module zip after checking its structure. With
+// workers > 1 it inflates upcoming entries on other goroutines while
+// dirhash hashes the current one.
+func hashZip(m module.Version, file string, workers int) (string, error) {
 	if _, err := modzip.CheckZip(m, file); err != nil {
 		return "", &MalformedError{Err: fmt.Errorf("malformed zip: %w", err)}
 	}
@@ -93,14 +104,13 @@ func hashZip(m module.Version, file string) (string, error) {
 		names = append(names, f.Name)
 		entries[f.Name] = f
 	}
-	h, err := dirhash.Hash1(names, func(name string) (io.ReadCloser, error) {
-		f := entries[name]
-		r, err := f.Open()
-		if err != nil {
-			return nil, fmt.Errorf("entry %q: %w", name, err)
-		}
-		return entryReader{r, f}, nil
-	})
+	open := func(name string) (io.ReadCloser, error) { return openEntry(entries[name]) }
+	if workers > 1 && len(names) > 1 {
+		p := startPrefetch(entries, names, workers, prefetchBudget, prefetchMaxEntry)
+		defer p.stop() // before z.Close: the workers read from z
+		open = p.open
+	}
+	h, err := dirhash.Hash1(names, open)
 	if err != nil {
 		// Only an error from the operating system is about the disk; the
 		// rest (such as a negative offset read from a forged header) is

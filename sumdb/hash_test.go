@@ -59,5 +59,8 @@ func FuzzHashZip(f *testing.F) {
 		if _, err := modzip.CheckZip(m, file); err != nil || len(h) < 4 {
 			t.Fatalf("accepted %q but CheckZip says %v", h, err)
 		}
+		if serial, err := hashZip(m, file, 1); serial != h || err != nil {
+			t.Fatalf("serial hash %q, %v; parallel %q", serial, err, h)
+		}
 	})
 }

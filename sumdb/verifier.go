@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +60,9 @@ type Config struct {
 	// LookupTimeout bounds one lookup, all its requests included. Zero
 	// means 30s.
 	LookupTimeout time.Duration
+	// HashWorkers bounds the goroutines that inflate one zip's entries
+	// while it is hashed. Zero means GOMAXPROCS; 1 hashes serially.
+	HashWorkers int
 }
 
 // A Verifier checks module files against a checksum database. It is safe
@@ -70,6 +74,7 @@ type Verifier struct {
 	verifiers note.Verifiers // for reading tree sizes of stored heads
 	private   string         // GOPRIVATE-syntax patterns
 	timeout   time.Duration  // per lookup
+	workers   int            // goroutines inflating one zip
 	log       *slog.Logger   // where alerts and client messages go
 	store     *store         // persistent state
 	remote    *remote        // access to the database
@@ -97,6 +102,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.LookupTimeout == 0 {
 		cfg.LookupTimeout = 30 * time.Second
 	}
+	if cfg.HashWorkers <= 0 {
+		cfg.HashWorkers = runtime.GOMAXPROCS(0)
+	}
 	st, err := openStore(cfg.DataDir, cfg.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sumdb: %w", err)
@@ -107,6 +115,7 @@ func New(cfg Config) (*Verifier, error) {
 		verifiers: note.VerifierList(verifier),
 		private:   cfg.Private,
 		timeout:   cfg.LookupTimeout,
+		workers:   cfg.HashWorkers,
 		log:       cfg.Logger.With("sumdb", verifier.Name()),
 		store:     st,
 		remote:    newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies),
@@ -168,7 +177,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 	vd := Verdict{Module: m, Kind: kind}
 	if v.IsPrivate(m.Path) {
-		got, err := Hash(m, kind, file)
+		got, err := hash(m, kind, file, v.workers)
 		return v.withHash(vd, got, err, Private)
 	}
 	if since, ok := v.store.alerted(); ok {
@@ -178,7 +187,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 
 	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
-	got, hashErr := Hash(m, kind, file)
+	got, hashErr := hash(m, kind, file, v.workers)
 	var res lookupResult
 	select {
 	case r := <-ch:
