@@ -2,6 +2,7 @@ package sumdb
 
 import (
 	"archive/zip"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -56,13 +57,15 @@ func malformed(format string, args ...any) error {
 // failures are [*MalformedError]; any other error is an I/O error reading
 // file. Memory use does not depend on the size of the entries: entries of
 // up to 4 MiB are inflated ahead on GOMAXPROCS goroutines, holding at most
-// 32 MiB, while the current one is hashed.
+// 32 MiB, while the current one is hashed. A zip that may have more than
+// [DefaultMaxZipEntries] entries is malformed.
 func Hash(m module.Version, kind Kind, file string) (string, error) {
-	return hash(m, kind, file, runtime.GOMAXPROCS(0))
+	return hash(m, kind, file, runtime.GOMAXPROCS(0), DefaultMaxZipEntries)
 }
 
-// hash is Hash with the number of goroutines inflating a zip.
-func hash(m module.Version, kind Kind, file string, workers int) (string, error) {
+// hash is Hash with the number of goroutines inflating a zip and the
+// bound on its entries.
+func hash(m module.Version, kind Kind, file string, workers, maxEntries int) (string, error) {
 	info, err := os.Stat(file)
 	if err != nil {
 		return "", fmt.Errorf("hashing %s of %s: %w", kind, m, err)
@@ -78,15 +81,63 @@ func hash(m module.Version, kind Kind, file string, workers int) (string, error)
 		}
 		return h, nil
 	case KindZip:
-		return hashZip(m, file, workers)
+		return hashZip(m, file, workers, maxEntries)
 	}
 	return "", fmt.Errorf("hashing %s: unknown kind %v", m, kind)
+}
+
+// DefaultMaxZipEntries is the default bound on the entries of a module zip.
+// Reading a zip holds every entry's header in memory, about 1.5 KiB each
+// with the checks' bookkeeping, so a 141 MB zip of a million empty files
+// costs 1.5 GB before any check can reject it. No module known to us comes
+// near 65,536 files.
+const DefaultMaxZipEntries = 1 << 16
+
+// centralHeader is the signature that starts every central directory
+// record of a zip.
+var centralHeader = []byte("PK\x01\x02")
+
+// checkEntryCount rejects a zip that may hold more than limit entries,
+// before anything parses it. It counts central directory signatures in the
+// whole file, an upper bound on the records any zip reader can find
+// wherever it believes the directory starts; stored data that happens to
+// contain the signature only makes the bound looser.
+func checkEntryCount(file string, limit int) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	keep := len(centralHeader) - 1 // tail carried over: a signature may straddle two reads
+	buf := make([]byte, keep+1<<20)
+	n, have := 0, 0
+	for {
+		m, err := f.Read(buf[have:])
+		if m > 0 {
+			chunk := buf[:have+m]
+			// The carried tail is shorter than a signature and the
+			// signature cannot overlap itself, so nothing counts twice.
+			if n += bytes.Count(chunk, centralHeader); n > limit {
+				return malformed("malformed zip: more than %d entries (the limit, sumdb.max_zip_entries)", limit)
+			}
+			have = copy(buf, chunk[len(chunk)-min(keep, len(chunk)):])
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // hashZip hashes a module zip after checking its structure. With
 // workers > 1 it inflates upcoming entries on other goroutines while
 // dirhash hashes the current one.
-func hashZip(m module.Version, file string, workers int) (string, error) {
+func hashZip(m module.Version, file string, workers, maxEntries int) (string, error) {
+	if err := checkEntryCount(file, maxEntries); err != nil {
+		return "", err
+	}
 	if _, err := modzip.CheckZip(m, file); err != nil {
 		return "", &MalformedError{Err: fmt.Errorf("malformed zip: %w", err)}
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -59,8 +60,46 @@ func FuzzHashZip(f *testing.F) {
 		if _, err := modzip.CheckZip(m, file); err != nil || len(h) < 4 {
 			t.Fatalf("accepted %q but CheckZip says %v", h, err)
 		}
-		if serial, err := hashZip(m, file, 1); serial != h || err != nil {
+		if serial, err := hashZip(m, file, 1, DefaultMaxZipEntries); serial != h || err != nil {
 			t.Fatalf("serial hash %q, %v; parallel %q", serial, err, h)
 		}
 	})
+}
+
+func TestCheckEntryCount(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := range 10 {
+		zw.Create(fmt.Sprintf("example.com/m@v1.0.0/f%d.go", i))
+	}
+	zw.Close()
+	tenEntries := write("ten.zip", buf.Bytes())
+	straddle := make([]byte, 1<<20+64)
+	copy(straddle[1<<20-2:], centralHeader) // split across the first two reads
+	tests := []struct {
+		name  string
+		file  string
+		limit int
+		ok    bool
+	}{
+		{"ten entries, limit ten", tenEntries, 10, true},
+		{"ten entries, limit nine", tenEntries, 9, false},
+		{"signature across a read boundary", write("straddle", straddle), 0, false},
+		{"no signature", write("zeros", make([]byte, 3<<20)), 0, true},
+		{"empty file", write("empty", nil), 0, true},
+	}
+	for _, tt := range tests {
+		err := checkEntryCount(tt.file, tt.limit)
+		if mal := (*MalformedError)(nil); tt.ok != (err == nil) || (err != nil && !errors.As(err, &mal)) {
+			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
 }

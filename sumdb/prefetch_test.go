@@ -57,12 +57,12 @@ func mixedZip(t testing.TB, m module.Version) string {
 func TestParallelHashEqualsSerial(t *testing.T) {
 	m := module.Version{Path: "example.com/mixed", Version: "v1.0.0"}
 	file := mixedZip(t, m)
-	serial, err := hashZip(m, file, 1)
+	serial, err := hashZip(m, file, 1, DefaultMaxZipEntries)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, workers := range []int{2, 3, 8} {
-		if got, err := hashZip(m, file, workers); err != nil || got != serial {
+		if got, err := hashZip(m, file, workers, DefaultMaxZipEntries); err != nil || got != serial {
 			t.Errorf("%d workers: %q, %v; serial %q", workers, got, err, serial)
 		}
 	}

@@ -63,6 +63,9 @@ type Config struct {
 	// HashWorkers bounds the goroutines that inflate one zip's entries
 	// while it is hashed. Zero means GOMAXPROCS; 1 hashes serially.
 	HashWorkers int
+	// MaxZipEntries bounds the entries of a module zip; a zip that may
+	// have more is malformed. Zero means [DefaultMaxZipEntries].
+	MaxZipEntries int
 }
 
 // A Verifier checks module files against a checksum database. It is safe
@@ -75,6 +78,7 @@ type Verifier struct {
 	private   string         // GOPRIVATE-syntax patterns
 	timeout   time.Duration  // per lookup
 	workers   int            // goroutines inflating one zip
+	maxFiles  int            // bound on a zip's entries
 	log       *slog.Logger   // where alerts and client messages go
 	store     *store         // persistent state
 	remote    *remote        // access to the database
@@ -102,6 +106,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.LookupTimeout == 0 {
 		cfg.LookupTimeout = 30 * time.Second
 	}
+	if cfg.MaxZipEntries <= 0 {
+		cfg.MaxZipEntries = DefaultMaxZipEntries
+	}
 	if cfg.HashWorkers <= 0 {
 		cfg.HashWorkers = runtime.GOMAXPROCS(0)
 	}
@@ -116,6 +123,7 @@ func New(cfg Config) (*Verifier, error) {
 		private:   cfg.Private,
 		timeout:   cfg.LookupTimeout,
 		workers:   cfg.HashWorkers,
+		maxFiles:  cfg.MaxZipEntries,
 		log:       cfg.Logger.With("sumdb", verifier.Name()),
 		store:     st,
 		remote:    newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies),
@@ -177,7 +185,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 	vd := Verdict{Module: m, Kind: kind}
 	if v.IsPrivate(m.Path) {
-		got, err := hash(m, kind, file, v.workers)
+		got, err := hash(m, kind, file, v.workers, v.maxFiles)
 		return v.withHash(vd, got, err, Private)
 	}
 	if since, ok := v.store.alerted(); ok {
@@ -187,7 +195,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 
 	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
-	got, hashErr := hash(m, kind, file, v.workers)
+	got, hashErr := hash(m, kind, file, v.workers, v.maxFiles)
 	var res lookupResult
 	select {
 	case r := <-ch:

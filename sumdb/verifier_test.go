@@ -153,6 +153,17 @@ func TestHostileZipIsBlocked(t *testing.T) {
 	}
 }
 
+// TestZipWithTooManyEntriesIsBlocked: a zip that could make the verifier
+// hold millions of entry headers is rejected before it is parsed.
+func TestZipWithTooManyEntriesIsBlocked(t *testing.T) {
+	w := testworld.New(t)
+	v := newVerifier(t, w, "", func(c *sumdb.Config) { c.MaxZipEntries = 1 })
+	vd := check(t, w, v, testworld.GoodPath, testworld.Version, sumdb.KindZip)
+	if vd.Outcome != sumdb.Mismatch || !strings.Contains(vd.Reason, "more than 1 entries") {
+		t.Fatalf("verdict %s, want a malformed-zip mismatch for too many entries", vd)
+	}
+}
+
 // TestPrivatePathsNeverReachTheDatabase holds threat 16.
 func TestPrivatePathsNeverReachTheDatabase(t *testing.T) {
 	w := testworld.New(t)

@@ -70,6 +70,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		URLs:          cfg.SumDB.URLs,
 		ModuleProxies: cfg.ModuleProxies,
 		Private:       cfg.Private,
+		MaxZipEntries: cfg.SumDB.MaxZipEntries,
 		HTTPClient:    client,
 		Logger:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})

@@ -53,6 +53,9 @@ type SumDB struct {
 	// sumgate uses https://<name>, then <proxy>/sumdb/<name> on the first
 	// module proxy that supports it.
 	URLs []string `yaml:"urls"`
+	// MaxZipEntries bounds the files in a module zip; a zip that may hold
+	// more is blocked as malformed before it is parsed.
+	MaxZipEntries int `yaml:"max_zip_entries"`
 }
 
 // Upstream configures connections to upstream servers.
@@ -71,7 +74,7 @@ func Default() *Config {
 	return &Config{
 		DataDir:       "./sumgate-data",
 		ModuleProxies: []string{"https://" + PublicProxyHost, GoproxyCN, GoproxyIO, Aliyun},
-		SumDB:         SumDB{Key: sumdb.DefaultKey},
+		SumDB:         SumDB{Key: sumdb.DefaultKey, MaxZipEntries: sumdb.DefaultMaxZipEntries},
 	}
 }
 
@@ -240,6 +243,9 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if _, err := note.NewVerifier(c.SumDB.Key); err != nil {
 		return fail("sumdb.key", "invalid verifier key %q: %v", c.SumDB.Key, err)
+	}
+	if c.SumDB.MaxZipEntries < 1 {
+		return fail("sumdb.max_zip_entries", "must be at least 1")
 	}
 	for _, u := range c.SumDB.URLs {
 		if err := checkHTTPSURL(u); err != nil {

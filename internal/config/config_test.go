@@ -53,11 +53,12 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"unknown top-level key", "data_dir: x\nlisten_addr: y\n", `c.yaml:2: unknown key "listen_addr"`},
-		{"unknown nested key", "sumdb:\n  key: " + sumdb.DefaultKey + "\n  url: []\n", `c.yaml:3: unknown key "sumdb.url" (known keys here: key, urls)`},
+		{"unknown nested key", "sumdb:\n  key: " + sumdb.DefaultKey + "\n  url: []\n", `c.yaml:3: unknown key "sumdb.url" (known keys here: key, urls, max_zip_entries)`},
 		{"duplicate key", "private: a\nprivate: b\n", `c.yaml:2: key "private" is already set on line 1`},
 		{"wrong type", "\n\nmodule_proxies: https://goproxy.io\n", `c.yaml:3: module_proxies: cannot unmarshal`},
 		{"wrong nested type", "upstream:\n  resolve: [a]\n", `c.yaml:2: upstream.resolve: cannot unmarshal`},
 		{"empty data_dir", "data_dir: \"\"\n", `c.yaml:1: data_dir: must not be empty`},
+		{"zero max_zip_entries", "sumdb:\n  max_zip_entries: 0\n", `c.yaml:2: sumdb.max_zip_entries: must be at least 1`},
 		{"bad key", "sumdb:\n  key: nonsense\n", `c.yaml:2: sumdb.key: invalid verifier key`},
 		{"http proxy", "module_proxies:\n  - https://goproxy.io\n  - http://insecure.example\n", `c.yaml:1: module_proxies: URL "http://insecure.example": scheme must be https`},
 		{"proxy with credentials", "module_proxies: [\"https://u:p@goproxy.io\"]\n", `module_proxies: URL "https://u:p@goproxy.io" must not carry user information`},
