@@ -119,9 +119,6 @@ func (s *store) writeTile(tile string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	return writeFileAtomic(path, data)
 }
 
@@ -170,9 +167,6 @@ func (s *store) writeProven(m module.Version, p proven) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	return writeFileAtomic(path, data)
 }
 
@@ -204,9 +198,13 @@ func (s *store) alerted() (time.Time, bool) {
 	return info.ModTime(), true
 }
 
-// writeFileAtomic replaces path with data (mode 0600) so that readers,
-// and the file after a crash, see either the old or the new content.
+// writeFileAtomic replaces path with data (mode 0600), creating its
+// directory (0700) if needed, so that readers, and the file after a crash,
+// see either the old or the new content.
 func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
 	var suffix [8]byte
 	rand.Read(suffix[:])
 	tmp := path + ".tmp-" + hex.EncodeToString(suffix[:])
