@@ -6,6 +6,7 @@
 // Usage:
 //
 //	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
+//	sumgate ca init|export|bundle [-config FILE]
 //
 // See the README for the configuration file and the gateway.
 package main
@@ -34,6 +35,7 @@ const usage = `usage: sumgate <command> [arguments]
 
 commands:
   verify    check a module version against the Go checksum database
+  ca        create, export and bundle the enterprise CA's root
 
 Run 'sumgate <command> -h' for a command's flags.
 `
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "verify":
 		return verifyCmd(ctx, args[1:], stdout, stderr)
+	case "ca":
+		return caCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/mod/module"
@@ -43,6 +44,40 @@ type Config struct {
 	SumDB SumDB `yaml:"sumdb"`
 	// Upstream configures how sumgate reaches the outside world.
 	Upstream Upstream `yaml:"upstream"`
+	// Intercept lists the host names whose TLS sumgate terminates; leaf
+	// certificates are minted for these names and no others.
+	Intercept []string `yaml:"intercept"`
+	// CA configures the enterprise CA that mints those leaves.
+	CA CA `yaml:"ca"`
+}
+
+// CA configures the enterprise CA.
+type CA struct {
+	// Backend is "local" (an embedded CA under data_dir/ca, or the
+	// imported Cert and Key) or "step" (a step-ca).
+	Backend string `yaml:"backend"`
+	// Cert and Key import an existing root or intermediate (local).
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// PasswordFile holds the password of Key; $SUMGATE_CA_PASSWORD is
+	// used when it is empty. There is never a prompt.
+	PasswordFile string `yaml:"password_file"`
+	// LeafLifetime is how long minted leaves are valid.
+	LeafLifetime time.Duration `yaml:"leaf_lifetime"`
+	// Step configures the step backend.
+	Step Step `yaml:"step"`
+}
+
+// Step configures a step-ca backend.
+type Step struct {
+	URL          string `yaml:"url"`           // the CA's https URL
+	Root         string `yaml:"root"`          // PEM file of its root, or give Fingerprint
+	Fingerprint  string `yaml:"fingerprint"`   // SHA-256 of the root, hex
+	Provisioner  string `yaml:"provisioner"`   // provisioner name
+	Type         string `yaml:"type"`          // jwk or x5c
+	Key          string `yaml:"key"`           // provisioner key (jwk: optional) or x5c key
+	Cert         string `yaml:"cert"`          // x5c certificate
+	PasswordFile string `yaml:"password_file"` // or $SUMGATE_STEP_PASSWORD
 }
 
 // SumDB configures the checksum database sumgate verifies against.
@@ -75,6 +110,9 @@ func Default() *Config {
 		DataDir:       "./sumgate-data",
 		ModuleProxies: []string{"https://" + PublicProxyHost, GoproxyCN, GoproxyIO, Aliyun},
 		SumDB:         SumDB{Key: sumdb.DefaultKey, MaxZipEntries: sumdb.DefaultMaxZipEntries},
+		Intercept: []string{PublicProxyHost, SumDBName, "goproxy.cn", "goproxy.io", "mirrors.aliyun.com",
+			"github.com", "codeload.github.com"},
+		CA: CA{Backend: "local", LeafLifetime: 24 * time.Hour, Step: Step{Type: "jwk"}},
 	}
 }
 
@@ -257,13 +295,21 @@ func (c *Config) validate(at func(key string) string) error {
 			return fail("upstream.roots", "%v", err)
 		}
 	}
+	for _, h := range c.Intercept {
+		if err := checkHostName(h); err != nil {
+			return fail("intercept", "%v", err)
+		}
+	}
+	if err := c.CA.validate(fail); err != nil {
+		return err
+	}
 	for _, host := range slices.Sorted(maps.Keys(c.Upstream.Resolve)) {
 		key := "upstream.resolve." + host
 		if _, err := netip.ParseAddr(host); err == nil {
 			return fail(key, "resolve applies to host names, not IP literals")
 		}
-		if err := module.CheckImportPath(host); err != nil || strings.Contains(host, "/") {
-			return fail(key, "%q is not a host name", host)
+		if err := checkHostName(host); err != nil {
+			return fail(key, "%v", err)
 		}
 		addr := c.Upstream.Resolve[host]
 		ap, err := netip.ParseAddrPort(addr)
@@ -271,6 +317,61 @@ func (c *Config) validate(at func(key string) string) error {
 			return fail(key, "%q is not an ip:port address: %v", addr, err)
 		}
 		c.Upstream.Resolve[host] = ap.String()
+	}
+	return nil
+}
+
+// checkHostName accepts a lower-case DNS host name: no IP literal, port,
+// path or wildcard.
+func checkHostName(h string) error {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return fmt.Errorf("%q is an IP address, not a host name", h)
+	}
+	if err := module.CheckImportPath(h); err != nil || strings.ContainsAny(h, "/:*") || h != strings.ToLower(h) || !strings.Contains(h, ".") {
+		return fmt.Errorf("%q is not a lower-case host name", h)
+	}
+	return nil
+}
+
+func (ca *CA) validate(fail func(key, format string, args ...any) error) error {
+	switch ca.Backend {
+	case "local", "step":
+	default:
+		return fail("ca.backend", "%q: want local or step", ca.Backend)
+	}
+	if ca.LeafLifetime < time.Minute || ca.LeafLifetime > 90*24*time.Hour {
+		return fail("ca.leaf_lifetime", "%v: want between 1m and 2160h", ca.LeafLifetime)
+	}
+	if (ca.Cert == "") != (ca.Key == "") {
+		return fail("ca.cert", "ca.cert and ca.key must be given together")
+	}
+	for key, file := range map[string]string{"ca.cert": ca.Cert, "ca.key": ca.Key, "ca.password_file": ca.PasswordFile,
+		"ca.step.root": ca.Step.Root, "ca.step.key": ca.Step.Key, "ca.step.cert": ca.Step.Cert, "ca.step.password_file": ca.Step.PasswordFile} {
+		if file == "" {
+			continue
+		}
+		if _, err := os.Stat(file); err != nil {
+			return fail(key, "%v", err)
+		}
+	}
+	if ca.Backend != "step" {
+		return nil
+	}
+	st := ca.Step
+	switch {
+	case st.URL == "":
+		return fail("ca.step.url", "required for the step backend")
+	case st.Root == "" && st.Fingerprint == "":
+		return fail("ca.step.root", "ca.step.root or ca.step.fingerprint is required for the step backend")
+	case st.Provisioner == "":
+		return fail("ca.step.provisioner", "required for the step backend")
+	case st.Type != "jwk" && st.Type != "x5c":
+		return fail("ca.step.type", "%q: want jwk or x5c", st.Type)
+	case st.Type == "x5c" && (st.Cert == "" || st.Key == ""):
+		return fail("ca.step.cert", "the x5c provisioner needs ca.step.cert and ca.step.key")
+	}
+	if err := checkHTTPSURL(st.URL); err != nil {
+		return fail("ca.step.url", "%v", err)
 	}
 	return nil
 }

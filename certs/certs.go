@@ -1,0 +1,323 @@
+// Package certs is sumgate's enterprise CA: it mints the leaf certificates
+// sumgate presents for the hosts it intercepts.
+//
+// One type, [CA], serves every backend. Behind it sits a smallstep
+// apiv1.CertificateAuthorityService: cas/softcas over an embedded (or
+// imported) root and intermediate for the "local" backend, cas/stepcas
+// against a real step-ca for the "step" backend. Leaves are minted on
+// demand during the TLS handshake through certmagic, which caches,
+// persists and renews them; only names on the intercept list are ever
+// minted.
+package certs
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/smallstep/certificates/cas/apiv1"
+	"go.uber.org/zap"
+)
+
+// Backends.
+const (
+	BackendLocal = "local" // embedded or imported CA, signing with cas/softcas
+	BackendStep  = "step"  // a step-ca, through cas/stepcas
+)
+
+// DefaultLeafLifetime is the lifetime of a leaf certificate when
+// Config.LeafLifetime is zero.
+const DefaultLeafLifetime = 24 * time.Hour
+
+// Config configures a [CA]. The zero value of every field but DataDir and
+// Intercept is usable: a local CA under DataDir/ca with 24 h leaves.
+type Config struct {
+	// Backend is BackendLocal (zero value) or BackendStep.
+	Backend string
+	// DataDir holds the local CA in DataDir/ca (0700) and minted leaves in
+	// DataDir/ca/leaves.
+	DataDir string
+	// Intercept lists the host names leaves may be minted for. Nothing
+	// else is ever minted. The local intermediate is name-constrained to
+	// these names.
+	Intercept []string
+	// Cert and Key, if set, import an existing root or intermediate (the
+	// file may hold its chain) instead of the embedded CA.
+	Cert, Key string
+	// Password decrypts Key, if it is encrypted.
+	Password []byte
+	// LeafLifetime is how long a leaf is valid. Zero means 24 h.
+	LeafLifetime time.Duration
+	// Step configures the step backend.
+	Step StepConfig
+	// Logger receives issuance events and failures. Zero means slog.Default().
+	Logger *slog.Logger
+}
+
+// StepConfig configures the step backend.
+type StepConfig struct {
+	URL         string // the step-ca's base URL
+	Root        string // PEM file of its root; or give Fingerprint
+	Fingerprint string // hex SHA-256 of the root certificate
+	Provisioner string // provisioner name
+	Type        string // "jwk" or "x5c"
+	Key         string // provisioner key (jwk: optional, else fetched from the CA) or x5c leaf key
+	Cert        string // x5c certificate chain
+	Password    []byte // decrypts Key (or the fetched JWK); required
+}
+
+// A CA mints leaf certificates for intercepted hosts. Create it with [New]
+// and stop it with [CA.Stop]. It is safe for concurrent use.
+type CA struct {
+	cfg     Config
+	log     *slog.Logger
+	service apiv1.CertificateAuthorityService // the backend that signs
+	root    *x509.Certificate                 // what clients trust
+	chain   []*x509.Certificate               // certificates served after the leaf
+	id      string                            // fingerprint of the root; names this CA's leaves in storage
+	allowed map[string]bool                   // lower-case intercept names
+	magic   *certmagic.Config                 // on-demand issuance, storage, renewal
+	cache   *certmagic.Cache                  // bounded leaf cache; owns a maintenance goroutine
+	issued  atomic.Int64                      // leaves minted since New
+	stop    sync.Once                         // guards cache.Stop, which panics if called twice
+}
+
+// New opens the configured CA, creating the embedded local CA on first
+// use, and starts certmagic's cache. The step backend must answer at
+// startup unless leaves already in storage are still valid.
+func New(ctx context.Context, cfg Config) (*CA, error) {
+	if cfg.LeafLifetime == 0 {
+		cfg.LeafLifetime = DefaultLeafLifetime
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &CA{cfg: cfg, log: cfg.Logger.With("component", "ca"), allowed: map[string]bool{}}
+	for _, h := range cfg.Intercept {
+		c.allowed[strings.ToLower(h)] = true
+	}
+	var err error
+	switch cfg.Backend {
+	case "", BackendLocal:
+		c.service, c.root, c.chain, err = openLocal(ctx, cfg, true)
+	case BackendStep:
+		c.service, c.root, err = openStep(ctx, cfg)
+		c.id = strings.ToLower(strings.ReplaceAll(cfg.Step.Fingerprint, ":", ""))
+		if c.root != nil {
+			c.id = Fingerprint(c.root)
+		}
+		if err != nil && c.id != "" && c.holdsValidLeaves(ctx) {
+			c.log.Warn("step-ca unreachable at startup; serving the leaves already held until they expire", "url", cfg.Step.URL, "err", err)
+			err = nil
+		}
+	default:
+		err = fmt.Errorf("unknown CA backend %q (want %q or %q)", cfg.Backend, BackendLocal, BackendStep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.root != nil {
+		c.id = Fingerprint(c.root)
+	}
+
+	capacity := max(100, 4*len(c.allowed))
+	c.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return c.magic, nil },
+		Capacity:         capacity,
+		// certmagic renews any leaf with less than five check intervals
+		// left; scale the interval so that short lifetimes are not renewed
+		// on every handshake.
+		RenewCheckInterval: min(10*time.Minute, max(time.Second, cfg.LeafLifetime/30)),
+		Logger:             zap.NewNop(),
+	})
+	c.magic = certmagic.New(c.cache, c.magicConfig())
+	return c, nil
+}
+
+// magicConfig is certmagic's configuration: our issuer only (no ACME), no
+// OCSP stapling, no ARI, ECDSA P-256 keys, file storage under the data
+// directory, and on-demand issuance for intercepted names only.
+func (c *CA) magicConfig() certmagic.Config {
+	return certmagic.Config{
+		Issuers:   []certmagic.Issuer{issuer{c}},
+		KeySource: certmagic.StandardKeyGenerator{KeyType: certmagic.P256},
+		OCSP:      certmagic.OCSPConfig{DisableStapling: true},
+		// Leaves live in a 0700 folder under the data directory, keys 0600,
+		// so restarts and replicas sharing the volume reuse them, and a
+		// step-ca outage at startup does not stop sumgate while they last.
+		Storage:    &certmagic.FileStorage{Path: c.leafDir()},
+		DisableARI: true,
+		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
+			if !c.allowed[strings.ToLower(name)] {
+				return fmt.Errorf("%q is not on the intercept list", name)
+			}
+			return nil
+		}},
+		Logger: zap.NewNop(),
+	}
+}
+
+func (c *CA) leafDir() string { return filepath.Join(c.cfg.DataDir, "ca", "leaves") }
+
+// holdsValidLeaves reports whether storage holds an unexpired leaf for
+// every intercepted name.
+func (c *CA) holdsValidLeaves(ctx context.Context) bool {
+	if len(c.allowed) == 0 {
+		return false
+	}
+	cache := certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return nil, errors.New("unused") },
+		Logger:           zap.NewNop(),
+	})
+	defer cache.Stop()
+	cfg := c.magicConfig()
+	cfg.OnDemand = nil
+	magic := certmagic.New(cache, cfg)
+	for name := range c.allowed {
+		cert, err := magic.CacheManagedCertificate(ctx, name)
+		if err != nil || time.Now().After(cert.Leaf.NotAfter) {
+			return false
+		}
+	}
+	return true
+}
+
+// Stop stops certmagic's maintenance goroutine. It may be called more
+// than once.
+func (c *CA) Stop() { c.stop.Do(c.cache.Stop) }
+
+// Root returns the root certificate clients must trust.
+func (c *CA) Root() *x509.Certificate { return c.root }
+
+// Issued returns how many leaves this CA has minted since New.
+func (c *CA) Issued() int64 { return c.issued.Load() }
+
+// GetCertificate returns the leaf for hello.ServerName, minting it on
+// first use (concurrent handshakes for one name share one issuance). A
+// name not on the intercept list fails the handshake.
+func (c *CA) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.magic.GetCertificate(hello)
+}
+
+// TLSConfig returns a server configuration that presents minted leaves,
+// with TLS 1.2 as the minimum.
+func (c *CA) TLSConfig() *tls.Config {
+	return &tls.Config{GetCertificate: c.GetCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+}
+
+// issuer adapts the CA service to certmagic.
+type issuer struct{ c *CA }
+
+// IssuerKey separates leaves of different CAs in storage.
+func (i issuer) IssuerKey() string {
+	return "sumgate-" + i.c.id[:min(16, len(i.c.id))]
+}
+
+// Issue mints a leaf for the CSR certmagic made: ECDSA P-256, SAN equal to
+// the host, serverAuth, digitalSignature, the configured lifetime.
+func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	c := i.c
+	for _, name := range csr.DNSNames {
+		if !c.allowed[strings.ToLower(name)] {
+			return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("refusing to mint for %q: not on the intercept list", name)}
+		}
+	}
+	if len(csr.DNSNames) != 1 || len(csr.IPAddresses)+len(csr.EmailAddresses)+len(csr.URIs) != 0 {
+		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("refusing to mint: want exactly one DNS name, got %v", csr.DNSNames)}
+	}
+	if c.service == nil {
+		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("minting a leaf for %s: the %s CA at %s was unreachable at startup", csr.DNSNames[0], c.cfg.Backend, c.cfg.Step.URL)}
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: csr.DNSNames[0]},
+		DNSNames:              csr.DNSNames,
+		PublicKey:             csr.PublicKey,
+		PublicKeyAlgorithm:    csr.PublicKeyAlgorithm,
+		KeyUsage:              x509.KeyUsageDigitalSignature, // softcas sets no usage itself
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	start := time.Now()
+	resp, err := c.create(ctx, &apiv1.CreateCertificateRequest{
+		Template: tmpl,
+		CSR:      csr,
+		Lifetime: c.cfg.LeafLifetime,
+		// Tolerate clients whose clock is a little behind, without pulling
+		// a short-lived leaf into its renewal window at birth.
+		Backdate: min(time.Minute, c.cfg.LeafLifetime/10),
+	})
+	if err != nil {
+		c.log.Error("minting a leaf failed", "host", csr.DNSNames[0], "backend", c.cfg.Backend, "err", err)
+		// Fail this handshake now rather than hold it open through
+		// certmagic's retries; the next handshake tries again.
+		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("minting a leaf for %s: %w", csr.DNSNames[0], err)}
+	}
+	c.issued.Add(1)
+	c.log.Info("minted a leaf", "host", csr.DNSNames[0], "serial", resp.Certificate.SerialNumber.Text(16),
+		"not_after", resp.Certificate.NotAfter, "took", time.Since(start))
+	var chainPEM []byte
+	chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate.Raw})...)
+	chain := resp.CertificateChain
+	if len(chain) == 0 {
+		chain = c.chain
+	}
+	for _, ic := range chain {
+		if isSelfSigned(ic) {
+			continue // clients have the root; sending it only costs bytes
+		}
+		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ic.Raw})...)
+	}
+	return &certmagic.IssuedCertificate{Certificate: chainPEM}, nil
+}
+
+// create calls the CA service, giving up when ctx ends: a hung step-ca
+// must fail the handshake, not hold it (and every handshake waiting on the
+// same name) open.
+func (c *CA) create(ctx context.Context, req *apiv1.CreateCertificateRequest) (*apiv1.CreateCertificateResponse, error) {
+	type result struct {
+		resp *apiv1.CreateCertificateResponse
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		resp, err := c.service.CreateCertificate(req)
+		ch <- result{resp, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.resp, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Fingerprint returns the hex SHA-256 of cert's DER encoding, the form
+// step and browsers show.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return c.CheckSignatureFrom(c) == nil && string(c.RawIssuer) == string(c.RawSubject)
+}

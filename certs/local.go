@@ -1,0 +1,299 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/smallstep/certificates/cas/apiv1"
+	"github.com/smallstep/certificates/cas/softcas"
+	"go.step.sm/crypto/pemutil"
+)
+
+// Files of the embedded CA, under <data_dir>/ca.
+const (
+	rootCertName  = "root.crt"
+	rootKeyName   = "root.key"
+	interCertName = "intermediate.crt"
+	interKeyName  = "intermediate.key"
+)
+
+// Lifetimes of the embedded CA's certificates.
+const (
+	rootLifetime  = 10 * 365 * 24 * time.Hour
+	interLifetime = 2 * 365 * 24 * time.Hour
+)
+
+// ErrNoCA reports that the local CA has not been created yet.
+var ErrNoCA = errors.New("no CA yet: run 'sumgate ca init' (or 'sumgate run', which creates it)")
+
+func caDir(dataDir string) string { return filepath.Join(dataDir, "ca") }
+
+// openLocal loads the local CA (imported, or embedded under
+// <data_dir>/ca, created there if create is set and it does not exist),
+// and returns the softcas service over the signing certificate, the root
+// and the chain served after leaves.
+func openLocal(ctx context.Context, cfg Config, create bool) (apiv1.CertificateAuthorityService, *x509.Certificate, []*x509.Certificate, error) {
+	var (
+		chain  []*x509.Certificate // signing certificate first
+		signer crypto.Signer
+		err    error
+	)
+	if cfg.Cert != "" || cfg.Key != "" {
+		chain, signer, err = importCA(cfg)
+	} else {
+		chain, signer, err = embeddedCA(cfg, create)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	root := chain[len(chain)-1]
+	if !isSelfSigned(root) {
+		return nil, nil, nil, fmt.Errorf("CA certificate chain in %s does not end in a self-signed root; append the root to the file", cfg.Cert)
+	}
+	svc, err := softcas.New(ctx, apiv1.Options{Type: apiv1.SoftCAS, CertificateChain: chain, Signer: signer})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("starting the local CA: %w", err)
+	}
+	return svc, root, chain, nil
+}
+
+// importCA reads an operator's root or intermediate (the certificate file
+// may hold the chain up to the root) and its key.
+func importCA(cfg Config) ([]*x509.Certificate, crypto.Signer, error) {
+	if cfg.Cert == "" || cfg.Key == "" {
+		return nil, nil, errors.New("ca.cert and ca.key must be given together")
+	}
+	chain, err := pemutil.ReadCertificateBundle(cfg.Cert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading ca.cert: %w", err)
+	}
+	signer, err := readKey(cfg.Key, cfg.Password)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !publicKeysEqual(chain[0].PublicKey, signer.Public()) {
+		return nil, nil, fmt.Errorf("ca.key %s does not belong to the first certificate in ca.cert %s", cfg.Key, cfg.Cert)
+	}
+	if !chain[0].IsCA {
+		return nil, nil, fmt.Errorf("ca.cert %s is not a CA certificate", cfg.Cert)
+	}
+	return chain, signer, nil
+}
+
+// embeddedCA loads, or creates, the root and intermediate under
+// <data_dir>/ca. The intermediate is name-constrained to the intercept
+// list, so its key, the one used every day, cannot mint for any other
+// name; it is reissued when the list grows.
+func embeddedCA(cfg Config, create bool) ([]*x509.Certificate, crypto.Signer, error) {
+	dir := caDir(cfg.DataDir)
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && create:
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("creating the CA folder: %w", err)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, fmt.Errorf("%s: %w", dir, ErrNoCA)
+	case err != nil:
+		return nil, nil, fmt.Errorf("reading the CA folder: %w", err)
+	case info.Mode().Perm()&0o077 != 0:
+		return nil, nil, fmt.Errorf("CA folder %s has mode %v: it must not be accessible to group or others (chmod 700 %s)", dir, info.Mode().Perm(), dir)
+	}
+
+	rootCert, rootKey := filepath.Join(dir, rootCertName), filepath.Join(dir, rootKeyName)
+	if _, err := os.Stat(rootCert); errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return nil, nil, fmt.Errorf("%s: %w", dir, ErrNoCA)
+		}
+		if err := createRoot(rootCert, rootKey); err != nil {
+			return nil, nil, err
+		}
+	}
+	root, err := pemutil.ReadCertificate(rootCert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the CA root: %w", err)
+	}
+
+	interCert, interKey := filepath.Join(dir, interCertName), filepath.Join(dir, interKeyName)
+	inter, err := pemutil.ReadCertificate(interCert)
+	if err == nil && covers(inter, cfg.Intercept) && time.Until(inter.NotAfter) > 30*24*time.Hour {
+		signer, err := readKey(interKey, cfg.Password)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []*x509.Certificate{inter, root}, signer, nil
+	}
+	// Missing, near expiry, or not covering a newly intercepted name:
+	// issue a new intermediate with the root key.
+	rootSigner, err := readKey(rootKey, cfg.Password)
+	if err != nil {
+		return nil, nil, err
+	}
+	inter, signer, err := createIntermediate(root, rootSigner, cfg.Intercept, interCert, interKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*x509.Certificate{inter, root}, signer, nil
+}
+
+// covers reports whether c's name constraints permit every host.
+func covers(c *x509.Certificate, hosts []string) bool {
+	for _, h := range hosts {
+		if !slices.ContainsFunc(c.PermittedDNSDomains, func(d string) bool {
+			return strings.EqualFold(h, d) || strings.HasSuffix(strings.ToLower(h), "."+strings.ToLower(d))
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+func createRoot(certFile, keyFile string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := caTemplate("sumgate root CA", rootLifetime)
+	tmpl.MaxPathLen = 1
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("creating the CA root: %w", err)
+	}
+	if err := writeKey(keyFile, key); err != nil {
+		return err
+	}
+	return writePEM(certFile, der, 0o644)
+}
+
+func createIntermediate(root *x509.Certificate, rootKey crypto.Signer, hosts []string, certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := caTemplate("sumgate intermediate CA", interLifetime)
+	tmpl.MaxPathLenZero = true
+	tmpl.PermittedDNSDomainsCritical = true
+	tmpl.PermittedDNSDomains = slices.Clone(hosts)
+	if tmpl.NotAfter.After(root.NotAfter) {
+		tmpl.NotAfter = root.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, key.Public(), rootKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the CA intermediate: %w", err)
+	}
+	if err := writeKey(keyFile, key); err != nil {
+		return nil, nil, err
+	}
+	if err := writePEM(certFile, der, 0o644); err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	return cert, key, err
+}
+
+func caTemplate(cn string, lifetime time.Duration) *x509.Certificate {
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	now := time.Now()
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"sumgate"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(lifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+}
+
+// readKey reads a private key file, refusing one that group or others
+// may read or write. An encrypted key needs password; there is never a
+// prompt.
+func readKey(file string, password []byte) (crypto.Signer, error) {
+	info, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA key: %w", err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("CA key %s has mode %v: refusing a key file that group or others can access (chmod 600 %s)", file, info.Mode().Perm(), file)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA key: %w", err)
+	}
+	if block, _ := pem.Decode(data); block != nil && len(password) == 0 &&
+		(block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block)) { //nolint:staticcheck // detecting legacy encryption is the point
+		return nil, fmt.Errorf("CA key %s is encrypted: give its password in ca.password_file or $SUMGATE_CA_PASSWORD", file)
+	}
+	opts := []pemutil.Options{pemutil.WithFilename(file)}
+	if len(password) > 0 {
+		opts = append(opts, pemutil.WithPassword(password))
+	}
+	key, err := pemutil.ParseKey(data, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA key %s: %w", file, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key %s is not a private key", file)
+	}
+	return signer, nil
+}
+
+func writeKey(file string, key crypto.Signer) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	return writePEMBlock(file, &pem.Block{Type: "PRIVATE KEY", Bytes: der}, 0o600)
+}
+
+func writePEM(file string, der []byte, mode os.FileMode) error {
+	return writePEMBlock(file, &pem.Block{Type: "CERTIFICATE", Bytes: der}, mode)
+}
+
+// writePEMBlock writes b to file atomically with mode.
+func writePEMBlock(file string, b *pem.Block, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := pem.Encode(tmp, b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ka, err1 := x509.MarshalPKIXPublicKey(a)
+	kb, err2 := x509.MarshalPKIXPublicKey(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ka, kb)
+}
