@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -306,6 +307,14 @@ func TestIntermediateIsNameConstrained(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLeaf(t, chain, "proxy.example", c.Root(), DefaultLeafLifetime)
+}
+
+func TestConstraintDomains(t *testing.T) {
+	got := constraintDomains([]string{"github.com", "codeload.github.com", "Sum.golang.org", "sum.golang.org", "a.b.example", "b.example", "xgithub.com"})
+	want := []string{"b.example", "github.com", "sum.golang.org", "xgithub.com"}
+	if !slices.Equal(got, want) {
+		t.Errorf("constraintDomains = %v, want %v", got, want)
+	}
 }
 
 // writeTestCA writes a root and, if withIntermediate, an intermediate

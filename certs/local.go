@@ -164,6 +164,34 @@ func covers(c *x509.Certificate, hosts []string) bool {
 	return true
 }
 
+// constraintDomains returns the fewest DNS name constraints that permit
+// every host: a constraint permits its subdomains, so a host under
+// another listed host adds nothing (and every byte of the intermediate is
+// sent in every handshake).
+func constraintDomains(hosts []string) []string {
+	set := map[string]bool{}
+	for _, h := range hosts {
+		set[strings.ToLower(h)] = true
+	}
+	var out []string
+	for h := range set {
+		covered := false
+		for p := h; !covered; {
+			i := strings.IndexByte(p, '.')
+			if i < 0 {
+				break
+			}
+			p = p[i+1:]
+			covered = set[p]
+		}
+		if !covered {
+			out = append(out, h)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func createRoot(certFile, keyFile string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -189,7 +217,7 @@ func createIntermediate(root *x509.Certificate, rootKey crypto.Signer, hosts []s
 	tmpl := caTemplate("sumgate intermediate CA", interLifetime)
 	tmpl.MaxPathLenZero = true
 	tmpl.PermittedDNSDomainsCritical = true
-	tmpl.PermittedDNSDomains = slices.Clone(hosts)
+	tmpl.PermittedDNSDomains = constraintDomains(hosts)
 	if tmpl.NotAfter.After(root.NotAfter) {
 		tmpl.NotAfter = root.NotAfter
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sumgate/sumgate/sumdb"
 )
@@ -34,6 +35,9 @@ upstream:
 	c, err := Parse("good.yaml", []byte(good))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.CA.Backend != "local" || c.CA.LeafLifetime != 24*time.Hour || len(c.Intercept) != 7 {
+		t.Fatalf("CA defaults: %+v, intercept %v", c.CA, c.Intercept)
 	}
 	if c.DataDir != "/var/lib/sumgate" || c.Private != "corp.example,*.internal.example" || c.Upstream.Resolve["sum.golang.org"] != "127.0.0.1:8443" || len(c.SumDB.URLs) != 1 {
 		t.Fatalf("parsed: %+v", c)
@@ -68,6 +72,16 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"missing roots file", "upstream:\n  roots: /nonexistent/roots.pem\n", `c.yaml:2: upstream.roots: stat /nonexistent/roots.pem`},
 		{"private with spaces", "private: \"a b\"\n", `c.yaml:1: private: pattern "a b" contains white space`},
 		{"syntax error", "data_dir: [\n", `c.yaml:`},
+		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
+		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
+		{"leaf lifetime not a duration", "ca:\n  leaf_lifetime: soon\n", `c.yaml:2: ca.leaf_lifetime: cannot unmarshal`},
+		{"upper-case intercept", "intercept: [Sum.golang.org]\n", `c.yaml:1: intercept: "Sum.golang.org" is not a lower-case host name`},
+		{"IP intercept", "intercept: [10.0.0.1]\n", `c.yaml:1: intercept: "10.0.0.1" is an IP address`},
+		{"wildcard intercept", "intercept: [\"*.example.com\"]\n", `is not a lower-case host name`},
+		{"cert without key", "ca:\n  cert: /etc/hostname\n", `c.yaml:2: ca.cert: ca.cert and ca.key must be given together`},
+		{"step without url", "ca:\n  backend: step\n  step:\n    fingerprint: ab\n", `c.yaml:3: ca.step.url: required`},
+		{"step without root", "ca:\n  backend: step\n  step:\n    url: https://ca.example\n", `c.yaml:3: ca.step.root: ca.step.root or ca.step.fingerprint is required`},
+		{"step x5c without cert", "ca:\n  backend: step\n  step:\n    url: https://ca.example\n    fingerprint: ab\n    provisioner: p\n    type: x5c\n", `ca.step.cert: the x5c provisioner needs`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
