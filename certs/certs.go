@@ -160,8 +160,8 @@ func (c *CA) magicConfig() certmagic.Config {
 		// Leaves live in a 0700 folder under the data directory, keys 0600,
 		// so restarts and replicas sharing the volume reuse them, and a
 		// step-ca outage at startup does not stop sumgate while they last.
-		Storage:             &certmagic.FileStorage{Path: c.leafDir()},
-		DisableARI:          true,
+		Storage:    &certmagic.FileStorage{Path: c.leafDir()},
+		DisableARI: true,
 		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
 			if !c.allowed[strings.ToLower(name)] {
 				return fmt.Errorf("%q is not on the intercept list", name)
