@@ -47,25 +47,9 @@ func BenchmarkHandshake(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*cert}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer l.Close()
-		go func() {
-			for {
-				conn, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					conn.(*tls.Conn).Handshake()
-					conn.Close()
-				}()
-			}
-		}()
+		static := serveTLS(b, &tls.Config{Certificates: []tls.Certificate{*cert}})
 		for b.Loop() {
-			if _, err := handshake(l.Addr().String(), hosts[0], roots); err != nil {
+			if _, err := handshake(static, hosts[0], roots); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -48,7 +48,14 @@ func newCA(t testing.TB, cfg Config) *CA {
 // its address.
 func serve(t testing.TB, c *CA) string {
 	t.Helper()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", c.TLSConfig())
+	return serveTLS(t, c.TLSConfig())
+}
+
+// serveTLS runs a TLS server on loopback that completes handshakes and
+// hangs up, and returns its address.
+func serveTLS(t testing.TB, cfg *tls.Config) string {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
