@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/caddyserver/certmagic v0.25.6
+	github.com/elazarl/goproxy v1.9.2
 	github.com/go-chi/chi/v5 v5.2.5
 	github.com/smallstep/certificates v0.30.2
 	go.step.sm/crypto v0.77.1

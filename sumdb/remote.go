@@ -118,7 +118,10 @@ func (r *remote) get(ctx context.Context, path string) ([]byte, error) {
 	if len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("no module proxy serves checksum database %s", r.name))
 	}
-	return nil, fmt.Errorf("checksum database %s unreachable: %w", r.name, errors.Join(errs...))
+	if len(errs) == 1 {
+		return nil, fmt.Errorf("checksum database %s unreachable: %w", r.name, errs[0])
+	}
+	return nil, fmt.Errorf("checksum database %s unreachable at %d URLs; first: %w", r.name, len(errs), errs[0])
 }
 
 // proxySupports reports whether proxy p answers 200 to

@@ -14,7 +14,7 @@ import (
 	"github.com/sumgate/sumgate/internal/stepcatest"
 )
 
-func runCmd(args ...string) (status int, stdout, stderr string) {
+func runCLI(args ...string) (status int, stdout, stderr string) {
 	var out, errb bytes.Buffer
 	status = run(args, &out, &errb)
 	return status, out.String(), errb.String()
@@ -26,16 +26,16 @@ func TestCACommands(t *testing.T) {
 	os.WriteFile(cfg, []byte("data_dir: "+filepath.Join(dir, "data")+"\n"), 0o600)
 
 	// Nothing exists yet: export says what to do.
-	if status, _, stderr := runCmd("ca", "export", "-config", cfg); status != 2 || !strings.Contains(stderr, "run 'sumgate ca init'") {
+	if status, _, stderr := runCLI("ca", "export", "-config", cfg); status != 2 || !strings.Contains(stderr, "run 'sumgate ca init'") {
 		t.Fatalf("export before init: status %d, stderr %q", status, stderr)
 	}
-	status, stdout, stderr := runCmd("ca", "init", "-config", cfg)
+	status, stdout, stderr := runCLI("ca", "init", "-config", cfg)
 	if status != 0 || !strings.Contains(stdout, "root SHA-256 fingerprint: ") {
 		t.Fatalf("init: status %d\n%s%s", status, stdout, stderr)
 	}
 	fp := strings.TrimSpace(stdout[strings.LastIndex(stdout, " ")+1:])
 
-	status, exported, stderr := runCmd("ca", "export", "-config", cfg)
+	status, exported, stderr := runCLI("ca", "export", "-config", cfg)
 	block, _ := pem.Decode([]byte(exported))
 	if status != 0 || block == nil {
 		t.Fatalf("export: status %d, %q %q", status, exported, stderr)
@@ -45,13 +45,13 @@ func TestCACommands(t *testing.T) {
 	}
 
 	// init again keeps the same CA.
-	if _, again, _ := runCmd("ca", "init", "-config", cfg); !strings.Contains(again, fp) {
+	if _, again, _ := runCLI("ca", "init", "-config", cfg); !strings.Contains(again, fp) {
 		t.Errorf("a second init changed the root:\n%s", again)
 	}
 
 	system := filepath.Join(dir, "system.pem")
 	os.WriteFile(system, []byte(exported), 0o644) // any PEM stands in for the system roots
-	status, bundle, _ := runCmd("ca", "bundle", "-config", cfg, "-system-roots", system)
+	status, bundle, _ := runCLI("ca", "bundle", "-config", cfg, "-system-roots", system)
 	if status != 0 || strings.Count(bundle, "BEGIN CERTIFICATE") != 2 || !strings.HasSuffix(bundle, exported) {
 		t.Errorf("bundle: status %d\n%s", status, bundle)
 	}
@@ -59,12 +59,12 @@ func TestCACommands(t *testing.T) {
 	// A key others can read stops every command that needs it.
 	key := filepath.Join(dir, "data", "ca", "intermediate.key")
 	os.Chmod(key, 0o644)
-	if status, _, stderr := runCmd("ca", "init", "-config", cfg); status != 2 || !strings.Contains(stderr, "refusing a key file") {
+	if status, _, stderr := runCLI("ca", "init", "-config", cfg); status != 2 || !strings.Contains(stderr, "refusing a key file") {
 		t.Errorf("init with a 0644 key: status %d, stderr %q", status, stderr)
 	}
 	os.Chmod(key, 0o600)
 
-	if status, _, stderr := runCmd("ca", "frob", "-config", cfg); status != 2 || !strings.Contains(stderr, "unknown command") {
+	if status, _, stderr := runCLI("ca", "frob", "-config", cfg); status != 2 || !strings.Contains(stderr, "unknown command") {
 		t.Errorf("unknown subcommand: status %d, stderr %q", status, stderr)
 	}
 }
@@ -83,24 +83,24 @@ func TestCAStepBackendCommands(t *testing.T) {
 		return cfg
 	}
 	t.Setenv("SUMGATE_STEP_PASSWORD", "")
-	if status, _, stderr := runCmd("ca", "init", "-config", write("")); status != 2 || !strings.Contains(stderr, "password is missing") {
+	if status, _, stderr := runCLI("ca", "init", "-config", write("")); status != 2 || !strings.Contains(stderr, "password is missing") {
 		t.Fatalf("no password: status %d, stderr %q", status, stderr)
 	}
 	loose := filepath.Join(dir, "loose")
 	os.WriteFile(loose, []byte(s.JWK.Password), 0o644)
-	if status, _, stderr := runCmd("ca", "init", "-config", write(loose)); status != 2 || !strings.Contains(stderr, "refusing a file") {
+	if status, _, stderr := runCLI("ca", "init", "-config", write(loose)); status != 2 || !strings.Contains(stderr, "refusing a file") {
 		t.Fatalf("password file others can read: status %d, stderr %q", status, stderr)
 	}
-	status, stdout, stderr := runCmd("ca", "init", "-config", write(s.JWK.PasswordFile))
+	status, stdout, stderr := runCLI("ca", "init", "-config", write(s.JWK.PasswordFile))
 	if status != 0 || !strings.Contains(stdout, s.Fingerprint) {
 		t.Fatalf("init: status %d\n%s%s", status, stdout, stderr)
 	}
 	t.Setenv("SUMGATE_STEP_PASSWORD", s.JWK.Password)
-	if status, stdout, stderr := runCmd("ca", "init", "-config", write("")); status != 0 || !strings.Contains(stdout, s.Fingerprint) {
+	if status, stdout, stderr := runCLI("ca", "init", "-config", write("")); status != 0 || !strings.Contains(stdout, s.Fingerprint) {
 		t.Fatalf("init with the password from the environment: status %d\n%s%s", status, stdout, stderr)
 	}
 	s.Stop()
-	if status, _, stderr := runCmd("ca", "init", "-config", write(s.JWK.PasswordFile)); status != 2 || !strings.Contains(stderr, s.URL) {
+	if status, _, stderr := runCLI("ca", "init", "-config", write(s.JWK.PasswordFile)); status != 2 || !strings.Contains(stderr, s.URL) {
 		t.Fatalf("CA down: status %d, stderr %q; want the URL named", status, stderr)
 	}
 }

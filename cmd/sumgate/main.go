@@ -5,6 +5,7 @@
 //
 // Usage:
 //
+//	sumgate run [-config FILE] [-listen ADDR] [-data-dir DIR]
 //	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
 //	sumgate ca init|export|bundle [-config FILE]
 //
@@ -34,6 +35,7 @@ func main() {
 const usage = `usage: sumgate <command> [arguments]
 
 commands:
+  run       start the gateway
   verify    check a module version against the Go checksum database
   ca        create, export and bundle the enterprise CA's root
 
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch args[0] {
+	case "run":
+		return runCmd(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return verifyCmd(ctx, args[1:], stdout, stderr)
 	case "ca":

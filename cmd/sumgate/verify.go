@@ -64,16 +64,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 		return exitError
 	}
-	v, err := sumdb.New(sumdb.Config{
-		Key:           cfg.SumDB.Key,
-		DataDir:       cfg.DataDir,
-		URLs:          cfg.SumDB.URLs,
-		ModuleProxies: cfg.ModuleProxies,
-		Private:       cfg.Private,
-		MaxZipEntries: cfg.SumDB.MaxZipEntries,
-		HTTPClient:    client,
-		Logger:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	v, err := newVerifier(cfg, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 		return exitError
@@ -141,6 +132,20 @@ func parseModuleArg(arg string) (module.Version, error) {
 	}
 	m := module.Version{Path: path, Version: vers}
 	return m, sumdb.CheckModule(m)
+}
+
+// newVerifier builds the checksum-database verifier the file describes.
+func newVerifier(cfg *config.Config, client *http.Client, logger *slog.Logger) (*sumdb.Verifier, error) {
+	return sumdb.New(sumdb.Config{
+		Key:           cfg.SumDB.Key,
+		DataDir:       cfg.DataDir,
+		URLs:          cfg.SumDB.URLs,
+		ModuleProxies: cfg.ModuleProxies,
+		Private:       cfg.Private,
+		MaxZipEntries: cfg.SumDB.MaxZipEntries,
+		HTTPClient:    client,
+		Logger:        logger,
+	})
 }
 
 func upstreamClient(cfg *config.Config) (*http.Client, error) {

@@ -49,6 +49,13 @@ type Config struct {
 	Intercept []string `yaml:"intercept"`
 	// CA configures the enterprise CA that mints those leaves.
 	CA CA `yaml:"ca"`
+	// Listen is the proxy's address (HTTPS_PROXY=http://<listen>).
+	Listen string `yaml:"listen"`
+	// Tunnel decides CONNECT to hosts not intercepted: allow or deny.
+	Tunnel string `yaml:"tunnel"`
+	// OnUnverified decides versions the checksum database does not know,
+	// or cannot answer for: block or allow. A mismatch is always blocked.
+	OnUnverified string `yaml:"on_unverified"`
 }
 
 // CA configures the enterprise CA.
@@ -112,7 +119,10 @@ func Default() *Config {
 		SumDB:         SumDB{Key: sumdb.DefaultKey, MaxZipEntries: sumdb.DefaultMaxZipEntries},
 		Intercept: []string{PublicProxyHost, SumDBName, "goproxy.cn", "goproxy.io", "mirrors.aliyun.com",
 			"github.com", "codeload.github.com"},
-		CA: CA{Backend: "local", LeafLifetime: 24 * time.Hour, Step: Step{Type: "jwk"}},
+		CA:           CA{Backend: "local", LeafLifetime: 24 * time.Hour, Step: Step{Type: "jwk"}},
+		Listen:       "127.0.0.1:3128",
+		Tunnel:       "allow",
+		OnUnverified: "block",
 	}
 }
 
@@ -302,6 +312,15 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if err := c.CA.validate(fail); err != nil {
 		return err
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fail("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if c.Tunnel != "allow" && c.Tunnel != "deny" {
+		return fail("tunnel", "%q: want allow or deny", c.Tunnel)
+	}
+	if c.OnUnverified != "block" && c.OnUnverified != "allow" {
+		return fail("on_unverified", "%q: want block or allow", c.OnUnverified)
 	}
 	for _, host := range slices.Sorted(maps.Keys(c.Upstream.Resolve)) {
 		key := "upstream.resolve." + host

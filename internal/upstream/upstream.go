@@ -28,7 +28,9 @@ type Options struct {
 	// Resolve maps a host name to the "ip:port" to dial instead of
 	// host:443. It is never applied to IP literals or other ports.
 	Resolve map[string]string
-	// Timeout bounds one whole request, body included. Zero means 60s.
+	// Timeout bounds one whole request, body included. Zero means 60s;
+	// negative means no bound, for callers that bound requests with
+	// contexts (dial, handshake and response-header timeouts still apply).
 	Timeout time.Duration
 }
 
@@ -57,8 +59,11 @@ func Roots(extraPEM string) (*x509.CertPool, error) {
 // total times, verified TLS, no environment proxy, and opts.Resolve applied.
 func NewClient(opts Options) *http.Client {
 	timeout := opts.Timeout
-	if timeout == 0 {
+	switch {
+	case timeout == 0:
 		timeout = 60 * time.Second
+	case timeout < 0:
+		timeout = 0
 	}
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	t := &http.Transport{

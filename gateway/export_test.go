@@ -1,0 +1,4 @@
+package gateway
+
+// BlockMessage exposes blockMessage to the tests.
+var BlockMessage = blockMessage

@@ -1,0 +1,259 @@
+// Package gateway is sumgate's intercepting egress proxy. Clients reach it
+// with CONNECT (HTTPS_PROXY). For a host on the intercept list it
+// terminates TLS with a leaf from the enterprise CA, pins every request in
+// the tunnel to that host, and verifies every module .zip and .mod against
+// the checksum database before a byte reaches the client. Other hosts are
+// tunnelled blindly or refused, by policy, and never to internal addresses.
+//
+// The decision is made in one place ([Gateway.decideConnect]); the
+// plumbing that carries it out is goproxy's.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/sumgate/sumgate/certs"
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// Policies.
+const (
+	TunnelAllow = "allow" // CONNECT to a non-intercepted public host is spliced blindly
+	TunnelDeny  = "deny"  // CONNECT to a non-intercepted host is refused
+
+	UnverifiedBlock = "block" // versions the database does not know, or cannot answer for, are blocked
+	UnverifiedAllow = "allow" // ... are passed (and recorded); a mismatch is still blocked
+)
+
+// Config configures a [Gateway]. Verifier, CA, Upstream and DataDir are
+// required.
+type Config struct {
+	// Intercept lists the hosts whose TLS is terminated.
+	Intercept []string
+	// ModuleProxies are module proxy base URLs (with optional path
+	// prefixes) whose traffic is parsed as the GOPROXY protocol.
+	ModuleProxies []string
+	// Tunnel is TunnelAllow (zero value) or TunnelDeny.
+	Tunnel string
+	// OnUnverified is UnverifiedBlock (zero value) or UnverifiedAllow.
+	OnUnverified string
+	// Resolve maps host names to "ip:port" the operator chose; those
+	// addresses are exempt from the internal-address check.
+	Resolve map[string]string
+	// DataDir holds the spool folder for downloads being verified.
+	DataDir string
+	// Verifier checks module files.
+	Verifier *sumdb.Verifier
+	// CA mints the leaves presented for intercepted hosts.
+	CA *certs.CA
+	// Upstream fetches from intercepted hosts; its TLS must be verified.
+	Upstream *http.Client
+	// IdleTimeout closes a client connection, tunnel or not, that moves no
+	// byte for this long. Zero means 5 minutes.
+	IdleTimeout time.Duration
+	// Logger receives decisions and errors. Zero means slog.Default().
+	Logger *slog.Logger
+}
+
+// A Gateway is the proxy. Create it with [New], serve with [Gateway.Serve],
+// stop with [Gateway.Shutdown].
+type Gateway struct {
+	cfg       Config
+	log       *slog.Logger
+	intercept map[string]bool // lower-case intercepted hosts
+	origins   []origin        // module proxies, by host and path prefix
+	proxy     *goproxy.ProxyHttpServer
+	server    *http.Server
+	spool     string     // folder of downloads being verified
+	fetches   flightGroup // one upstream fetch and check per URL at a time
+}
+
+// origin is one module proxy: a host and a path prefix ("" or "/goproxy").
+type origin struct {
+	host, prefix string
+}
+
+// tunnel is what a CONNECT decided, carried to every request inside it.
+type tunnel struct {
+	host string // the CONNECT target's host name, lower case
+}
+
+// New builds a gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Verifier == nil || cfg.CA == nil || cfg.Upstream == nil || cfg.DataDir == "" {
+		return nil, errors.New("gateway: Verifier, CA, Upstream and DataDir are required")
+	}
+	if cfg.Tunnel == "" {
+		cfg.Tunnel = TunnelAllow
+	}
+	if cfg.OnUnverified == "" {
+		cfg.OnUnverified = UnverifiedBlock
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{}}
+	for _, h := range cfg.Intercept {
+		g.intercept[strings.ToLower(h)] = true
+	}
+	for _, p := range cfg.ModuleProxies {
+		o, err := parseOrigin(p)
+		if err != nil {
+			return nil, err
+		}
+		g.origins = append(g.origins, o)
+	}
+	g.spool = filepath.Join(cfg.DataDir, "spool")
+	if err := os.MkdirAll(g.spool, 0o700); err != nil {
+		return nil, fmt.Errorf("gateway: creating the spool folder: %w", err)
+	}
+	// Files left by a crash are partial downloads: never serve them.
+	if leftovers, err := filepath.Glob(filepath.Join(g.spool, "*")); err == nil {
+		for _, f := range leftovers {
+			os.Remove(f)
+		}
+	}
+
+	p := goproxy.NewProxyHttpServer()
+	p.Logger = log.New(io.Discard, "", 0)
+	// goproxy's defaults skip upstream TLS verification and chain through
+	// $HTTPS_PROXY; neither may ever apply. Intercepted requests are
+	// answered by our handler, which fetches with cfg.Upstream; tunnels
+	// dial exactly the address decideConnect pinned.
+	p.Tr = &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	p.ConnectDial = func(network, addr string) (net.Conn, error) { return dialer.Dial(network, addr) }
+	p.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "sumgate: this is an egress proxy; set HTTPS_PROXY to use it", http.StatusNotFound)
+	})
+	p.OnRequest().HandleConnectFunc(g.decideConnect)
+	p.OnRequest().DoFunc(g.handle)
+	g.proxy = p
+	g.server = &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	return g, nil
+}
+
+// Serve accepts proxy clients on l until Shutdown. Every connection,
+// including hijacked tunnels, is closed after IdleTimeout without traffic.
+func (g *Gateway) Serve(l net.Listener) error {
+	err := g.server.Serve(idleListener{l, g.cfg.IdleTimeout})
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, waits for in-flight requests until ctx ends,
+// then closes everything.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	err := g.server.Shutdown(ctx)
+	if err != nil {
+		g.server.Close()
+	}
+	return err
+}
+
+// ServeHTTP lets a Gateway be mounted on any server (tests use it).
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.proxy.ServeHTTP(w, r) }
+
+func parseOrigin(base string) (origin, error) {
+	rest, ok := strings.CutPrefix(base, "https://")
+	if !ok {
+		return origin{}, fmt.Errorf("gateway: module proxy %q is not an https URL", base)
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	return origin{host: strings.ToLower(host), prefix: strings.TrimSuffix("/"+path, "/")}, nil
+}
+
+// idleListener wraps accepted connections in idleConn.
+type idleListener struct {
+	net.Listener
+	idle time.Duration
+}
+
+func (l idleListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &idleConn{Conn: c, idle: l.idle}, nil
+}
+
+// idleConn closes a connection that moves no byte for idle: each read and
+// write pushes its own deadline forward, so slow-loris clients and stuck
+// tunnels are reaped and long downloads are not. A deadline set by the
+// server itself (such as the header timeout) still applies when earlier.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+
+	mu                  sync.Mutex
+	readLimit, writeLim time.Time // deadlines set through the net.Conn methods
+}
+
+func (c *idleConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readLimit, c.writeLim = t, t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *idleConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readLimit = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *idleConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeLim = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *idleConn) next(limit time.Time) time.Time {
+	d := time.Now().Add(c.idle)
+	if !limit.IsZero() && limit.Before(d) {
+		return limit
+	}
+	return d
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	d := c.next(c.readLimit)
+	c.mu.Unlock()
+	c.Conn.SetReadDeadline(d)
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	d := c.next(c.writeLim)
+	c.mu.Unlock()
+	c.Conn.SetWriteDeadline(d)
+	return c.Conn.Write(p)
+}

@@ -1,0 +1,413 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sumgate/sumgate/certs"
+	"github.com/sumgate/sumgate/gateway"
+	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/testworld"
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// env is a running test world with a gateway in front of it.
+type env struct {
+	w        *testworld.World
+	addr     string // the gateway's listen address
+	rootFile string // the enterprise root, PEM, for SSL_CERT_FILE
+	root     *x509.Certificate
+}
+
+// start runs a gateway in front of a fresh test world; edit may change
+// its configuration.
+func start(t testing.TB, edit func(*gateway.Config)) *env {
+	t.Helper()
+	w := testworld.New(t)
+	dir := t.TempDir()
+	quiet := slog.New(slog.DiscardHandler)
+	v, err := sumdb.New(sumdb.Config{Key: w.SumDBKey, DataDir: dir, ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
+		Private: testworld.PrivatePattern, HTTPClient: w.HTTPClient(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for h := range w.Resolve {
+		hosts = append(hosts, h)
+	}
+	ca, err := certs.New(context.Background(), certs.Config{DataDir: dir, Intercept: hosts, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ca.Stop)
+	cfg := gateway.Config{
+		Intercept:     hosts,
+		ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
+		DataDir:       dir,
+		Verifier:      v,
+		CA:            ca,
+		Upstream:      w.HTTPClient(),
+		Logger:        quiet,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g.Shutdown(ctx)
+	})
+	rootFile := filepath.Join(dir, "root.pem")
+	if err := os.WriteFile(rootFile, certs.PEM(ca.Root()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &env{w: w, addr: l.Addr().String(), rootFile: rootFile, root: ca.Root()}
+}
+
+// goBinary returns the go command of the toolchain running the tests.
+func goBinary(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		t.Skip("no go command")
+	}
+	return p
+}
+
+// modDownload is the JSON the go command prints for one module.
+type modDownload struct {
+	Path, Version, Error, Sum, GoModSum string
+}
+
+// download runs the real go command, through the gateway, with GOSUMDB
+// off so that sumgate is the only protection, and a fresh GOPATH.
+func (e *env) download(t testing.TB, goproxy, mod string) modDownload {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(goBinary(t), "mod", "download", "-json", mod)
+	cmd.Dir = dir
+	cmd.Env = []string{
+		"HOME=" + dir,
+		"PATH=" + os.Getenv("PATH"),
+		"GOPATH=" + filepath.Join(dir, "gopath"),
+		"GOMODCACHE=" + filepath.Join(dir, "modcache"),
+		"GOCACHE=" + filepath.Join(dir, "cache"),
+		"GOPROXY=" + goproxy,
+		"GOSUMDB=off",
+		"GOFLAGS=-modcacherw",
+		"GOTOOLCHAIN=local",
+		"GOTELEMETRY=off",
+		"GOENV=off",
+		"HTTPS_PROXY=http://" + e.addr,
+		"SSL_CERT_FILE=" + e.rootFile,
+	}
+	out, err := cmd.Output()
+	var d modDownload
+	if jerr := json.Unmarshal(out, &d); jerr != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("go mod download %s: %v\n%s\n%s", mod, err, out, stderr)
+	}
+	return d
+}
+
+func TestGoCommandThroughGateway(t *testing.T) {
+	e := start(t, nil)
+	w := e.w
+	aliyun := w.MirrorURLs[len(w.MirrorURLs)-1]
+	tests := []struct {
+		name    string
+		goproxy string
+		mod     string
+		wantErr []string // substrings of the go command's error; none means success
+	}{
+		{name: "genuine module", goproxy: w.ProxyURL, mod: testworld.GoodPath + "@v1.0.0"},
+		{name: "mirror under a path prefix", goproxy: aliyun, mod: testworld.GoodPath + "@v1.1.0"},
+		{name: "upper-case module path", goproxy: w.ProxyURL, mod: testworld.UpperPath + "@v1.0.0"},
+		{name: "private module", goproxy: w.ProxyURL, mod: testworld.PrivatePath + "@v1.0.0"},
+		{name: "tampered zip", goproxy: w.ProxyURL, mod: testworld.TamperedZipPath + "@v1.0.0",
+			wantErr: []string{"403 Forbidden", "sumgate: blocked " + testworld.TamperedZipPath + "@v1.0.0 (zip): checksum mismatch", "downloaded h1:",
+				"checksum database has " + w.Module(testworld.TamperedZipPath, testworld.Version).ZipHash, "tampered content"}},
+		{name: "tampered go.mod", goproxy: w.ProxyURL, mod: testworld.TamperedModPath + "@v1.0.0",
+			wantErr: []string{"sumgate: blocked " + testworld.TamperedModPath + "@v1.0.0 (go.mod): checksum mismatch"}},
+		{name: "unknown version", goproxy: w.ProxyURL, mod: testworld.UnknownPath + "@v1.0.0",
+			wantErr: []string{"sumgate: blocked", "not in the checksum database", "on_unverified: block"}},
+		{name: "hostile zip", goproxy: w.ProxyURL, mod: testworld.HostileSymlinkPath + "@v1.0.0",
+			wantErr: []string{"sumgate: blocked", "malformed module zip", "malformed zip: entry", "regular file (mode"}},
+		{name: "version no proxy has", goproxy: w.ProxyURL, mod: testworld.GoodPath + "@v1.9.9",
+			wantErr: []string{"404 Not Found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.download(t, tt.goproxy, tt.mod)
+			if len(tt.wantErr) == 0 {
+				if d.Error != "" {
+					t.Fatalf("download failed: %s", d.Error)
+				}
+				m := w.Module(d.Path, d.Version)
+				if !m.Private && (d.Sum != m.ZipHash || d.GoModSum != m.ModHash) {
+					t.Errorf("go.sum lines %s %s, database has %s %s", d.Sum, d.GoModSum, m.ZipHash, m.ModHash)
+				}
+				return
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(d.Error, want) {
+					t.Errorf("error lacks %q:\n%s", want, d.Error)
+				}
+			}
+			if strings.Contains(d.Error, "404") && len(tt.wantErr) > 1 {
+				t.Errorf("a block must never be a 404: %s", d.Error)
+			}
+		})
+	}
+}
+
+// TestDatabaseOutageMidRun holds threat 3 end to end: with the database
+// down, on_unverified decides; a genuine download still matches.
+func TestDatabaseOutageMidRun(t *testing.T) {
+	for _, policy := range []string{gateway.UnverifiedBlock, gateway.UnverifiedAllow} {
+		t.Run(policy, func(t *testing.T) {
+			e := start(t, func(c *gateway.Config) { c.OnUnverified = policy })
+			if d := e.download(t, e.w.ProxyURL, testworld.GoodPath+"@v1.0.0"); d.Error != "" {
+				t.Fatalf("before the outage: %s", d.Error)
+			}
+			if d := e.download(t, e.w.ProxyURL, testworld.TamperedZipPath+"@v1.0.0"); !strings.Contains(d.Error, "sumgate: blocked") {
+				t.Fatalf("tampered zip before the outage: %q", d.Error)
+			}
+			e.w.SetSumDB(testworld.SumDBDown)
+			d := e.download(t, e.w.ProxyURL, testworld.UpperPath+"@v1.0.0")
+			if policy == gateway.UnverifiedBlock {
+				if !strings.Contains(d.Error, "checksum database unavailable") || !strings.Contains(d.Error, "403") {
+					t.Fatalf("error %q, want a 403 naming the unavailable database", d.Error)
+				}
+			} else if d.Error != "" {
+				t.Fatalf("on_unverified: allow: %s", d.Error)
+			}
+			// A mismatch, once the database has spoken, is blocked whatever
+			// the policy and whatever the database's state.
+			if d := e.download(t, e.w.ProxyURL, testworld.TamperedZipPath+"@v1.0.0"); !strings.Contains(d.Error, "sumgate: blocked") {
+				t.Fatalf("tampered zip with the database down: %q", d.Error)
+			}
+		})
+	}
+}
+
+// proxyClient returns an HTTP client that uses the gateway and trusts
+// roots.
+func (e *env) proxyClient(roots *x509.CertPool) *http.Client {
+	pu, _ := url.Parse("http://" + e.addr)
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		Proxy:           http.ProxyURL(pu),
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+	}}
+}
+
+// connect sends a raw CONNECT for target and returns the status line.
+func (e *env) connect(t testing.TB, target string) (status int, conn net.Conn) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		c.Close()
+		return 0, nil
+	}
+	return resp.StatusCode, c
+}
+
+// TestConnectToInternalAddressesIsRefused holds threat 9.
+func TestConnectToInternalAddressesIsRefused(t *testing.T) {
+	e := start(t, nil)
+	for _, target := range []string{"127.0.0.1:443", "169.254.169.254:443", "10.0.0.1:443", "[::1]:443", "localhost:443", "192.168.1.1:443", "100.64.0.1:443", "0.0.0.0:443"} {
+		status, c := e.connect(t, target)
+		if c != nil {
+			c.Close()
+		}
+		if status != http.StatusForbidden {
+			t.Errorf("CONNECT %s: status %d, want 403", target, status)
+		}
+	}
+}
+
+func TestConnectPolicy(t *testing.T) {
+	e := start(t, nil)
+	for _, target := range []string{config.SumDBName + ":8443", "example.net:22"} {
+		if status, c := e.connect(t, target); status != http.StatusForbidden {
+			t.Errorf("CONNECT %s: status %d, want 403", target, status)
+		} else if c != nil {
+			c.Close()
+		}
+	}
+	deny := start(t, func(c *gateway.Config) { c.Tunnel = gateway.TunnelDeny })
+	if status, c := deny.connect(t, "example.net:443"); status != http.StatusForbidden {
+		t.Errorf("tunnel: deny: CONNECT to a non-intercepted host: status %d", status)
+	} else if c != nil {
+		c.Close()
+	}
+}
+
+// TestTunnelPassesBytesUntouched: a host that is not intercepted is
+// spliced blindly, so the client sees the server's own certificate.
+func TestTunnelPassesBytesUntouched(t *testing.T) {
+	srv := newTLSServer(t, "tunnel.example")
+	e := start(t, func(c *gateway.Config) { c.Resolve = map[string]string{"tunnel.example": srv.addr} })
+	resp, err := e.proxyClient(srv.roots).Get("https://tunnel.example/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "hello from tunnel.example\n" {
+		t.Fatalf("body %q", body)
+	}
+	if got := resp.TLS.PeerCertificates[0]; !got.Equal(srv.cert) {
+		t.Error("the tunnel did not deliver the server's own certificate")
+	}
+}
+
+// TestHostSmugglingInsideTunnelIsRefused holds threat 7.
+func TestHostSmugglingInsideTunnelIsRefused(t *testing.T) {
+	e := start(t, nil)
+	status, c := e.connect(t, config.PublicProxyHost+":443")
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT to the proxy host: %d", status)
+	}
+	defer c.Close()
+	tc := tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost, RootCAs: pool(e.root)})
+	fmt.Fprintf(tc, "GET /example.com/good/@v/list HTTP/1.1\r\nHost: %s\r\n\r\n", config.SumDBName)
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "inside a tunnel") {
+		t.Fatalf("smuggled Host: %d %q", resp.StatusCode, body)
+	}
+	if n := e.w.Requests(config.SumDBName, ""); n != 0 {
+		t.Errorf("the smuggled request reached %s", config.SumDBName)
+	}
+}
+
+func TestSNIMustMatchConnectTarget(t *testing.T) {
+	e := start(t, nil)
+	status, c := e.connect(t, config.PublicProxyHost+":443")
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT: %d", status)
+	}
+	defer c.Close()
+	tc := tls.Client(c, &tls.Config{ServerName: "github.com", RootCAs: pool(e.root)})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a handshake whose SNI differs from the CONNECT target succeeded")
+	}
+}
+
+func TestMetadataPassesAndBadPathsAre400(t *testing.T) {
+	e := start(t, nil)
+	client := e.proxyClient(pool(e.root))
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{"/example.com/good/@v/list", http.StatusOK},
+		{"/example.com/good/@latest", http.StatusOK},
+		{"/example.com/good/@v/v1.0.0.info", http.StatusOK},
+		{"/example.com/nowhere/@v/v1.0.0.info", http.StatusNotFound},
+		{"/example.com/nowhere/@v/v1.0.0.zip", http.StatusNotFound}, // upstream 404 passes as is
+		{"/github.com/Upper/Case/@v/v1.0.0.zip", http.StatusBadRequest},
+		{"/example.com/good/@v/v1.0.zip", http.StatusBadRequest},
+		{"/example.com/good/@v/v1.0.0.exe", http.StatusBadRequest},
+	} {
+		resp, err := client.Get(e.w.ProxyURL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("GET %s: %d, want %d", tt.path, resp.StatusCode, tt.status)
+		}
+	}
+}
+
+func TestVerifiedResponseIsWholeWithLength(t *testing.T) {
+	e := start(t, nil)
+	m := e.w.Module(testworld.GoodPath, testworld.Version)
+	resp, err := e.proxyClient(pool(e.root)).Get(e.w.ProxyURL + "/example.com/good/@v/v1.0.0.zip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.ContentLength != int64(len(m.Zip)) || string(body) != string(m.Zip) || resp.Header.Get("X-Sumgate-Verdict") != "verified" {
+		t.Fatalf("status %d, length %d of %d, verdict %q", resp.StatusCode, resp.ContentLength, len(m.Zip), resp.Header.Get("X-Sumgate-Verdict"))
+	}
+	if left, _ := os.ReadDir(filepath.Join(filepath.Dir(e.rootFile), "spool")); len(left) != 0 {
+		t.Errorf("spool files left behind: %v", left)
+	}
+}
+
+func pool(certs ...*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// TestBlockMessagesFitTheGoCommand: the go command prints at most 8
+// lines and 648 bytes of an error response, up to the first blank line;
+// every blocked verdict must fit whole, naming module, version and both
+// hashes.
+func TestBlockMessagesFitTheGoCommand(t *testing.T) {
+	long := strings.Repeat("GET https://mirrors.aliyun.com/goproxy/sumdb/sum.golang.org/lookup/x: 503; ", 10)
+	h := "h1:" + strings.Repeat("A", 44)
+	for _, vd := range []sumdb.Verdict{
+		{Outcome: sumdb.Mismatch, Got: h, Want: h, TreeSize: 51421875},
+		{Outcome: sumdb.Mismatch, Want: h, TreeSize: 1, Reason: "malformed zip: entry \"x\" is not a regular file (mode Lrwxrwxrwx)"},
+		{Outcome: sumdb.NotFound, Got: h, Reason: "sum.golang.org has no record"},
+		{Outcome: sumdb.Unavailable, Got: h, Reason: long},
+		{Outcome: sumdb.SecurityError, Reason: long},
+	} {
+		vd.Module.Path, vd.Module.Version, vd.Kind = "github.com/some-organisation/a-rather-long-module-name/v2", "v2.3.4-rc.1.0.20240101000000-abcdefabcdef", sumdb.KindZip
+		msg := gateway.BlockMessage(vd, gateway.UnverifiedBlock)
+		lines := strings.Split(strings.TrimSuffix(msg, "\n"), "\n")
+		if len(lines) > 8 || len(msg) > 648 || strings.Contains(msg, "\n\n") {
+			t.Errorf("%v: %d lines, %d bytes:\n%s", vd.Outcome, len(lines), len(msg), msg)
+		}
+		if !strings.HasPrefix(msg, "sumgate: blocked "+vd.Module.String()) || (vd.Got != "" && !strings.Contains(msg, vd.Got)) || (vd.Want != "" && !strings.Contains(msg, vd.Want)) {
+			t.Errorf("%v: message lacks the module or a hash:\n%s", vd.Outcome, msg)
+		}
+	}
+}

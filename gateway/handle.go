@@ -1,0 +1,470 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"golang.org/x/mod/module"
+	modzip "golang.org/x/mod/zip"
+
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// fetchTimeout bounds one upstream fetch and check of a module file.
+const fetchTimeout = 10 * time.Minute
+
+// handle answers every request that reaches the proxy other than CONNECT:
+// inside an intercepted tunnel it pins the request to the tunnel's host,
+// verifies module files before passing them, and passes the rest through.
+func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Request, resp *http.Response) {
+	defer func() {
+		if p := recover(); p != nil {
+			g.log.Error("panic while handling a request", "url", req.URL.String(), "panic", p, "stack", string(debug.Stack()))
+			resp = textResponse(req, http.StatusBadGateway, "sumgate: internal error while handling this request")
+		}
+	}()
+	t, _ := pctx.UserData.(*tunnel)
+	if t == nil {
+		return req, textResponse(req, http.StatusForbidden, "sumgate: plain http:// requests are not forwarded; use https:// through CONNECT")
+	}
+	if host := hostOnly(req.Host); host != t.host || hostOnly(req.URL.Host) != t.host {
+		g.log.Warn("refused a request for another host inside a tunnel", "tunnel", t.host, "host", req.Host)
+		return req, textResponse(req, http.StatusForbidden,
+			fmt.Sprintf("sumgate: request for host %q inside a tunnel to %q refused", req.Host, t.host))
+	}
+	if mr, ok, err := g.classify(t.host, req.URL.Path); ok {
+		if err != nil {
+			return req, textResponse(req, http.StatusBadRequest, "sumgate: "+err.Error())
+		}
+		if mr.kind == sumdb.KindZip || mr.kind == sumdb.KindMod {
+			return req, g.verified(req, t, mr)
+		}
+	}
+	return req, g.passThrough(req, t)
+}
+
+// moduleRequest is a GOPROXY protocol request for a module file.
+type moduleRequest struct {
+	mod  module.Version // decoded
+	kind sumdb.Kind     // 0 for list, @latest, .info and /sumdb/
+}
+
+// classify reports whether path on host is a module proxy request, and
+// which. A malformed module path or version is an error.
+func (g *Gateway) classify(host, path string) (moduleRequest, bool, error) {
+	for _, o := range g.origins {
+		if o.host != host {
+			continue
+		}
+		rest, ok := strings.CutPrefix(path, o.prefix+"/")
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(rest, "sumdb/") {
+			return moduleRequest{}, true, nil
+		}
+		escPath, file, ok := strings.Cut(rest, "/@v/")
+		if !ok {
+			if escPath, ok = strings.CutSuffix(rest, "/@latest"); !ok {
+				return moduleRequest{}, false, nil
+			}
+			_, err := module.UnescapePath(escPath)
+			return moduleRequest{}, true, err
+		}
+		if file == "list" {
+			_, err := module.UnescapePath(escPath)
+			return moduleRequest{}, true, err
+		}
+		var kind sumdb.Kind
+		escVers, ext, found := cutLast(file, ".")
+		switch {
+		case found && ext == "zip":
+			kind = sumdb.KindZip
+		case found && ext == "mod":
+			kind = sumdb.KindMod
+		case found && ext == "info":
+		default:
+			return moduleRequest{}, true, fmt.Errorf("unknown module proxy request %q", path)
+		}
+		m, err := sumdb.ParseEscaped(escPath, escVers)
+		if err != nil {
+			return moduleRequest{}, true, err
+		}
+		return moduleRequest{mod: m, kind: kind}, true, nil
+	}
+	return moduleRequest{}, false, nil
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
+}
+
+// verified fetches a module file upstream into the spool, checks it, and
+// only then answers: the whole file with its Content-Length, or a 403 that
+// says why. Concurrent requests for the same URL share one fetch and check.
+func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest) *http.Response {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return textResponse(req, http.StatusMethodNotAllowed, "sumgate: module files are fetched with GET")
+	}
+	url := "https://" + t.host + req.URL.EscapedPath()
+	res, release := g.fetches.do(url, func() *fetchResult {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), fetchTimeout)
+		defer cancel()
+		return g.fetchAndCheck(ctx, url, mr)
+	})
+	if res.file == nil {
+		release()
+		r := textResponse(req, res.status, res.text)
+		if res.verdict != nil {
+			r.Header.Set("X-Sumgate-Verdict", res.verdict.Outcome.String())
+		}
+		return r
+	}
+	ctype := "application/zip"
+	if mr.kind == sumdb.KindMod {
+		ctype = "text/plain; charset=utf-8"
+	}
+	resp := &http.Response{
+		StatusCode:    http.StatusOK,
+		Status:        "200 OK",
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {ctype}, "Content-Length": {strconv.FormatInt(res.size, 10)}, "X-Sumgate-Verdict": {res.verdict.Outcome.String()}},
+		ContentLength: res.size,
+		Request:       req,
+		Body:          &releasingReader{Reader: io.NewSectionReader(res.file, 0, res.size), release: release},
+	}
+	if req.Method == http.MethodHead {
+		resp.Body.Close()
+		resp.Body = http.NoBody
+	}
+	return resp
+}
+
+// fetchResult is the outcome of one fetch and check, shared by every
+// request that joined it.
+type fetchResult struct {
+	file    *os.File       // the verified bytes (already unlinked), or nil
+	size    int64          // their length
+	verdict *sumdb.Verdict // nil if the bytes never reached the verifier
+	status  int            // when file is nil: the status to answer
+	text    string         // when file is nil: the text body to answer
+}
+
+// fetchAndCheck downloads url into an anonymous spool file and checks it.
+func (g *Gateway) fetchAndCheck(ctx context.Context, url string, mr moduleRequest) *fetchResult {
+	limit := int64(modzip.MaxZipFile)
+	if mr.kind == sumdb.KindMod {
+		limit = modzip.MaxGoMod
+	}
+	greq, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return &fetchResult{status: http.StatusBadGateway, text: "sumgate: " + err.Error()}
+	}
+	greq.Header.Set("User-Agent", "sumgate")
+	resp, err := g.cfg.Upstream.Do(greq)
+	if err != nil {
+		return upstreamFailure(url, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		// The go command falls back to the next proxy on these: keep them.
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return &fetchResult{status: resp.StatusCode, text: string(body)}
+	case resp.StatusCode != http.StatusOK:
+		return &fetchResult{status: http.StatusBadGateway, text: fmt.Sprintf("sumgate: %s answered %s for %s", hostOnly(resp.Request.URL.Host), resp.Status, url)}
+	case resp.ContentLength > limit:
+		return g.block(mr, fmt.Sprintf("%s (%s): too large: %d bytes, over the go command's limit of %d", mr.mod, mr.kind, resp.ContentLength, limit), nil)
+	}
+
+	f, err := os.CreateTemp(g.spool, "dl-*")
+	if err != nil {
+		return &fetchResult{status: http.StatusInternalServerError, text: "sumgate: cannot spool the download: " + err.Error()}
+	}
+	keep := false
+	defer func() {
+		os.Remove(f.Name()) // a kept file stays readable through its descriptor
+		if !keep {
+			f.Close()
+		}
+	}()
+	n, err := io.Copy(f, io.LimitReader(resp.Body, limit+1))
+	switch {
+	case err != nil:
+		return upstreamFailure(url, fmt.Errorf("download cut short after %d bytes: %w", n, err))
+	case n > limit:
+		return g.block(mr, fmt.Sprintf("%s (%s): too large: over the go command's limit of %d bytes", mr.mod, mr.kind, limit), nil)
+	}
+	vd, err := g.cfg.Verifier.Check(ctx, mr.mod, mr.kind, f.Name())
+	if err != nil {
+		return &fetchResult{status: http.StatusBadGateway, text: "sumgate: cannot verify " + url + ": " + err.Error()}
+	}
+	if !g.passes(vd) {
+		return g.block(mr, vd.String(), &vd)
+	}
+	g.log.Info("verified", "module", mr.mod.String(), "kind", mr.kind.String(), "outcome", vd.Outcome.String(), "hash", vd.Got)
+	keep = true
+	return &fetchResult{file: f, size: n, verdict: &vd}
+}
+
+// passes is the verify-before-pass policy: verified and private pass; not
+// found and unavailable pass only with on_unverified: allow; a mismatch or
+// a security error never does.
+func (g *Gateway) passes(vd sumdb.Verdict) bool {
+	switch vd.Outcome {
+	case sumdb.Verified, sumdb.Private:
+		return true
+	case sumdb.NotFound, sumdb.Unavailable:
+		return g.cfg.OnUnverified == UnverifiedAllow
+	}
+	return false
+}
+
+// block is a 403 the go command prints as-is: never 404 or 410, which
+// would make it fall back to another proxy or to direct.
+func (g *Gateway) block(mr moduleRequest, why string, vd *sumdb.Verdict) *fetchResult {
+	var body string
+	if vd != nil {
+		body = blockMessage(*vd, g.cfg.OnUnverified)
+	} else {
+		body = fitDetail([]string{"sumgate: blocked " + why})
+	}
+	g.log.Warn("blocked", "module", mr.mod.String(), "kind", mr.kind.String(), "reason", why)
+	return &fetchResult{status: http.StatusForbidden, text: body, verdict: vd}
+}
+
+// The go command prints at most this much of an error response, and only
+// up to the first blank line (cmd/go/internal/web).
+const (
+	maxDetailLines = 8
+	maxDetailBytes = maxDetailLines * 81
+	wrapColumn     = 78
+)
+
+// blockMessage explains a blocked verdict in the room the go command
+// prints: what was blocked and why, both hashes, and what to do.
+func blockMessage(vd sumdb.Verdict, onUnverified string) string {
+	var headline, detail string
+	switch vd.Outcome {
+	case sumdb.Mismatch:
+		headline = "checksum mismatch"
+		if vd.Reason != "" {
+			headline, detail = "malformed module zip", vd.Reason
+		}
+	case sumdb.NotFound:
+		headline = "not in the checksum database"
+	case sumdb.Unavailable:
+		headline, detail = "checksum database unavailable", vd.Reason
+	case sumdb.SecurityError:
+		headline, detail = "checksum database security error", vd.Reason
+	default:
+		headline = vd.Outcome.String()
+	}
+	// The first line stays whole, however long the module path, so that it
+	// names the module, version and file in one piece.
+	lines := []string{fmt.Sprintf("sumgate: blocked %s (%s): %s", vd.Module, vd.Kind, headline)}
+	if vd.Got != "" {
+		lines = append(lines, "downloaded "+vd.Got)
+	}
+	if vd.Want != "" {
+		tree := ""
+		if vd.TreeSize > 0 {
+			tree = fmt.Sprintf(" (tree size %d)", vd.TreeSize)
+		}
+		lines = append(lines, "checksum database has "+vd.Want+tree)
+	}
+	if detail != "" {
+		d := wrap(detail)
+		if len(d) > 2 {
+			d = append(d[:2:2], "...")
+		}
+		lines = append(lines, d...)
+	}
+	if vd.Outcome == sumdb.NotFound || vd.Outcome == sumdb.Unavailable {
+		lines = append(lines, "(sumgate policy on_unverified: "+onUnverified+")")
+	}
+	lines = append(lines, wrap(vd.Advice())...)
+	return fitDetail(lines)
+}
+
+// fitDetail joins lines, dropping whole lines from the end so that the
+// go command prints all of what remains.
+func fitDetail(lines []string) string {
+	var b strings.Builder
+	for i, l := range lines {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		if i >= maxDetailLines || b.Len()+len(l)+1 > maxDetailBytes {
+			break
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// wrap breaks s into lines of at most wrapColumn bytes at spaces (a longer
+// word stands alone).
+func wrap(s string) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > wrapColumn {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+func upstreamFailure(url string, err error) *fetchResult {
+	status := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		status = http.StatusGatewayTimeout
+	}
+	return &fetchResult{status: status, text: fmt.Sprintf("sumgate: fetching %s failed: %v", url, err)}
+}
+
+// hopHeaders are removed from requests passed upstream: hop-by-hop
+// headers, proxy credentials, and trace context that must not leak to
+// third parties.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Traceparent", "Tracestate", "Baggage",
+}
+
+// passThrough forwards a request that needs no verification (metadata,
+// /sumdb/, code hosts) to the tunnel's host and streams the answer back.
+func (g *Gateway) passThrough(req *http.Request, t *tunnel) *http.Response {
+	out := req.Clone(req.Context())
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host, out.Host = "https", t.host, t.host
+	for _, h := range strings.Split(req.Header.Get("Connection"), ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out.Header.Del(h)
+		}
+	}
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	resp, err := g.cfg.Upstream.Do(out)
+	if err != nil {
+		f := upstreamFailure(out.URL.String(), err)
+		return textResponse(req, f.status, f.text)
+	}
+	return resp
+}
+
+// textResponse is a text/plain answer.
+func textResponse(req *http.Request, status int, text string) *http.Response {
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	return &http.Response{
+		StatusCode:    status,
+		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Length": {strconv.Itoa(len(text))}},
+		ContentLength: int64(len(text)),
+		Body:          io.NopCloser(bytes.NewReader([]byte(text))),
+		Request:       req,
+	}
+}
+
+// hostOnly returns the lower-case host of a host[:port].
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		hostport = h
+	}
+	return strings.ToLower(strings.TrimSuffix(hostport, "."))
+}
+
+// releasingReader releases its share of a spooled file when closed.
+type releasingReader struct {
+	io.Reader
+	once    sync.Once
+	release func()
+}
+
+func (r *releasingReader) Close() error {
+	r.once.Do(r.release)
+	return nil
+}
+
+// A flightGroup runs one function per key at a time and shares its result
+// with everyone who asks meanwhile. The result's file is closed when the
+// last of them releases it.
+type flightGroup struct {
+	mu sync.Mutex
+	m  map[string]*flight
+}
+
+type flight struct {
+	done chan struct{}
+	res  *fetchResult
+	refs atomic.Int32 // holders of res; incremented only while the flight is in the map
+}
+
+// do returns fn's result for key, and the function that releases this
+// caller's share of it.
+func (g *flightGroup) do(key string, fn func() *fetchResult) (*fetchResult, func()) {
+	g.mu.Lock()
+	if g.m == nil {
+		g.m = map[string]*flight{}
+	}
+	f, ok := g.m[key]
+	if !ok {
+		f = &flight{done: make(chan struct{})}
+		g.m[key] = f
+	}
+	f.refs.Add(1)
+	g.mu.Unlock()
+	if !ok {
+		func() {
+			defer func() {
+				g.mu.Lock()
+				delete(g.m, key)
+				g.mu.Unlock()
+				close(f.done)
+			}()
+			f.res = &fetchResult{status: http.StatusBadGateway, text: "sumgate: internal error"}
+			f.res = fn()
+		}()
+	}
+	<-f.done
+	return f.res, func() {
+		if f.refs.Add(-1) == 0 && f.res.file != nil {
+			f.res.file.Close()
+		}
+	}
+}
