@@ -78,8 +78,14 @@ type Gateway struct {
 	origins   []origin        // module proxies, by host and path prefix
 	proxy     *goproxy.ProxyHttpServer
 	server    *http.Server
-	spool     string     // folder of downloads being verified
+	spool     string      // folder of downloads being verified
 	fetches   flightGroup // one upstream fetch and check per URL at a time
+
+	mu      sync.Mutex
+	closing bool               // Shutdown has begun: new requests get 503
+	active  int                // requests whose response body is not yet closed
+	drained chan struct{}      // closed when closing and active reaches 0
+	conns   map[*idleConn]bool // every client connection, tunnels included
 }
 
 // origin is one module proxy: a host and a path prefix ("" or "/goproxy").
@@ -109,7 +115,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{}}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{},
+		drained: make(chan struct{}), conns: map[*idleConn]bool{}}
 	for _, h := range cfg.Intercept {
 		g.intercept[strings.ToLower(h)] = true
 	}
@@ -158,21 +165,59 @@ func New(cfg Config) (*Gateway, error) {
 // Serve accepts proxy clients on l until Shutdown. Every connection,
 // including hijacked tunnels, is closed after IdleTimeout without traffic.
 func (g *Gateway) Serve(l net.Listener) error {
-	err := g.server.Serve(idleListener{l, g.cfg.IdleTimeout})
+	err := g.server.Serve(idleListener{l, g})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// Shutdown stops accepting, waits for in-flight requests until ctx ends,
-// then closes everything.
+// Shutdown stops accepting, lets in-flight requests (downloads inside
+// tunnels included) finish until ctx ends, then closes every connection.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	err := g.server.Shutdown(ctx)
-	if err != nil {
-		g.server.Close()
+	g.mu.Lock()
+	if !g.closing {
+		g.closing = true
+		if g.active == 0 {
+			close(g.drained)
+		}
 	}
+	g.mu.Unlock()
+	err := g.server.Shutdown(ctx)
+	if err == nil {
+		select {
+		case <-g.drained:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	g.server.Close()
+	g.mu.Lock()
+	for c := range g.conns {
+		c.Conn.Close()
+	}
+	g.mu.Unlock()
 	return err
+}
+
+// begin registers a request; it returns false once Shutdown has begun.
+func (g *Gateway) begin() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.active++
+	return true
+}
+
+// end unregisters a request whose response body has been closed.
+func (g *Gateway) end() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.active--; g.active == 0 && g.closing {
+		close(g.drained)
+	}
 }
 
 // ServeHTTP lets a Gateway be mounted on any server (tests use it).
@@ -187,10 +232,10 @@ func parseOrigin(base string) (origin, error) {
 	return origin{host: strings.ToLower(host), prefix: strings.TrimSuffix("/"+path, "/")}, nil
 }
 
-// idleListener wraps accepted connections in idleConn.
+// idleListener wraps accepted connections in idleConn and tracks them.
 type idleListener struct {
 	net.Listener
-	idle time.Duration
+	g *Gateway
 }
 
 func (l idleListener) Accept() (net.Conn, error) {
@@ -198,7 +243,11 @@ func (l idleListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &idleConn{Conn: c, idle: l.idle}, nil
+	ic := &idleConn{Conn: c, idle: l.g.cfg.IdleTimeout, g: l.g}
+	l.g.mu.Lock()
+	l.g.conns[ic] = true
+	l.g.mu.Unlock()
+	return ic, nil
 }
 
 // idleConn closes a connection that moves no byte for idle: each read and
@@ -208,9 +257,17 @@ func (l idleListener) Accept() (net.Conn, error) {
 type idleConn struct {
 	net.Conn
 	idle time.Duration
+	g    *Gateway // forgets the connection when it closes
 
 	mu                  sync.Mutex
 	readLimit, writeLim time.Time // deadlines set through the net.Conn methods
+}
+
+func (c *idleConn) Close() error {
+	c.g.mu.Lock()
+	delete(c.g.conns, c)
+	c.g.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func (c *idleConn) SetDeadline(t time.Time) error {

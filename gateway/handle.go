@@ -30,11 +30,20 @@ const fetchTimeout = 10 * time.Minute
 // inside an intercepted tunnel it pins the request to the tunnel's host,
 // verifies module files before passing them, and passes the rest through.
 func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Request, resp *http.Response) {
+	if !g.begin() {
+		return req, textResponse(req, http.StatusServiceUnavailable, "sumgate: shutting down; retry")
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			g.log.Error("panic while handling a request", "url", req.URL.String(), "panic", p, "stack", string(debug.Stack()))
 			resp = textResponse(req, http.StatusBadGateway, "sumgate: internal error while handling this request")
 		}
+		// The request is in flight until goproxy has sent the body and
+		// closed it.
+		if resp.Body == nil {
+			resp.Body = http.NoBody
+		}
+		resp.Body = &endingBody{ReadCloser: resp.Body, end: g.end}
 	}()
 	t, _ := pctx.UserData.(*tunnel)
 	if t == nil {
@@ -407,6 +416,19 @@ func hostOnly(hostport string) string {
 		hostport = h
 	}
 	return strings.ToLower(strings.TrimSuffix(hostport, "."))
+}
+
+// endingBody ends a request's accounting when its body is closed.
+type endingBody struct {
+	io.ReadCloser
+	once sync.Once
+	end  func()
+}
+
+func (b *endingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.end)
+	return err
 }
 
 // releasingReader releases its share of a spooled file when closed.
