@@ -144,7 +144,7 @@ func New(cfg Config) (*Gateway, error) {
 	// $HTTPS_PROXY; neither may ever apply. Intercepted requests are
 	// answered by our handler, which fetches with cfg.Upstream; tunnels
 	// dial exactly the address decideConnect pinned.
-	p.Tr = &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
+	p.Tr = &http.Transport{Proxy: nil, DialContext: g.safeDial, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	p.ConnectDial = func(network, addr string) (net.Conn, error) { return dialer.Dial(network, addr) }
 	p.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

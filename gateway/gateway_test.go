@@ -411,3 +411,76 @@ func TestBlockMessagesFitTheGoCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestPlainHTTPFollowsHostPolicy(t *testing.T) {
+	srv := newHTTPServer(t)
+	e := start(t, func(c *gateway.Config) { c.Resolve = map[string]string{"plain.example": srv} })
+	pu, _ := url.Parse("http://" + e.addr)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+	for _, tt := range []struct {
+		url    string
+		status int
+	}{
+		{"http://plain.example/hi", http.StatusOK},                          // the operator resolved it
+		{"http://" + config.PublicProxyHost + "/x", http.StatusForbidden},   // intercepted: https only
+		{"http://127.0.0.1/", http.StatusBadGateway},                        // internal address
+		{"http://169.254.169.254/latest/meta-data/", http.StatusBadGateway}, // metadata
+		{"http://public.example:8080/", http.StatusBadGateway},              // not port 80
+	} {
+		resp, err := client.Get(tt.url)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.url, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: %d %q, want %d", tt.url, resp.StatusCode, body, tt.status)
+		}
+	}
+}
+
+// truncating cuts a response body short for paths ending in suffix,
+// failing the read the way a dropped connection does.
+type truncating struct {
+	base   http.RoundTripper
+	suffix string
+}
+
+func (tr truncating) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := tr.base.RoundTrip(r)
+	if err != nil || !strings.HasSuffix(r.URL.Path, tr.suffix) {
+		return resp, err
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(resp.Body, 100), errReader{io.ErrUnexpectedEOF}), resp.Body}
+	return resp, nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestTruncatedUpstreamNeverGivesAPartialBody holds threat 13.
+func TestTruncatedUpstreamNeverGivesAPartialBody(t *testing.T) {
+	var e *env
+	e = start(t, func(c *gateway.Config) {
+		c.Upstream = &http.Client{Transport: truncating{c.Upstream.Transport, ".zip"}}
+	})
+	resp, err := e.proxyClient(pool(e.root)).Get(e.w.ProxyURL + "/example.com/good/@v/v1.0.0.zip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "cut short") {
+		t.Fatalf("status %d, body %q; want a 502 saying the download was cut short", resp.StatusCode, body)
+	}
+	if left, _ := os.ReadDir(filepath.Join(filepath.Dir(e.rootFile), "spool")); len(left) != 0 {
+		t.Errorf("spool files left behind: %v", left)
+	}
+	if d := e.download(t, e.w.ProxyURL, testworld.GoodPath+"@v1.0.0"); !strings.Contains(d.Error, "502") {
+		t.Errorf("go command: %q, want a 502", d.Error)
+	}
+}

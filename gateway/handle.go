@@ -47,7 +47,7 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Req
 	}()
 	t, _ := pctx.UserData.(*tunnel)
 	if t == nil {
-		return req, textResponse(req, http.StatusForbidden, "sumgate: plain http:// requests are not forwarded; use https:// through CONNECT")
+		return g.plainHTTP(req)
 	}
 	if host := hostOnly(req.Host); host != t.host || hostOnly(req.URL.Host) != t.host {
 		g.log.Warn("refused a request for another host inside a tunnel", "tunnel", t.host, "host", req.Host)
@@ -370,26 +370,77 @@ var hopHeaders = []string{
 	"Traceparent", "Tracestate", "Baggage",
 }
 
+// stripHopHeaders removes hopHeaders and the headers Connection names.
+func stripHopHeaders(h http.Header) {
+	for _, name := range strings.Split(h.Get("Connection"), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			h.Del(name)
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
 // passThrough forwards a request that needs no verification (metadata,
 // /sumdb/, code hosts) to the tunnel's host and streams the answer back.
 func (g *Gateway) passThrough(req *http.Request, t *tunnel) *http.Response {
 	out := req.Clone(req.Context())
 	out.RequestURI = ""
 	out.URL.Scheme, out.URL.Host, out.Host = "https", t.host, t.host
-	for _, h := range strings.Split(req.Header.Get("Connection"), ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out.Header.Del(h)
-		}
-	}
-	for _, h := range hopHeaders {
-		out.Header.Del(h)
-	}
+	stripHopHeaders(out.Header)
 	resp, err := g.cfg.Upstream.Do(out)
 	if err != nil {
 		f := upstreamFailure(out.URL.String(), err)
 		return textResponse(req, f.status, f.text)
 	}
 	return resp
+}
+
+// plainHTTP decides an http:// request sent to the proxy: intercepted
+// hosts must be reached over https (where they are verified); other hosts
+// follow the tunnel policy, and are dialled only at public addresses.
+func (g *Gateway) plainHTTP(req *http.Request) (*http.Request, *http.Response) {
+	host := hostOnly(req.URL.Host)
+	switch {
+	case req.URL.Scheme != "http" || host == "":
+		return req, textResponse(req, http.StatusBadRequest, "sumgate: not a proxy request")
+	case g.intercept[host]:
+		return req, textResponse(req, http.StatusForbidden, "sumgate: "+host+" is reached over https only: use https://"+host)
+	case g.cfg.Tunnel != TunnelAllow:
+		return req, textResponse(req, http.StatusForbidden, "sumgate: http://"+host+" refused: only intercepted hosts are reachable (tunnel: deny)")
+	}
+	out := req.Clone(req.Context())
+	out.RequestURI = ""
+	stripHopHeaders(out.Header)
+	resp, err := g.proxy.Tr.RoundTrip(out)
+	if err != nil {
+		f := upstreamFailure(req.URL.String(), err)
+		return req, textResponse(req, f.status, f.text)
+	}
+	return req, resp
+}
+
+// safeDial dials addr for plain http forwarding: a host the operator
+// resolved goes where it said; anything else only to a public address.
+func (g *Gateway) safeDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	host = strings.ToLower(host)
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if to, ok := g.cfg.Resolve[host]; ok {
+		return d.DialContext(ctx, network, to)
+	}
+	if port != "80" {
+		return nil, fmt.Errorf("sumgate: port %s refused: plain http is forwarded to port 80 only", port)
+	}
+	a, err := g.publicAddr(ctx, host)
+	if err != nil {
+		return nil, fmt.Errorf("sumgate: %v", err)
+	}
+	return d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
 }
 
 // textResponse is a text/plain answer.

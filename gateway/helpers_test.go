@@ -43,3 +43,13 @@ func newTLSServer(t testing.TB, name string) *tlsServer {
 	roots.AddCert(cert)
 	return &tlsServer{addr: srv.Listener.Addr().String(), cert: cert, roots: roots}
 }
+
+// newHTTPServer is a plain HTTP server on 127.0.0.1; it returns its address.
+func newHTTPServer(t testing.TB) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("plain hello\n"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}

@@ -36,6 +36,9 @@ upstream:
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.Listen != "127.0.0.1:3128" || c.Tunnel != "allow" || c.OnUnverified != "block" {
+		t.Fatalf("gateway defaults: %q %q %q", c.Listen, c.Tunnel, c.OnUnverified)
+	}
 	if c.CA.Backend != "local" || c.CA.LeafLifetime != 24*time.Hour || len(c.Intercept) != 7 {
 		t.Fatalf("CA defaults: %+v, intercept %v", c.CA, c.Intercept)
 	}
@@ -72,6 +75,9 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"missing roots file", "upstream:\n  roots: /nonexistent/roots.pem\n", `c.yaml:2: upstream.roots: stat /nonexistent/roots.pem`},
 		{"private with spaces", "private: \"a b\"\n", `c.yaml:1: private: pattern "a b" contains white space`},
 		{"syntax error", "data_dir: [\n", `c.yaml:`},
+		{"bad listen", "listen: 3128\n", `c.yaml:1: listen: "3128" is not host:port`},
+		{"bad tunnel", "tunnel: maybe\n", `c.yaml:1: tunnel: "maybe": want allow or deny`},
+		{"bad on_unverified", "on_unverified: warn\n", `c.yaml:1: on_unverified: "warn": want block or allow`},
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
 		{"leaf lifetime not a duration", "ca:\n  leaf_lifetime: soon\n", `c.yaml:2: ca.leaf_lifetime: cannot unmarshal`},
