@@ -2,3 +2,6 @@ package gateway
 
 // BlockMessage exposes blockMessage to the tests.
 var BlockMessage = blockMessage
+
+// VCSModulePath exposes vcsModulePath to the tests.
+var VCSModulePath = vcsModulePath

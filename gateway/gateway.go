@@ -37,6 +37,10 @@ const (
 
 	UnverifiedBlock = "block" // versions the database does not know, or cannot answer for, are blocked
 	UnverifiedAllow = "allow" // ... are passed (and recorded); a mismatch is still blocked
+
+	VCSAllow       = "allow"        // direct VCS fetches (git, ?go-get=1) pass, attributed to a module path
+	VCSPrivateOnly = "private-only" // ... only for private module paths: public ones must use a module proxy
+	VCSDeny        = "deny"         // ... never
 )
 
 // Config configures a [Gateway]. Verifier, CA, Upstream and DataDir are
@@ -51,6 +55,8 @@ type Config struct {
 	Tunnel string
 	// OnUnverified is UnverifiedBlock (zero value) or UnverifiedAllow.
 	OnUnverified string
+	// VCS is VCSAllow (zero value), VCSPrivateOnly or VCSDeny.
+	VCS string
 	// Resolve maps host names to "ip:port" the operator chose; those
 	// addresses are exempt from the internal-address check.
 	Resolve map[string]string
@@ -108,6 +114,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.OnUnverified == "" {
 		cfg.OnUnverified = UnverifiedBlock
+	}
+	if cfg.VCS == "" {
+		cfg.VCS = VCSAllow
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 5 * time.Minute

@@ -43,7 +43,7 @@ func start(t testing.TB, edit func(*gateway.Config)) *env {
 	dir := t.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
 	v, err := sumdb.New(sumdb.Config{Key: w.SumDBKey, DataDir: dir, ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
-		Private: testworld.PrivatePattern, HTTPClient: w.HTTPClient(), Logger: quiet})
+		Private: testworld.PrivatePattern + ",github.com/corp", HTTPClient: w.HTTPClient(), Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,4 +483,67 @@ func TestTruncatedUpstreamNeverGivesAPartialBody(t *testing.T) {
 	if d := e.download(t, e.w.ProxyURL, testworld.GoodPath+"@v1.0.0"); !strings.Contains(d.Error, "502") {
 		t.Errorf("go command: %q, want a 502", d.Error)
 	}
+}
+
+// gitLsRemote runs the real git through the gateway.
+func (e *env) gitLsRemote(t testing.TB, repoURL string) (string, error) {
+	t.Helper()
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed")
+	}
+	home := t.TempDir()
+	cmd := exec.Command(gitBin, "ls-remote", repoURL)
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0",
+		"HTTPS_PROXY=http://" + e.addr, "GIT_SSL_CAINFO=" + e.rootFile}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestDirectVCSIsAttributedAndPoliced holds threat 11: git traffic is
+// attributed to a module path, and vcs: private-only forces public
+// modules onto the verified proxy path.
+func TestDirectVCSIsAttributedAndPoliced(t *testing.T) {
+	for _, policy := range []string{gateway.VCSAllow, gateway.VCSPrivateOnly, gateway.VCSDeny} {
+		t.Run(policy, func(t *testing.T) {
+			e := start(t, func(c *gateway.Config) { c.VCS = policy })
+			e.w.ServeGit(t, "public/repo")
+			e.w.ServeGit(t, "corp/private")
+			for _, tt := range []struct {
+				repo    string
+				private bool
+			}{{"public/repo", false}, {"corp/private", true}} {
+				out, err := e.gitLsRemote(t, "https://github.com/"+tt.repo)
+				wantOK := policy == gateway.VCSAllow || (policy == gateway.VCSPrivateOnly && tt.private)
+				if wantOK && (err != nil || !strings.Contains(out, "refs/tags/v1.0.0")) {
+					t.Errorf("git ls-remote %s: %v\n%s", tt.repo, err, out)
+				}
+				if !wantOK && (err == nil || !strings.Contains(out, "403")) {
+					t.Errorf("git ls-remote %s passed under vcs: %s\n%s", tt.repo, policy, out)
+				}
+			}
+		})
+	}
+}
+
+func TestVCSModulePath(t *testing.T) {
+	for _, tt := range []struct{ host, url, want string }{
+		{"github.com", "/owner/repo/info/refs?service=git-upload-pack", "github.com/owner/repo"},
+		{"github.com", "/owner/repo.git/git-upload-pack", "github.com/owner/repo"},
+		{"github.com", "/owner/repo/sub/pkg?go-get=1", "github.com/owner/repo"},
+		{"git.example", "/a/b/c.git/info/refs?service=git-upload-pack", "git.example/a/b/c"},
+		{"github.com", "/owner/repo/blob/main/x.go", ""},
+		{"github.com", "/owner/repo/info/refs", ""},
+	} {
+		req := httptestRequest(tt.host, tt.url)
+		got, _ := gateway.VCSModulePath(tt.host, req)
+		if got != tt.want {
+			t.Errorf("%s%s: %q, want %q", tt.host, tt.url, got, tt.want)
+		}
+	}
+}
+
+func httptestRequest(host, target string) *http.Request {
+	r, _ := http.NewRequest(http.MethodGet, "https://"+host+target, nil)
+	return r
 }

@@ -61,8 +61,53 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Req
 		if mr.kind == sumdb.KindZip || mr.kind == sumdb.KindMod {
 			return req, g.verified(req, t, mr)
 		}
+	} else if modPath, ok := vcsModulePath(t.host, req); ok {
+		if refusal := g.vcsRefusal(modPath); refusal != "" {
+			g.log.Warn("refused a direct VCS fetch", "module", modPath, "policy", g.cfg.VCS)
+			return req, textResponse(req, http.StatusForbidden, refusal)
+		}
+		g.log.Info("direct VCS fetch", "module", modPath, "url", req.URL.String())
 	}
 	return req, g.passThrough(req, t)
+}
+
+// vcsModulePath attributes git smart-HTTP traffic and go-get discovery to
+// a module path: github.com/<owner>/<repo> on github.com, the repository
+// path elsewhere.
+func vcsModulePath(host string, req *http.Request) (string, bool) {
+	path := strings.Trim(req.URL.Path, "/")
+	switch {
+	case req.URL.Query().Get("go-get") == "1":
+	case strings.HasSuffix(path, "/info/refs") && strings.HasPrefix(req.URL.Query().Get("service"), "git-"):
+		path = strings.TrimSuffix(path, "/info/refs")
+	case strings.HasSuffix(path, "/git-upload-pack"), strings.HasSuffix(path, "/git-receive-pack"):
+		path = path[:strings.LastIndexByte(path, '/')]
+	default:
+		return "", false
+	}
+	if host == "github.com" {
+		if parts := strings.SplitN(path, "/", 3); len(parts) >= 2 {
+			path = parts[0] + "/" + parts[1]
+		}
+	}
+	path = strings.TrimSuffix(path, ".git")
+	if path == "" {
+		return "", false
+	}
+	return host + "/" + path, true
+}
+
+// vcsRefusal applies the vcs policy to a direct fetch of modPath; "" lets
+// it pass.
+func (g *Gateway) vcsRefusal(modPath string) string {
+	switch {
+	case g.cfg.VCS == VCSAllow:
+		return ""
+	case g.cfg.VCS == VCSPrivateOnly && g.cfg.Verifier.IsPrivate(modPath):
+		return ""
+	}
+	return fmt.Sprintf("sumgate: direct VCS access to %s refused (sumgate policy vcs: %s).\n"+
+		"Fetch public modules through a module proxy (the default GOPROXY), where sumgate verifies them.", modPath, g.cfg.VCS)
 }
 
 // moduleRequest is a GOPROXY protocol request for a module file.

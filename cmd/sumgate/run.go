@@ -70,6 +70,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ModuleProxies: cfg.ModuleProxies,
 		Tunnel:        cfg.Tunnel,
 		OnUnverified:  cfg.OnUnverified,
+		VCS:           cfg.VCS,
 		Resolve:       cfg.Upstream.Resolve,
 		DataDir:       cfg.DataDir,
 		Verifier:      v,

@@ -56,6 +56,9 @@ type Config struct {
 	// OnUnverified decides versions the checksum database does not know,
 	// or cannot answer for: block or allow. A mismatch is always blocked.
 	OnUnverified string `yaml:"on_unverified"`
+	// VCS decides direct VCS fetches (git, ?go-get=1) of module paths that
+	// are not private: allow, private-only or deny.
+	VCS string `yaml:"vcs"`
 }
 
 // CA configures the enterprise CA.
@@ -123,6 +126,7 @@ func Default() *Config {
 		Listen:       "127.0.0.1:3128",
 		Tunnel:       "allow",
 		OnUnverified: "block",
+		VCS:          "allow",
 	}
 }
 
@@ -321,6 +325,9 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if c.OnUnverified != "block" && c.OnUnverified != "allow" {
 		return fail("on_unverified", "%q: want block or allow", c.OnUnverified)
+	}
+	if c.VCS != "allow" && c.VCS != "private-only" && c.VCS != "deny" {
+		return fail("vcs", "%q: want allow, private-only or deny", c.VCS)
 	}
 	for _, host := range slices.Sorted(maps.Keys(c.Upstream.Resolve)) {
 		key := "upstream.resolve." + host

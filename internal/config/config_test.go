@@ -78,6 +78,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"bad listen", "listen: 3128\n", `c.yaml:1: listen: "3128" is not host:port`},
 		{"bad tunnel", "tunnel: maybe\n", `c.yaml:1: tunnel: "maybe": want allow or deny`},
 		{"bad on_unverified", "on_unverified: warn\n", `c.yaml:1: on_unverified: "warn": want block or allow`},
+		{"bad vcs", "vcs: sometimes\n", `c.yaml:1: vcs: "sometimes": want allow, private-only or deny`},
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
 		{"leaf lifetime not a duration", "ca:\n  leaf_lifetime: soon\n", `c.yaml:2: ca.leaf_lifetime: cannot unmarshal`},

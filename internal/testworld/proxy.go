@@ -93,8 +93,17 @@ func (w *World) serveModule(rw http.ResponseWriter, p string) {
 }
 
 // serveGitHub answers go-get discovery for any https://github.com/<owner>/<repo>[/...]?go-get=1
-// with the repository root's go-import meta tag, and 404 to everything else.
-func serveGitHub(rw http.ResponseWriter, r *http.Request) {
+// with the repository root's go-import meta tag, git's smart HTTP for
+// repositories made with ServeGit, and 404 to everything else.
+func (w *World) serveGitHub(rw http.ResponseWriter, r *http.Request) {
+	if h, _ := w.gitHandler(r.URL.Path); h != nil && r.URL.Query().Get("go-get") != "1" {
+		// git http-backend wants the repository-relative path in PATH_INFO.
+		r2 := r.Clone(r.Context())
+		parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 3)
+		r2.URL.Path = "/" + parts[0] + "/" + strings.TrimSuffix(parts[1], ".git") + ".git/" + parts[2]
+		h.ServeHTTP(rw, r2)
+		return
+	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if r.URL.Query().Get("go-get") != "1" || len(parts) < 2 || parts[0] == "" || parts[1] == "" {
 		http.Error(rw, "not found", http.StatusNotFound)

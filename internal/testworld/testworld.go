@@ -68,6 +68,7 @@ type World struct {
 	routes  map[string]http.Handler
 	mu      sync.Mutex
 	counts  map[string]map[string]int // host -> URL path -> requests
+	git     map[string]http.Handler   // "owner/name" -> git smart-HTTP handler
 	clients []*http.Transport         // closed at cleanup
 }
 
@@ -92,7 +93,7 @@ func New(t testing.TB) *World {
 
 	w.routes = map[string]http.Handler{
 		config.SumDBName: http.HandlerFunc(w.serveSumDB),
-		GitHubHost:       http.HandlerFunc(serveGitHub),
+		GitHubHost:       http.HandlerFunc(w.serveGitHub),
 	}
 	for _, base := range append([]string{w.ProxyURL}, w.MirrorURLs...) {
 		u, err := url.Parse(base)

@@ -577,3 +577,19 @@ func TestWorldsAreDeterministic(t *testing.T) {
 		t.Error("Module lookup")
 	}
 }
+
+func TestServeGit(t *testing.T) {
+	w := testworld.New(t)
+	w.ServeGit(t, "owner/repo")
+	for _, path := range []string{"/owner/repo/info/refs?service=git-upload-pack", "/owner/repo.git/info/refs?service=git-upload-pack"} {
+		resp, err := w.HTTPClient().Get("https://github.com" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-git-upload-pack-advertisement" || !strings.Contains(string(body), "refs/tags/v1.0.0") {
+			t.Fatalf("%s: %d %q %q", path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	}
+}
