@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -121,7 +122,11 @@ func (e *env) download(t testing.TB, goproxy, mod string) modDownload {
 		"GOMODCACHE=" + filepath.Join(dir, "modcache"),
 		"GOCACHE=" + filepath.Join(dir, "cache"),
 		"GOPROXY=" + goproxy,
+		// Threat 5: every check the client could turn off is off; only
+		// sumgate stands between it and the bytes.
 		"GOSUMDB=off",
+		"GONOSUMDB=*",
+		"GOINSECURE=*",
 		"GOFLAGS=-modcacherw",
 		"GOTOOLCHAIN=local",
 		"GOTELEMETRY=off",
@@ -546,4 +551,56 @@ func TestVCSModulePath(t *testing.T) {
 func httptestRequest(host, target string) *http.Request {
 	r, _ := http.NewRequest(http.MethodGet, "https://"+host+target, nil)
 	return r
+}
+
+// TestIdleConnectionsAreReaped holds part of threat 13: a slow-loris
+// client and a stuck tunnel are closed once idle.
+func TestIdleConnectionsAreReaped(t *testing.T) {
+	srv := newTLSServer(t, "tunnel.example")
+	e := start(t, func(c *gateway.Config) {
+		c.IdleTimeout = 300 * time.Millisecond
+		c.Resolve = map[string]string{"tunnel.example": srv.addr}
+	})
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		return err == nil || !(errors.As(err, &ne) && ne.Timeout()) // EOF or reset: the gateway hung up
+	}
+	loris, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loris.Close()
+	fmt.Fprint(loris, "CONNECT tunnel.example:443 HTTP/1.1\r\nHost: tunn")
+	if !closedWithin(loris, 5*time.Second) {
+		t.Error("a client that stopped mid-header was not disconnected")
+	}
+	status, tunnelConn := e.connect(t, "tunnel.example:443")
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT: %d", status)
+	}
+	defer tunnelConn.Close()
+	if !closedWithin(tunnelConn, 5*time.Second) {
+		t.Error("an idle tunnel was not closed")
+	}
+}
+
+// TestInterceptedConnectionsSpeakHTTP1 documents threat 18's choice:
+// HTTP/2 is not offered to clients inside intercepted tunnels, so its
+// stream and header floods have no server to hit there.
+func TestInterceptedConnectionsSpeakHTTP1(t *testing.T) {
+	e := start(t, nil)
+	status, c := e.connect(t, config.PublicProxyHost+":443")
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT: %d", status)
+	}
+	defer c.Close()
+	tc := tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost, RootCAs: pool(e.root), NextProtos: []string{"h2", "http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p == "h2" {
+		t.Fatalf("negotiated %q inside an intercepted tunnel", p)
+	}
 }
