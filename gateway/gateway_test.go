@@ -40,7 +40,12 @@ type env struct {
 // its configuration.
 func start(t testing.TB, edit func(*gateway.Config)) *env {
 	t.Helper()
-	w := testworld.New(t)
+	return startWith(t, testworld.New(t), edit)
+}
+
+// startWith runs a gateway in front of w.
+func startWith(t testing.TB, w *testworld.World, edit func(*gateway.Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
 	v, err := sumdb.New(sumdb.Config{Key: w.SumDBKey, DataDir: dir, ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
@@ -112,16 +117,28 @@ type modDownload struct {
 // off so that sumgate is the only protection, and a fresh GOPATH.
 func (e *env) download(t testing.TB, goproxy, mod string) modDownload {
 	t.Helper()
+	out, err := goModDownload(t, []string{"GOPROXY=" + goproxy, "HTTPS_PROXY=http://" + e.addr, "SSL_CERT_FILE=" + e.rootFile}, mod)
+	var d modDownload
+	if jerr := json.Unmarshal(out, &d); jerr != nil {
+		t.Fatalf("go mod download %s: %v\n%s", mod, err, out)
+	}
+	return d
+}
+
+// goModDownload runs `go mod download -json mods...` with a fresh GOPATH
+// and module cache, every client-side check off, and env added. It
+// returns standard output (standard error too, on failure).
+func goModDownload(t testing.TB, env []string, mods ...string) ([]byte, error) {
+	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command(goBinary(t), "mod", "download", "-json", mod)
+	cmd := exec.Command(goBinary(t), append([]string{"mod", "download", "-json"}, mods...)...)
 	cmd.Dir = dir
-	cmd.Env = []string{
+	cmd.Env = append([]string{
 		"HOME=" + dir,
 		"PATH=" + os.Getenv("PATH"),
 		"GOPATH=" + filepath.Join(dir, "gopath"),
 		"GOMODCACHE=" + filepath.Join(dir, "modcache"),
 		"GOCACHE=" + filepath.Join(dir, "cache"),
-		"GOPROXY=" + goproxy,
 		// Threat 5: every check the client could turn off is off; only
 		// sumgate stands between it and the bytes.
 		"GOSUMDB=off",
@@ -131,19 +148,12 @@ func (e *env) download(t testing.TB, goproxy, mod string) modDownload {
 		"GOTOOLCHAIN=local",
 		"GOTELEMETRY=off",
 		"GOENV=off",
-		"HTTPS_PROXY=http://" + e.addr,
-		"SSL_CERT_FILE=" + e.rootFile,
-	}
+	}, env...)
 	out, err := cmd.Output()
-	var d modDownload
-	if jerr := json.Unmarshal(out, &d); jerr != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("go mod download %s: %v\n%s\n%s", mod, err, out, stderr)
+	if ee, ok := err.(*exec.ExitError); ok {
+		out = append(out, ee.Stderr...)
 	}
-	return d
+	return out, err
 }
 
 func TestGoCommandThroughGateway(t *testing.T) {

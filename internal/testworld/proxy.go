@@ -48,7 +48,7 @@ func (w *World) serveModule(rw http.ResponseWriter, p string) {
 		return
 	}
 	var versions []*Module // in semver order, as in w.corpus
-	for _, m := range w.corpus {
+	for _, m := range w.Modules() {
 		if m.Path == modPath {
 			versions = append(versions, m)
 		}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/sumgate/sumgate/internal/config"
 	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb/dirhash"
 )
 
 // GitHubHost is the code host the world serves go-get discovery for.
@@ -60,6 +61,7 @@ type World struct {
 	// MirrorURLs are config.GoproxyCN, config.GoproxyIO and config.Aliyun.
 	MirrorURLs []string
 
+	cmu     sync.RWMutex // guards corpus and byKey, which Publish extends
 	corpus  []*Module
 	byKey   map[module.Version]*Module
 	honest  *ledger      // honest checksum database
@@ -211,6 +213,12 @@ func (w *World) route(rw http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(rw, r)
 		return
 	}
+	if host == "127.0.0.1" {
+		// DirectProxyURL: the public proxy without a host name, for
+		// clients that cannot resolve the real names (benchmarks' baseline).
+		w.routes[config.PublicProxyHost].ServeHTTP(rw, r)
+		return
+	}
 	http.Error(rw, "not found: no such host in test world: "+host, http.StatusNotFound)
 }
 
@@ -268,11 +276,40 @@ func (w *World) ResetRequests() {
 
 // Module returns the corpus entry for the decoded path@version, or nil.
 func (w *World) Module(path, version string) *Module {
+	w.cmu.RLock()
+	defer w.cmu.RUnlock()
 	return w.byKey[module.Version{Path: path, Version: version}]
+}
+
+// DirectProxyURL returns the public module proxy's base URL by address,
+// "https://127.0.0.1:port": a client that trusts RootsFile reaches it with
+// no proxy and no name resolution.
+func (w *World) DirectProxyURL() string { return "https://" + w.Addr }
+
+// Publish adds a genuine module to the corpus, served by every module
+// proxy and logged by the honest checksum database (at the end of the
+// tree, when first looked up). Use it for modules a test builds, such as
+// large ones for benchmarks.
+func (w *World) Publish(t testing.TB, m module.Version, zip, mod []byte) *Module {
+	t.Helper()
+	file := writeTemp(t, t.TempDir(), "m.zip", zip)
+	zh, err := dirhash.HashZip(file, dirhash.Hash1)
+	if err != nil {
+		t.Fatalf("testworld: hashing %s: %v", m, err)
+	}
+	e := &Module{Version: m, Zip: zip, Mod: mod, ZipHash: zh, ModHash: hashMod(mod), InSumDB: true}
+	w.cmu.Lock()
+	defer w.cmu.Unlock()
+	w.corpus = append(w.corpus, e)
+	w.byKey[m] = e
+	w.Log(m, e.ZipHash, e.ModHash)
+	return e
 }
 
 // Modules returns all corpus entries sorted by path, then by semver.
 // The slice is fresh; the entries are shared.
 func (w *World) Modules() []*Module {
+	w.cmu.RLock()
+	defer w.cmu.RUnlock()
 	return append([]*Module(nil), w.corpus...)
 }

@@ -1,0 +1,265 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/module"
+	modzip "golang.org/x/mod/zip"
+
+	"github.com/sumgate/sumgate/internal/testworld"
+)
+
+var (
+	largeMiB  = flag.Int("sumgate.large-mib", 100, "content of each large module in the gateway benchmarks, MiB")
+	smallMods = flag.Int("sumgate.small", 20, "number of small modules in BenchmarkGoModDownload")
+)
+
+// genFile is a module file whose Go-like text is generated on Open.
+type genFile struct {
+	name string
+	size int64
+	seed uint64
+}
+
+func (f genFile) Path() string                 { return f.name }
+func (f genFile) Lstat() (fs.FileInfo, error)  { return genInfo(f), nil }
+func (f genFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(genText(f.size, f.seed))), nil }
+
+type genInfo genFile
+
+func (i genInfo) Name() string       { return filepath.Base(i.name) }
+func (i genInfo) Size() int64        { return i.size }
+func (i genInfo) Mode() fs.FileMode  { return 0o644 }
+func (i genInfo) ModTime() time.Time { return time.Time{} }
+func (i genInfo) IsDir() bool        { return false }
+func (i genInfo) Sys() any           { return nil }
+
+func genText(n int64, seed uint64) []byte {
+	words := []string{"func", "return", "err", "if", "nil", "{", "}", "ctx", "for", "range", "string", "\n\t", ":=", "x"}
+	r := rand.New(rand.NewPCG(seed, 7))
+	var b bytes.Buffer
+	for int64(b.Len()) < n {
+		b.WriteString(words[r.IntN(len(words))])
+		b.WriteByte(' ')
+	}
+	return b.Bytes()[:n]
+}
+
+// publishModule builds a module of about size bytes of content and
+// publishes it in w.
+func publishModule(b *testing.B, w *testworld.World, path string, size int64) string {
+	b.Helper()
+	m := module.Version{Path: path, Version: "v1.0.0"}
+	mod := []byte("module " + path + "\n")
+	files := []modzip.File{memFile{"go.mod", mod}}
+	const fileSize = 256 << 10
+	for i := int64(0); i*fileSize < size; i++ {
+		files = append(files, genFile{name: fmt.Sprintf("f%05d.go", i), size: min(fileSize, size-i*fileSize), seed: uint64(i) + uint64(len(path))})
+	}
+	var zip bytes.Buffer
+	if err := modzip.Create(&zip, m, files); err != nil {
+		b.Fatal(err)
+	}
+	w.Publish(b, m, zip.Bytes(), mod)
+	return m.String()
+}
+
+type memFile struct {
+	name string
+	data []byte
+}
+
+func (f memFile) Path() string                 { return f.name }
+func (f memFile) Lstat() (fs.FileInfo, error)  { return genInfo{name: f.name, size: int64(len(f.data))}, nil }
+func (f memFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(f.data)), nil }
+
+// BenchmarkGoModDownload is `go mod download` of N small modules and two
+// large ones: straight to the test world's proxy (no proxy hop), then
+// through sumgate cold (new data directory: no leaves, no proven hashes)
+// and warm. Compare the three in one run.
+func BenchmarkGoModDownload(b *testing.B) {
+	w := testworld.New(b)
+	var mods []string
+	for i := range *smallMods {
+		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/bench/small%d", i), 48<<10))
+	}
+	for i := range 2 {
+		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/bench/large%d", i), int64(*largeMiB)<<20))
+	}
+	run := func(b *testing.B, env []string) {
+		b.Helper()
+		if out, err := goModDownload(b, env, mods...); err != nil || bytes.Contains(out, []byte(`"Error"`)) {
+			b.Fatalf("go mod download: %v\n%s", err, out)
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			run(b, []string{"GOPROXY=" + w.DirectProxyURL(), "SSL_CERT_FILE=" + w.RootsFile})
+		}
+	})
+	viaSumgate := func(e *env) []string {
+		return []string{"GOPROXY=" + w.ProxyURL, "HTTPS_PROXY=http://" + e.addr, "SSL_CERT_FILE=" + e.rootFile}
+	}
+	b.Run("sumgate-cold", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			e := startWith(b, w, nil)
+			b.StartTimer()
+			run(b, viaSumgate(e))
+		}
+	})
+	b.Run("sumgate-warm", func(b *testing.B) {
+		e := startWith(b, w, nil)
+		run(b, viaSumgate(e))
+		for b.Loop() {
+			run(b, viaSumgate(e))
+		}
+	})
+}
+
+// BenchmarkPeakRSS runs `sumgate run` as its own process and has 32
+// clients download 8 distinct large modules through it at once (4 per
+// module), then reports the process's peak resident set. Run it with two
+// -sumgate.large-mib values to see whether memory grows with module size.
+func BenchmarkPeakRSS(b *testing.B) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		b.Skip("needs /proc")
+	}
+	w := testworld.New(b)
+	var zips []string
+	var sizes []int64
+	for i := range 8 {
+		mod := publishModule(b, w, fmt.Sprintf("example.com/rss/m%d", i), int64(*largeMiB)<<20)
+		path, vers, _ := strings.Cut(mod, "@")
+		zips = append(zips, w.ProxyURL+"/"+path+"/@v/"+vers+".zip")
+		sizes = append(sizes, int64(len(w.Module(path, vers).Zip)))
+	}
+	bin := filepath.Join(b.TempDir(), "sumgate")
+	if out, err := exec.Command(goBinary(b), "build", "-o", bin, "github.com/sumgate/sumgate/cmd/sumgate").CombinedOutput(); err != nil {
+		b.Fatalf("building sumgate: %v\n%s", err, out)
+	}
+	for b.Loop() {
+		b.StopTimer()
+		proxyURL, bundle, pid, stop := runSumgate(b, bin, w)
+		client := proxiedClient(b, proxyURL, bundle)
+		b.StartTimer()
+		var wg sync.WaitGroup
+		errs := make(chan error, 32)
+		for i := range 32 {
+			wg.Go(func() {
+				resp, err := client.Get(zips[i%len(zips)])
+				if err != nil {
+					errs <- err
+					return
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || n != sizes[i%len(sizes)] {
+					errs <- fmt.Errorf("status %d, %d bytes", resp.StatusCode, n)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Error(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(peakRSS(b, pid))/(1<<20), "peakRSS-MiB")
+		stop()
+		b.StartTimer()
+	}
+}
+
+// runSumgate starts bin as `sumgate run` in front of w and returns the
+// proxy URL and CA bundle from its banner, its pid, and a stop function.
+func runSumgate(b *testing.B, bin string, w *testworld.World) (proxyURL, bundle string, pid int, stop func()) {
+	b.Helper()
+	dir := b.TempDir()
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "data_dir: %s\nlisten: 127.0.0.1:0\nmodule_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n",
+		filepath.Join(dir, "data"), strings.Join(append([]string{w.ProxyURL}, w.MirrorURLs...), ", "), w.SumDBKey, w.RootsFile)
+	var hosts []string
+	for h, a := range w.Resolve {
+		fmt.Fprintf(&cfg, "    %s: %s\n", h, a)
+		hosts = append(hosts, h)
+	}
+	fmt.Fprintf(&cfg, "intercept: [%s]\n", strings.Join(hosts, ", "))
+	file := filepath.Join(dir, "sumgate.yaml")
+	os.WriteFile(file, []byte(cfg.String()), 0o600)
+	cmd := exec.Command(bin, "run", "-config", file)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if v, ok := strings.CutPrefix(line, "export HTTPS_PROXY="); ok {
+			proxyURL = v
+		}
+		if v, ok := strings.CutPrefix(line, "export SSL_CERT_FILE="); ok {
+			bundle = v
+			break
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if bundle == "" {
+		cmd.Process.Kill()
+		b.Fatal("sumgate run printed no banner")
+	}
+	return proxyURL, bundle, cmd.Process.Pid, func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}
+}
+
+func proxiedClient(b *testing.B, proxyURL, bundle string) *http.Client {
+	b.Helper()
+	pemData, err := os.ReadFile(bundle)
+	if err != nil {
+		b.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemData)
+	pu, _ := url.Parse(proxyURL)
+	return &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{
+		Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: roots}, MaxConnsPerHost: 64, MaxIdleConnsPerHost: 64,
+	}}
+}
+
+// peakRSS reads a process's peak resident set size (VmHWM), in bytes.
+func peakRSS(b *testing.B, pid int) int64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
