@@ -39,9 +39,11 @@ type genFile struct {
 	seed uint64
 }
 
-func (f genFile) Path() string                 { return f.name }
-func (f genFile) Lstat() (fs.FileInfo, error)  { return genInfo(f), nil }
-func (f genFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(genText(f.size, f.seed))), nil }
+func (f genFile) Path() string                { return f.name }
+func (f genFile) Lstat() (fs.FileInfo, error) { return genInfo(f), nil }
+func (f genFile) Open() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(genText(f.size, f.seed))), nil
+}
 
 type genInfo genFile
 
@@ -87,8 +89,10 @@ type memFile struct {
 	data []byte
 }
 
-func (f memFile) Path() string                 { return f.name }
-func (f memFile) Lstat() (fs.FileInfo, error)  { return genInfo{name: f.name, size: int64(len(f.data))}, nil }
+func (f memFile) Path() string { return f.name }
+func (f memFile) Lstat() (fs.FileInfo, error) {
+	return genInfo{name: f.name, size: int64(len(f.data))}, nil
+}
 func (f memFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(f.data)), nil }
 
 // BenchmarkGoModDownload is `go mod download` of N small modules and two
