@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -22,7 +23,13 @@ import (
 //     private, link-local, metadata, ...) unless the operator resolved
 //     it, and tunnelled to the checked address only, so the name cannot be
 //     rebound between check and dial.
-func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action *goproxy.ConnectAction, target string) {
+	defer func() {
+		if p := recover(); p != nil {
+			g.log.Error("panic while deciding a CONNECT", "target", hostport, "panic", p, "stack", string(debug.Stack()))
+			action, target = g.reject(pctx, http.StatusBadGateway, "internal error deciding CONNECT %s", hostport)
+		}
+	}()
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return g.reject(pctx, http.StatusBadRequest, "CONNECT target %q is not host:port", hostport)

@@ -68,6 +68,10 @@ type Config struct {
 	CA *certs.CA
 	// Upstream fetches from intercepted hosts; its TLS must be verified.
 	Upstream *http.Client
+	// CacheMaxBytes bounds the on-disk cache of verified module files
+	// (under DataDir/cache), which serves repeat downloads without an
+	// upstream fetch or a new check. Zero means 10 GiB; negative disables.
+	CacheMaxBytes int64
 	// IdleTimeout closes a client connection, tunnel or not, that moves no
 	// byte for this long. Zero means 5 minutes.
 	IdleTimeout time.Duration
@@ -86,6 +90,7 @@ type Gateway struct {
 	server    *http.Server
 	spool     string      // folder of downloads being verified
 	fetches   flightGroup // one upstream fetch and check per URL at a time
+	cache     *fileCache  // verified files, bounded
 
 	mu      sync.Mutex
 	closing bool               // Shutdown has begun: new requests get 503
@@ -118,6 +123,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.VCS == "" {
 		cfg.VCS = VCSAllow
 	}
+	if cfg.CacheMaxBytes == 0 {
+		cfg.CacheMaxBytes = 10 << 30
+	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
@@ -146,6 +154,12 @@ func New(cfg Config) (*Gateway, error) {
 			os.Remove(f)
 		}
 	}
+
+	cache, err := newFileCache(filepath.Join(cfg.DataDir, "cache"), cfg.CacheMaxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: opening the verified-file cache: %w", err)
+	}
+	g.cache = cache
 
 	p := goproxy.NewProxyHttpServer()
 	p.Logger = log.New(io.Discard, "", 0)

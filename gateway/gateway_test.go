@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -612,5 +614,119 @@ func TestInterceptedConnectionsSpeakHTTP1(t *testing.T) {
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p == "h2" {
 		t.Fatalf("negotiated %q inside an intercepted tunnel", p)
+	}
+}
+
+// TestConcurrentRequestsShareOneFetch: 16 clients asking for one zip at
+// once cause one upstream fetch and one check, and all get the whole file.
+func TestConcurrentRequestsShareOneFetch(t *testing.T) {
+	// A slow upstream, so that every request arrives while the fetch runs.
+	e := start(t, func(c *gateway.Config) {
+		c.Upstream = &http.Client{Transport: slow{c.Upstream.Transport, 500 * time.Millisecond}}
+	})
+	m := e.w.Module(testworld.GoodPath, "v1.1.0")
+	client := e.proxyClient(pool(e.root))
+	e.w.ResetRequests()
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for range 16 {
+		wg.Go(func() {
+			resp, err := client.Get(e.w.ProxyURL + "/example.com/good/@v/v1.1.0.zip")
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, m.Zip) {
+				errs <- fmt.Sprintf("status %d, %d bytes", resp.StatusCode, len(body))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := e.w.Requests(config.PublicProxyHost, "/example.com/good/@v/v1.1.0.zip"); n != 1 {
+		t.Errorf("16 concurrent requests made %d upstream fetches, want 1", n)
+	}
+}
+
+// slow delays every response by d.
+type slow struct {
+	base http.RoundTripper
+	d    time.Duration
+}
+
+func (s slow) RoundTrip(r *http.Request) (*http.Response, error) {
+	time.Sleep(s.d)
+	return s.base.RoundTrip(r)
+}
+
+// TestVerifiedFilesAreServedFromCache: a verified file is served again
+// without an upstream fetch; the cache stays within its bound; and after a
+// checksum-database fork nothing is served from it.
+func TestVerifiedFilesAreServedFromCache(t *testing.T) {
+	e := start(t, nil)
+	client := e.proxyClient(pool(e.root))
+	get := func(path string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := client.Get(e.w.ProxyURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, body
+	}
+	m := e.w.Module(testworld.GoodPath, testworld.Version)
+	get("/example.com/good/@v/v1.0.0.zip")
+	e.w.ResetRequests()
+	resp, body := get("/example.com/good/@v/v1.0.0.zip")
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, m.Zip) || resp.Header.Get("X-Sumgate-Cache") != "hit" {
+		t.Fatalf("second download: %d, %d bytes, cache %q", resp.StatusCode, len(body), resp.Header.Get("X-Sumgate-Cache"))
+	}
+	if n := e.w.Requests("", ""); n != 0 {
+		t.Errorf("a cached file made %d upstream requests", n)
+	}
+	// Blocked files are never cached.
+	get("/example.com/tampered/zip/@v/v1.0.0.zip")
+	if resp, _ := get("/example.com/tampered/zip/@v/v1.0.0.zip"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("tampered zip, second time: %d", resp.StatusCode)
+	}
+
+	// A fork recorded later stops the cache from serving.
+	e.w.SetSumDB(testworld.SumDBForked)
+	get("/github.com/!upper/!case/@v/v1.0.0.mod")
+	e.w.SetSumDB(testworld.SumDBHonest)
+	if resp, body := get("/example.com/good/@v/v1.0.0.zip"); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "security error") {
+		t.Fatalf("after a fork: %d %q, want a 403 security error", resp.StatusCode, body)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	good := testworld.New(t).Module(testworld.GoodPath, testworld.Version)
+	e := start(t, func(c *gateway.Config) { c.CacheMaxBytes = int64(len(good.Zip)) + 10 })
+	client := e.proxyClient(pool(e.root))
+	for _, p := range []string{"/example.com/good/@v/v1.0.0.zip", "/example.com/good/@v/v1.1.0.zip", "/example.com/good/@v/v1.0.0.zip"} {
+		resp, err := client.Get(e.w.ProxyURL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
+	}
+	var total int64
+	files, _ := os.ReadDir(filepath.Join(filepath.Dir(e.rootFile), "cache"))
+	for _, f := range files {
+		info, _ := f.Info()
+		total += info.Size()
+	}
+	if total > int64(len(good.Zip))+10 || len(files) != 1 {
+		t.Errorf("cache holds %d files, %d bytes; bound %d", len(files), total, len(good.Zip)+10)
 	}
 }

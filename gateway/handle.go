@@ -176,6 +176,15 @@ func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest) *http
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return textResponse(req, http.StatusMethodNotAllowed, "sumgate: module files are fetched with GET")
 	}
+	key := mr.mod.String() + " " + mr.kind.String()
+	if _, alerted := g.cfg.Verifier.Alerted(); !alerted {
+		if f, size, ok := g.cache.get(key); ok {
+			var once sync.Once
+			resp := fileResponse(req, mr, f, size, func() { once.Do(func() { f.Close() }) })
+			resp.Header.Set("X-Sumgate-Cache", "hit")
+			return resp
+		}
+	}
 	url := "https://" + t.host + req.URL.EscapedPath()
 	res, release := g.fetches.do(url, func() *fetchResult {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), fetchTimeout)
@@ -190,6 +199,14 @@ func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest) *http
 		}
 		return r
 	}
+	resp := fileResponse(req, mr, res.file, res.size, release)
+	resp.Header.Set("X-Sumgate-Verdict", res.verdict.Outcome.String())
+	return resp
+}
+
+// fileResponse sends size bytes of f whole, with Content-Length; release
+// is called once the body is closed.
+func fileResponse(req *http.Request, mr moduleRequest, f *os.File, size int64, release func()) *http.Response {
 	ctype := "application/zip"
 	if mr.kind == sumdb.KindMod {
 		ctype = "text/plain; charset=utf-8"
@@ -200,10 +217,10 @@ func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest) *http
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {ctype}, "Content-Length": {strconv.FormatInt(res.size, 10)}, "X-Sumgate-Verdict": {res.verdict.Outcome.String()}},
-		ContentLength: res.size,
+		Header:        http.Header{"Content-Type": {ctype}, "Content-Length": {strconv.FormatInt(size, 10)}, "X-Sumgate-Verdict": {"verified"}},
+		ContentLength: size,
 		Request:       req,
-		Body:          &releasingReader{Reader: io.NewSectionReader(res.file, 0, res.size), release: release},
+		Body:          &releasingReader{Reader: io.NewSectionReader(f, 0, size), release: release},
 	}
 	if req.Method == http.MethodHead {
 		resp.Body.Close()
@@ -275,6 +292,9 @@ func (g *Gateway) fetchAndCheck(ctx context.Context, url string, mr moduleReques
 		return g.block(mr, vd.String(), &vd)
 	}
 	g.log.Info("verified", "module", mr.mod.String(), "kind", mr.kind.String(), "outcome", vd.Outcome.String(), "hash", vd.Got)
+	if vd.Outcome == sumdb.Verified {
+		g.cache.put(mr.mod.String()+" "+mr.kind.String(), f.Name(), n)
+	}
 	keep = true
 	return &fetchResult{file: f, size: n, verdict: &vd}
 }

@@ -56,8 +56,8 @@ func malformed(format string, args ...any) error {
 // CRC-32, is rejected. A go.mod must not exceed [modzip.MaxGoMod]. Such
 // failures are [*MalformedError]; any other error is an I/O error reading
 // file. Memory use does not depend on the size of the entries: entries of
-// up to 4 MiB are inflated ahead on GOMAXPROCS goroutines, holding at most
-// 32 MiB, while the current one is hashed. A zip that may have more than
+// up to 2 MiB are inflated ahead on GOMAXPROCS goroutines, holding at most
+// 8 MiB, while the current one is hashed. A zip that may have more than
 // [DefaultMaxZipEntries] entries is malformed.
 func Hash(m module.Version, kind Kind, file string) (string, error) {
 	return hash(m, kind, file, runtime.GOMAXPROCS(0), DefaultMaxZipEntries)

@@ -14,11 +14,12 @@ import (
 
 const (
 	// prefetchBudget bounds the memory holding inflated entries that wait
-	// to be hashed, per zip.
-	prefetchBudget = 32 << 20
+	// to be hashed, per zip. A gateway checks many zips at once, so this
+	// is kept small: a few entries ahead is all the overlap needs.
+	prefetchBudget = 8 << 20
 	// prefetchMaxEntry is the largest entry inflated ahead; larger ones are
 	// inflated when dirhash reaches them, streaming.
-	prefetchMaxEntry = 4 << 20
+	prefetchMaxEntry = 2 << 20
 )
 
 // openEntry opens a zip entry for hashing; read errors name the entry.

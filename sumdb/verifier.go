@@ -133,6 +133,10 @@ func New(cfg Config) (*Verifier, error) {
 // Name returns the checksum database's name, such as "sum.golang.org".
 func (v *Verifier) Name() string { return v.name }
 
+// Alerted reports whether a checksum-database fork is on record, and
+// since when. While it is, every non-private check fails closed.
+func (v *Verifier) Alerted() (time.Time, bool) { return v.store.alerted() }
+
 // IsPrivate reports whether path matches the private patterns.
 func (v *Verifier) IsPrivate(path string) bool {
 	return module.MatchPrefixPatterns(v.private, path)

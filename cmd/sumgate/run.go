@@ -71,6 +71,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Tunnel:        cfg.Tunnel,
 		OnUnverified:  cfg.OnUnverified,
 		VCS:           cfg.VCS,
+		CacheMaxBytes: cacheBytes(cfg.CacheMaxMB),
 		Resolve:       cfg.Upstream.Resolve,
 		DataDir:       cfg.DataDir,
 		Verifier:      v,
@@ -114,4 +115,13 @@ Enterprise root SHA-256: %s
 		logger.Warn("drain incomplete", "err", err)
 	}
 	return exitOK
+}
+
+// cacheBytes maps cache_max_mb (0 disables) to gateway.Config.CacheMaxBytes
+// (negative disables).
+func cacheBytes(mb int64) int64 {
+	if mb == 0 {
+		return -1
+	}
+	return mb << 20
 }

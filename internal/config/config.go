@@ -59,6 +59,9 @@ type Config struct {
 	// VCS decides direct VCS fetches (git, ?go-get=1) of module paths that
 	// are not private: allow, private-only or deny.
 	VCS string `yaml:"vcs"`
+	// CacheMaxMB bounds the on-disk cache of verified module files, in MiB;
+	// 0 disables it.
+	CacheMaxMB int64 `yaml:"cache_max_mb"`
 }
 
 // CA configures the enterprise CA.
@@ -127,6 +130,7 @@ func Default() *Config {
 		Tunnel:       "allow",
 		OnUnverified: "block",
 		VCS:          "allow",
+		CacheMaxMB:   10 << 10,
 	}
 }
 
@@ -325,6 +329,9 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if c.OnUnverified != "block" && c.OnUnverified != "allow" {
 		return fail("on_unverified", "%q: want block or allow", c.OnUnverified)
+	}
+	if c.CacheMaxMB < 0 {
+		return fail("cache_max_mb", "must not be negative (0 disables the cache)")
 	}
 	if c.VCS != "allow" && c.VCS != "private-only" && c.VCS != "deny" {
 		return fail("vcs", "%q: want allow, private-only or deny", c.VCS)
