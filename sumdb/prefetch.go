@@ -45,6 +45,12 @@ type prefetch struct {
 
 	mu      sync.Mutex
 	futures map[string]*future // prefetchable entries not yet opened, by name
+
+	// pools recycle inflate buffers by power-of-two size class, from 4 KiB
+	// to prefetchMaxEntry: otherwise inflating a large module ahead
+	// allocates its whole content again, and a busy gateway's heap grows
+	// with the garbage.
+	pools [bufClasses]sync.Pool
 }
 
 // A future is one entry's inflated content, or the error inflating it.
@@ -103,7 +109,7 @@ func startPrefetch(entries map[string]*zip.File, names []string, workers int, bu
 		go func() {
 			defer p.wg.Done()
 			for fu := range jobs {
-				fu.data, fu.err = inflate(fu.f)
+				fu.data, fu.err = p.inflate(fu.f)
 				close(fu.done)
 			}
 		}()
@@ -112,16 +118,64 @@ func startPrefetch(entries map[string]*zip.File, names []string, workers int, bu
 }
 
 // inflate reads a whole entry, which archive/zip stops just past its
-// declared size.
-func inflate(f *zip.File) ([]byte, error) {
+// declared size, into a pooled buffer.
+func (p *prefetch) inflate(f *zip.File) ([]byte, error) {
 	r, err := openEntry(f)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	buf := bytes.NewBuffer(make([]byte, 0, f.UncompressedSize64))
-	_, err = buf.ReadFrom(r)
-	return buf.Bytes(), err
+	buf := p.getBuf(int(f.UncompressedSize64))
+	n, err := io.ReadFull(r, buf)
+	if err == nil {
+		// The declared size is read; the entry must end here (archive/zip
+		// checks the CRC and the size at EOF).
+		var one [1]byte
+		if m, rerr := r.Read(one[:]); m != 0 || rerr != io.EOF {
+			err = rerr
+			if m != 0 || err == nil {
+				err = fmt.Errorf("entry %q: longer than its declared %d bytes", f.Name, f.UncompressedSize64)
+			}
+		}
+	} else if err == io.ErrUnexpectedEOF {
+		err = fmt.Errorf("entry %q: shorter than its declared %d bytes", f.Name, f.UncompressedSize64)
+	}
+	return buf[:n], err
+}
+
+const (
+	minBufShift = 12 // 4 KiB
+	bufClasses  = 10 // up to 2 MiB (prefetchMaxEntry)
+)
+
+func bufClass(n int) int {
+	c := 0
+	for size := 1 << minBufShift; size < n && c < bufClasses-1; size <<= 1 {
+		c++
+	}
+	return c
+}
+
+// getBuf returns a buffer of length n, pooled when n fits a class.
+func (p *prefetch) getBuf(n int) []byte {
+	c := bufClass(n)
+	if n > 1<<(minBufShift+c) {
+		return make([]byte, n)
+	}
+	if b, ok := p.pools[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 1<<(minBufShift+c))
+}
+
+// putBuf returns a buffer from getBuf to its pool.
+func (p *prefetch) putBuf(b []byte) {
+	c := bufClass(cap(b))
+	if cap(b) != 1<<(minBufShift+c) {
+		return // not from a pool
+	}
+	b = b[:0]
+	p.pools[c].Put(&b)
 }
 
 // open returns the entry's content for dirhash.
@@ -143,13 +197,16 @@ func (p *prefetch) open(name string) (io.ReadCloser, error) {
 		return openEntry(f)
 	}
 	<-fu.done
-	release := func() { p.sem.Release(int64(fu.f.UncompressedSize64)) }
+	data := fu.data
+	fu.data = nil // the dispatcher's queue still points at fu
+	release := func() {
+		p.putBuf(data)
+		p.sem.Release(int64(fu.f.UncompressedSize64))
+	}
 	if fu.err != nil {
 		release()
 		return nil, fu.err
 	}
-	data := fu.data
-	fu.data = nil // the dispatcher's queue still points at fu
 	return &heldReader{Reader: bytes.NewReader(data), release: release}, nil
 }
 
