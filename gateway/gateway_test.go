@@ -315,15 +315,23 @@ func TestTunnelPassesBytesUntouched(t *testing.T) {
 	}
 }
 
-// TestHostSmugglingInsideTunnelIsRefused holds threat 7.
-func TestHostSmugglingInsideTunnelIsRefused(t *testing.T) {
-	e := start(t, nil)
+// intercepted opens a CONNECT tunnel to the public proxy host and returns
+// a TLS client over it, not yet handshaken, sending sni; it is closed in
+// t.Cleanup.
+func (e *env) intercepted(t testing.TB, sni string, protos ...string) *tls.Conn {
+	t.Helper()
 	status, c := e.connect(t, config.PublicProxyHost+":443")
 	if status != http.StatusOK {
 		t.Fatalf("CONNECT to the proxy host: %d", status)
 	}
-	defer c.Close()
-	tc := tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost, RootCAs: pool(e.root)})
+	t.Cleanup(func() { c.Close() })
+	return tls.Client(c, &tls.Config{ServerName: sni, RootCAs: pool(e.root), NextProtos: protos})
+}
+
+// TestHostSmugglingInsideTunnelIsRefused holds threat 7.
+func TestHostSmugglingInsideTunnelIsRefused(t *testing.T) {
+	e := start(t, nil)
+	tc := e.intercepted(t, config.PublicProxyHost)
 	fmt.Fprintf(tc, "GET /example.com/good/@v/list HTTP/1.1\r\nHost: %s\r\n\r\n", config.SumDBName)
 	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
 	if err != nil {
@@ -340,13 +348,7 @@ func TestHostSmugglingInsideTunnelIsRefused(t *testing.T) {
 
 func TestSNIMustMatchConnectTarget(t *testing.T) {
 	e := start(t, nil)
-	status, c := e.connect(t, config.PublicProxyHost+":443")
-	if status != http.StatusOK {
-		t.Fatalf("CONNECT: %d", status)
-	}
-	defer c.Close()
-	tc := tls.Client(c, &tls.Config{ServerName: "github.com", RootCAs: pool(e.root)})
-	if err := tc.Handshake(); err == nil {
+	if err := e.intercepted(t, "github.com").Handshake(); err == nil {
 		t.Fatal("a handshake whose SNI differs from the CONNECT target succeeded")
 	}
 }
@@ -603,12 +605,7 @@ func TestIdleConnectionsAreReaped(t *testing.T) {
 // stream and header floods have no server to hit there.
 func TestInterceptedConnectionsSpeakHTTP1(t *testing.T) {
 	e := start(t, nil)
-	status, c := e.connect(t, config.PublicProxyHost+":443")
-	if status != http.StatusOK {
-		t.Fatalf("CONNECT: %d", status)
-	}
-	defer c.Close()
-	tc := tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost, RootCAs: pool(e.root), NextProtos: []string{"h2", "http/1.1"}})
+	tc := e.intercepted(t, config.PublicProxyHost, "h2", "http/1.1")
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}

@@ -87,10 +87,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	bundle := filepath.Join(cfg.DataDir, "ca", "bundle.pem")
+	if abs, err := filepath.Abs(bundle); err == nil {
+		bundle = abs // the banner is pasted into other shells, in other folders
+	}
 	if b, err := certs.Bundle(ca.Root(), ""); err == nil {
 		os.WriteFile(bundle, b, 0o644)
 	} else {
-		bundle = filepath.Join(cfg.DataDir, "ca", "root.pem")
+		bundle = filepath.Join(filepath.Dir(bundle), "root.pem")
 		os.WriteFile(bundle, certs.PEM(ca.Root()), 0o644)
 	}
 	fmt.Fprintf(stdout, `sumgate is listening on %s
