@@ -24,6 +24,7 @@ import (
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 
+	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/testworld"
 )
 
@@ -130,10 +131,24 @@ func BenchmarkGoModDownload(b *testing.B) {
 			run(b, viaSumgate(e))
 		}
 	})
-	b.Run("sumgate-warm", func(b *testing.B) {
-		e := startWith(b, w, nil)
-		run(b, viaSumgate(e))
+	for _, h2 := range []bool{false, true} {
+		name := "sumgate-warm"
+		if h2 {
+			name += "-h2"
+		}
+		b.Run(name, func(b *testing.B) {
+			e := startWith(b, w, func(c *gateway.Config) { c.ClientHTTP2 = h2 })
+			run(b, viaSumgate(e))
+			for b.Loop() {
+				run(b, viaSumgate(e))
+			}
+		})
+	}
+	b.Run("sumgate-cold-h2", func(b *testing.B) {
 		for b.Loop() {
+			b.StopTimer()
+			e := startWith(b, w, func(c *gateway.Config) { c.ClientHTTP2 = true })
+			b.StartTimer()
 			run(b, viaSumgate(e))
 		}
 	})

@@ -123,6 +123,9 @@ func (g *Gateway) mitmTLS(hostport string, pctx *goproxy.ProxyCtx) (*tls.Config,
 	host = strings.ToLower(host)
 	cfg := g.cfg.CA.TLSConfig()
 	cfg.NextProtos = []string{"http/1.1"}
+	if g.cfg.ClientHTTP2 {
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		sni := strings.ToLower(hello.ServerName)
 		if sni != "" && sni != host {

@@ -72,6 +72,10 @@ type Config struct {
 	// (under DataDir/cache), which serves repeat downloads without an
 	// upstream fetch or a new check. Zero means 10 GiB; negative disables.
 	CacheMaxBytes int64
+	// ClientHTTP2 offers HTTP/2 to clients inside intercepted tunnels
+	// (goproxy's AllowHTTP2). Off by default: see the README for the
+	// measurement behind that choice.
+	ClientHTTP2 bool
 	// IdleTimeout closes a client connection, tunnel or not, that moves no
 	// byte for this long. Zero means 5 minutes.
 	IdleTimeout time.Duration
@@ -173,6 +177,7 @@ func New(cfg Config) (*Gateway, error) {
 	p.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sumgate: this is an egress proxy; set HTTPS_PROXY to use it", http.StatusNotFound)
 	})
+	p.AllowHTTP2 = cfg.ClientHTTP2
 	p.OnRequest().HandleConnectFunc(g.decideConnect)
 	p.OnRequest().DoFunc(g.handle)
 	g.proxy = p

@@ -605,6 +605,18 @@ func TestIdleConnectionsAreReaped(t *testing.T) {
 // HTTP/2 is not offered to clients inside intercepted tunnels, so its
 // stream and header floods have no server to hit there.
 func TestInterceptedConnectionsSpeakHTTP1(t *testing.T) {
+	// With ClientHTTP2 the go command speaks HTTP/2 and is still verified.
+	h2 := start(t, func(c *gateway.Config) { c.ClientHTTP2 = true })
+	if tc := h2.intercepted(t, config.PublicProxyHost, "h2", "http/1.1"); tc.Handshake() != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatal("ClientHTTP2 did not negotiate h2")
+	}
+	if d := h2.download(t, h2.w.ProxyURL, testworld.TamperedZipPath+"@v1.0.0"); !strings.Contains(d.Error, "sumgate: blocked") {
+		t.Fatalf("over HTTP/2, a tampered zip: %q", d.Error)
+	}
+	if d := h2.download(t, h2.w.ProxyURL, testworld.GoodPath+"@v1.0.0"); d.Error != "" {
+		t.Fatalf("over HTTP/2, a genuine module: %q", d.Error)
+	}
+
 	e := start(t, nil)
 	tc := e.intercepted(t, config.PublicProxyHost, "h2", "http/1.1")
 	if err := tc.Handshake(); err != nil {
