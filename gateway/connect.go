@@ -1,17 +1,16 @@
 package gateway
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/elazarl/goproxy"
+
+	"github.com/sumgate/sumgate/internal/upstream"
 )
 
 // decideConnect is the whole CONNECT policy:
@@ -51,68 +50,11 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 	if to, ok := g.cfg.Resolve[host]; ok {
 		return goproxy.OkConnect, to // the operator chose this address
 	}
-	addr, err := g.publicAddr(pctx.Req.Context(), host)
+	addr, err := upstream.PublicAddr(pctx.Req.Context(), host)
 	if err != nil {
 		return g.reject(pctx, http.StatusForbidden, "CONNECT to %s refused: %v", hostport, err)
 	}
 	return goproxy.OkConnect, net.JoinHostPort(addr.String(), port)
-}
-
-// publicAddr resolves host and returns its first address, failing if any
-// of its addresses is internal: a name that resolves to both a public and
-// an internal address is refused as a whole.
-func (g *Gateway) publicAddr(ctx context.Context, host string) (netip.Addr, error) {
-	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{a}
-	} else {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
-			return netip.Addr{}, fmt.Errorf("cannot resolve %s: %v", host, err)
-		}
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, fmt.Errorf("%s has no address", host)
-	}
-	for _, a := range addrs {
-		if internal(a) {
-			return netip.Addr{}, fmt.Errorf("%s resolves to the internal address %s", host, a)
-		}
-	}
-	return addrs[0].Unmap(), nil
-}
-
-// internalPrefixes are the ranges an egress proxy must never reach for a
-// client, beyond what netip classifies.
-var internalPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),    // reserved
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
-	netip.MustParsePrefix("fec0::/10"),      // site-local (deprecated)
-	netip.MustParsePrefix("2001:db8::/32"),  // documentation
-	netip.MustParsePrefix("100::/64"),       // discard
-	netip.MustParsePrefix("fd00:ec2::/32"),  // cloud metadata (inside fc00::/7 too)
-	netip.MustParsePrefix("169.254.0.0/16"), // link-local, including 169.254.169.254
-	netip.MustParsePrefix("255.255.255.255/32"),
-}
-
-// internal reports whether a is an address an egress must not connect to.
-func internal(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
-		return true
-	}
-	for _, p := range internalPrefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // mitmTLS is the TLS configuration presented inside an intercepted

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 
+	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
 )
 
@@ -501,7 +502,7 @@ func (g *Gateway) safeDial(ctx context.Context, network, addr string) (net.Conn,
 	if port != "80" {
 		return nil, fmt.Errorf("sumgate: port %s refused: plain http is forwarded to port 80 only", port)
 	}
-	a, err := g.publicAddr(ctx, host)
+	a, err := upstream.PublicAddr(ctx, host)
 	if err != nil {
 		return nil, fmt.Errorf("sumgate: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -77,15 +78,101 @@ func NewClient(opts Options) *http.Client {
 		MaxIdleConnsPerHost:   16,
 		ForceAttemptHTTP2:     true,
 	}
-	return &http.Client{Transport: t, Timeout: timeout}
+	return &http.Client{Transport: t, Timeout: timeout, CheckRedirect: checkRedirect}
+}
+
+// checkRedirect follows at most 10 redirects, and never from https to
+// plain http.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refusing a redirect from %s to insecure %s", via[len(via)-1].URL, req.URL)
+	}
+	return nil
 }
 
 // Dialer wraps d so that a dial of host:443, where host is a key of
-// resolve, goes to resolve[host] instead.
+// resolve, goes to resolve[host] instead, and every other dial goes only to
+// a public address ([PublicAddr]), checked and dialled as one step so that
+// the name cannot be rebound in between. An upstream that redirects sumgate
+// to an internal address therefore gets nothing.
 func Dialer(d *net.Dialer, resolve map[string]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return d.DialContext(ctx, network, Resolve(resolve, addr))
+		if to := Resolve(resolve, addr); to != addr {
+			return d.DialContext(ctx, network, to)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		a, err := PublicAddr(ctx, host)
+		if err != nil {
+			return nil, fmt.Errorf("refusing to dial %s: %w", addr, err)
+		}
+		return d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
 	}
+}
+
+// PublicAddr resolves host (or parses it, if it is an IP literal) and
+// returns its first address, failing if any of its addresses is internal:
+// a name that resolves to both a public and an internal address is refused
+// as a whole.
+func PublicAddr(ctx context.Context, host string) (netip.Addr, error) {
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
+			return netip.Addr{}, fmt.Errorf("cannot resolve %s: %v", host, err)
+		}
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("%s has no address", host)
+	}
+	for _, a := range addrs {
+		if Internal(a) {
+			return netip.Addr{}, fmt.Errorf("%s resolves to the internal address %s", host, a)
+		}
+	}
+	return addrs[0].Unmap(), nil
+}
+
+// internalPrefixes are the ranges an egress proxy must never reach for a
+// client, beyond what netip classifies.
+var internalPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("fec0::/10"),      // site-local (deprecated)
+	netip.MustParsePrefix("2001:db8::/32"),  // documentation
+	netip.MustParsePrefix("100::/64"),       // discard
+	netip.MustParsePrefix("fd00:ec2::/32"),  // cloud metadata (inside fc00::/7 too)
+	netip.MustParsePrefix("169.254.0.0/16"), // link-local, including 169.254.169.254
+	netip.MustParsePrefix("255.255.255.255/32"),
+}
+
+// Internal reports whether a is an address an egress proxy must never
+// connect to on anyone's behalf: loopback, private, link-local (cloud
+// metadata included), multicast, unspecified, CGNAT and reserved ranges.
+func Internal(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
+		return true
+	}
+	for _, p := range internalPrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Resolve returns the address to dial for addr ("host:port") under the

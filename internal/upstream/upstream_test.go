@@ -1,9 +1,14 @@
 package upstream
 
 import (
+	"crypto/x509"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -48,5 +53,62 @@ func TestNewClientNeverChainsProxies(t *testing.T) {
 	}
 	if tr.TLSClientConfig.InsecureSkipVerify {
 		t.Fatal("upstream TLS verification is off")
+	}
+}
+
+// TestUpstreamNeverReachesInternalAddresses: an upstream that redirects
+// sumgate to an internal address (SSRF by redirect), or a name that
+// resolves to one, gets nothing; the operator's resolve entries are the
+// only exception.
+func TestUpstreamNeverReachesInternalAddresses(t *testing.T) {
+	secret := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("internal secret"))
+	}))
+	defer secret.Close()
+	redirector := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/to-internal-https":
+			http.Redirect(w, r, "https://internal.example.com"+strings.TrimPrefix(secret.URL, "http://127.0.0.1"), http.StatusFound)
+		case "/to-http":
+			http.Redirect(w, r, secret.URL, http.StatusFound)
+		default:
+			w.Write([]byte("public"))
+		}
+	}))
+	defer redirector.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(redirector.Certificate())
+	c := NewClient(Options{Roots: roots, Resolve: map[string]string{"mirror.example.com": redirector.Listener.Addr().String()}})
+
+	if resp, err := c.Get("https://mirror.example.com/ok"); err != nil {
+		t.Fatalf("a resolved host: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, u := range []string{
+		"https://mirror.example.com/to-http",           // https to http
+		"https://mirror.example.com/to-internal-https", // a name that does not resolve publicly
+		"https://127.0.0.1:1/",                     // an internal literal
+		"https://localhost/",                       // a name resolving to loopback
+	} {
+		resp, err := c.Get(u)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Errorf("GET %s reached %q", u, body)
+		}
+	}
+}
+
+func TestInternal(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1": true, "10.1.2.3": true, "172.16.0.1": true, "192.168.0.1": true, "169.254.169.254": true,
+		"100.64.0.1": true, "0.0.0.0": true, "::1": true, "fe80::1": true, "fc00::1": true, "::ffff:127.0.0.1": true,
+		"224.0.0.1": true, "240.0.0.1": true, "fd00:ec2::254": true,
+		"8.8.8.8": false, "1.1.1.1": false, "2606:4700:4700::1111": false,
+	} {
+		if got := Internal(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Internal(%s) = %v, want %v", addr, got, want)
+		}
 	}
 }
