@@ -88,8 +88,8 @@ func TestUpstreamNeverReachesInternalAddresses(t *testing.T) {
 	for _, u := range []string{
 		"https://mirror.example.com/to-http",           // https to http
 		"https://mirror.example.com/to-internal-https", // a name that does not resolve publicly
-		"https://127.0.0.1:1/",                     // an internal literal
-		"https://localhost/",                       // a name resolving to loopback
+		"https://127.0.0.1:1/",                         // an internal literal
+		"https://localhost/",                           // a name resolving to loopback
 	} {
 		resp, err := c.Get(u)
 		if err == nil {
