@@ -298,24 +298,30 @@ func (c *idleConn) Close() error {
 	return c.Conn.Close()
 }
 
+// The deadline methods and Read/Write update the deadline under mu, so
+// that the server's own deadline changes cannot be lost between computing
+// a deadline and setting it. (They once were: http.Server aborts its
+// background read before a hijack by setting a past read deadline; a Read
+// that had computed "now + idle" just before, and set it just after,
+// blocked the CONNECT for the whole idle timeout.)
 func (c *idleConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.readLimit, c.writeLim = t, t
-	c.mu.Unlock()
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *idleConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.readLimit = t
-	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *idleConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.writeLim = t
-	c.mu.Unlock()
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -329,16 +335,14 @@ func (c *idleConn) next(limit time.Time) time.Time {
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
-	d := c.next(c.readLimit)
+	c.Conn.SetReadDeadline(c.next(c.readLimit))
 	c.mu.Unlock()
-	c.Conn.SetReadDeadline(d)
 	return c.Conn.Read(p)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	d := c.next(c.writeLim)
+	c.Conn.SetWriteDeadline(c.next(c.writeLim))
 	c.mu.Unlock()
-	c.Conn.SetWriteDeadline(d)
 	return c.Conn.Write(p)
 }
