@@ -31,7 +31,16 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/smallstep/certificates/cas/apiv1"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+
+	"github.com/sumgate/sumgate/internal/auditkey"
 )
 
 // Backends.
@@ -67,6 +76,10 @@ type Config struct {
 	Step StepConfig
 	// Logger receives issuance events and failures. Zero means slog.Default().
 	Logger *slog.Logger
+	// TracerProvider records a span for each mint. Zero records nothing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider counts mints (sumgate.certs.minted). Zero counts nothing.
+	MeterProvider metric.MeterProvider
 }
 
 // StepConfig configures the step backend.
@@ -95,6 +108,9 @@ type CA struct {
 	cache   *certmagic.Cache                  // bounded leaf cache; owns a maintenance goroutine
 	issued  atomic.Int64                      // leaves minted since New
 	stop    sync.Once                         // guards cache.Stop, which panics if called twice
+	tracer  trace.Tracer
+	mints   metric.Int64Counter
+	parents sync.Map // lower-case name -> context of a handshake waiting for its leaf
 }
 
 // New opens the configured CA, creating the embedded local CA on first
@@ -107,11 +123,23 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &CA{cfg: cfg, log: cfg.Logger.With("component", "ca"), allowed: map[string]bool{}}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = nooptrace.NewTracerProvider()
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = noopmetric.NewMeterProvider()
+	}
+	c := &CA{cfg: cfg, log: cfg.Logger.With("component", "ca"), allowed: map[string]bool{},
+		tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/certs")}
+	var err error
+	c.mints, err = cfg.MeterProvider.Meter("github.com/sumgate/sumgate/certs").Int64Counter("sumgate.certs.minted",
+		metric.WithDescription("Leaf certificates minted, by backend and outcome."), metric.WithUnit("{certificate}"))
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
 	for _, h := range cfg.Intercept {
 		c.allowed[strings.ToLower(h)] = true
 	}
-	var err error
 	switch cfg.Backend {
 	case "", BackendLocal:
 		c.service, c.root, c.chain, err = openLocal(ctx, cfg, true)
@@ -214,6 +242,17 @@ func (c *CA) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error
 	return c.magic.GetCertificate(hello)
 }
 
+// GetCertificateContext is GetCertificate for a handshake that belongs to
+// ctx's span: a leaf minted for it is recorded as a child span, and the
+// span of ctx is marked with sumgate.cert.minted.
+func (c *CA) GetCertificateContext(ctx context.Context, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.ToLower(hello.ServerName)
+	if _, waiting := c.parents.LoadOrStore(name, ctx); !waiting {
+		defer c.parents.CompareAndDelete(name, ctx)
+	}
+	return c.magic.GetCertificate(hello)
+}
+
 // TLSConfig returns a server configuration that presents minted leaves,
 // with TLS 1.2 as the minimum.
 func (c *CA) TLSConfig() *tls.Config {
@@ -240,7 +279,20 @@ func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certm
 	if len(csr.DNSNames) != 1 || len(csr.IPAddresses)+len(csr.EmailAddresses)+len(csr.URIs) != 0 {
 		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("refusing to mint: want exactly one DNS name, got %v", csr.DNSNames)}
 	}
+	if p, ok := c.parents.Load(strings.ToLower(csr.DNSNames[0])); ok {
+		parent := trace.SpanFromContext(p.(context.Context))
+		parent.SetAttributes(auditkey.CertMinted.Bool(true))
+		ctx = trace.ContextWithSpan(ctx, parent)
+	}
+	ctx, span := c.tracer.Start(ctx, "certs.mint", trace.WithAttributes(
+		semconv.ServerAddress(csr.DNSNames[0]), auditkey.CABackend.String(c.cfg.Backend)))
+	defer span.End()
+	outcome := "error"
+	defer func() {
+		c.mints.Add(ctx, 1, metric.WithAttributes(auditkey.CABackend.String(c.cfg.Backend), attribute.String("outcome", outcome)))
+	}()
 	if c.service == nil {
+		span.SetStatus(codes.Error, "CA unreachable at startup")
 		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("minting a leaf for %s: the %s CA at %s was unreachable at startup", csr.DNSNames[0], c.cfg.Backend, c.cfg.Step.URL)}
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
@@ -267,13 +319,15 @@ func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certm
 		Backdate: min(time.Minute, c.cfg.LeafLifetime/10),
 	})
 	if err != nil {
-		c.log.Error("minting a leaf failed", "host", csr.DNSNames[0], "backend", c.cfg.Backend, "err", err)
+		c.log.ErrorContext(ctx, "minting a leaf failed", "host", csr.DNSNames[0], "backend", c.cfg.Backend, "err", err)
+		span.SetStatus(codes.Error, err.Error())
 		// Fail this handshake now rather than hold it open through
 		// certmagic's retries; the next handshake tries again.
 		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("minting a leaf for %s: %w", csr.DNSNames[0], err)}
 	}
 	c.issued.Add(1)
-	c.log.Info("minted a leaf", "host", csr.DNSNames[0], "serial", resp.Certificate.SerialNumber.Text(16),
+	outcome = "ok"
+	c.log.InfoContext(ctx, "minted a leaf", "host", csr.DNSNames[0], "serial", resp.Certificate.SerialNumber.Text(16),
 		"not_after", resp.Certificate.NotAfter, "took", time.Since(start))
 	var chainPEM []byte
 	chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate.Raw})...)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,7 +10,11 @@ import (
 	"strings"
 
 	"github.com/elazarl/goproxy"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sumgate/sumgate/internal/auditkey"
 	"github.com/sumgate/sumgate/internal/upstream"
 )
 
@@ -23,38 +28,55 @@ import (
 //     it, and tunnelled to the checked address only, so the name cannot be
 //     rebound between check and dial.
 func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action *goproxy.ConnectAction, target string) {
+	audit := g.startConnect(pctx.Req, hostport)
 	defer func() {
 		if p := recover(); p != nil {
-			g.log.Error("panic while deciding a CONNECT", "target", hostport, "panic", p, "stack", string(debug.Stack()))
-			action, target = g.reject(pctx, http.StatusBadGateway, "internal error deciding CONNECT %s", hostport)
+			g.log.ErrorContext(audit.ctx, "panic while deciding a CONNECT", "target", hostport, "panic", p, "stack", string(debug.Stack()))
+			action, target = g.reject(pctx, audit, http.StatusBadGateway, "internal-error", "internal error deciding CONNECT %s", hostport)
 		}
 	}()
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return g.reject(pctx, http.StatusBadRequest, "CONNECT target %q is not host:port", hostport)
+		return g.reject(pctx, audit, http.StatusBadRequest, "bad-target", "CONNECT target %q is not host:port", hostport)
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if g.intercept[host] {
 		if port != "443" {
-			return g.reject(pctx, http.StatusForbidden, "CONNECT to %s: only port 443 is intercepted", hostport)
+			return g.reject(pctx, audit, http.StatusForbidden, "intercept-port", "CONNECT to %s: only port 443 is intercepted", hostport)
 		}
-		pctx.UserData = &tunnel{host: host}
+		t := &tunnel{host: host, client: pctx.Req.RemoteAddr, audit: audit}
+		pctx.UserData = t
+		audit.open(DecisionIntercept, "intercept")
+		if audit.conn != nil {
+			audit.conn.atClose(func() { audit.endIntercepted(t) })
+		} else {
+			audit.finish(http.StatusOK, "") // mounted elsewhere: the tunnel's end is not visible
+		}
 		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: g.mitmTLS}, hostport
 	}
 	if g.cfg.Tunnel != TunnelAllow {
-		return g.reject(pctx, http.StatusForbidden, "CONNECT to %s refused: only intercepted hosts are reachable (tunnel: deny)", host)
+		return g.reject(pctx, audit, http.StatusForbidden, "tunnel: deny", "CONNECT to %s refused: only intercepted hosts are reachable (tunnel: deny)", host)
 	}
 	if port != "443" {
-		return g.reject(pctx, http.StatusForbidden, "CONNECT to %s refused: only port 443 is allowed", hostport)
+		return g.reject(pctx, audit, http.StatusForbidden, "tunnel-port", "CONNECT to %s refused: only port 443 is allowed", hostport)
 	}
-	if to, ok := g.cfg.Resolve[host]; ok {
-		return goproxy.OkConnect, to // the operator chose this address
+	to, resolved := g.cfg.Resolve[host]
+	rule := "resolve" // the operator chose this address
+	if !resolved {
+		addr, err := upstream.PublicAddr(pctx.Req.Context(), host)
+		if err != nil {
+			return g.reject(pctx, audit, http.StatusForbidden, "internal-address", "CONNECT to %s refused: %v", hostport, err)
+		}
+		to, rule = net.JoinHostPort(addr.String(), port), "tunnel: allow"
 	}
-	addr, err := upstream.PublicAddr(pctx.Req.Context(), host)
-	if err != nil {
-		return g.reject(pctx, http.StatusForbidden, "CONNECT to %s refused: %v", hostport, err)
+	audit.span.SetAttributes(semconv.NetworkPeerAddress(to))
+	audit.open(DecisionTunnel, rule)
+	if audit.conn != nil {
+		audit.conn.setConnect(audit)
+	} else {
+		audit.finish(http.StatusOK, "")
 	}
-	return goproxy.OkConnect, net.JoinHostPort(addr.String(), port)
+	return goproxy.OkConnect, to
 }
 
 // mitmTLS is the TLS configuration presented inside an intercepted
@@ -68,23 +90,50 @@ func (g *Gateway) mitmTLS(hostport string, pctx *goproxy.ProxyCtx) (*tls.Config,
 	if g.cfg.ClientHTTP2 {
 		cfg.NextProtos = []string{"h2", "http/1.1"}
 	}
+	t, _ := pctx.UserData.(*tunnel)
+	if t == nil {
+		return nil, fmt.Errorf("sumgate: no tunnel state for %s", hostport)
+	}
 	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		sni := strings.ToLower(hello.ServerName)
+		t.mu.Lock()
+		t.sniName = sni
+		t.mu.Unlock()
+		t.audit.span.SetAttributes(auditkey.TLSServerName.String(sni))
 		if sni != "" && sni != host {
-			g.log.Warn("refused a TLS handshake: SNI differs from the CONNECT target", "connect", host, "sni", sni)
-			return nil, fmt.Errorf("SNI %q does not match CONNECT target %q", sni, host)
+			reason := fmt.Sprintf("SNI %q does not match CONNECT target %q", sni, host)
+			t.mu.Lock()
+			t.failed = reason
+			t.mu.Unlock()
+			g.log.WarnContext(t.audit.ctx, "refused a TLS handshake: SNI differs from the CONNECT target", "connect", host, "sni", sni)
+			return nil, errors.New(reason)
 		}
+		ctx, span := g.tracer.Start(t.audit.ctx, "certs.leaf", trace.WithAttributes(semconv.ServerAddress(host)))
+		defer span.End()
 		h := *hello
 		h.ServerName = host
-		return g.cfg.CA.GetCertificate(&h)
+		cert, err := g.cfg.CA.GetCertificateContext(ctx, &h)
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			t.mu.Lock()
+			t.failed = "no leaf certificate: " + err.Error()
+			t.mu.Unlock()
+		}
+		return cert, err
+	}
+	cfg.VerifyConnection = func(tls.ConnectionState) error {
+		t.handshook.Store(true)
+		return nil
 	}
 	return cfg, nil
 }
 
-// reject answers a CONNECT with status and a text reason.
-func (g *Gateway) reject(pctx *goproxy.ProxyCtx, status int, format string, args ...any) (*goproxy.ConnectAction, string) {
+// reject answers a CONNECT with status and a text reason, and ends its
+// span as denied by rule.
+func (g *Gateway) reject(pctx *goproxy.ProxyCtx, audit *connectAudit, status int, rule, format string, args ...any) (*goproxy.ConnectAction, string) {
 	msg := "sumgate: " + fmt.Sprintf(format, args...)
-	g.log.Info("refused CONNECT", "reason", msg)
+	g.log.InfoContext(audit.ctx, "refused CONNECT", "reason", msg)
 	pctx.Resp = textResponse(pctx.Req, status, msg)
+	audit.deny(status, rule, msg)
 	return goproxy.RejectConnect, ""
 }

@@ -22,11 +22,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"go.opentelemetry.io/otel/metric"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sumgate/sumgate/certs"
+	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
 )
 
@@ -81,6 +87,12 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger receives decisions and errors. Zero means slog.Default().
 	Logger *slog.Logger
+	// TracerProvider receives one root server span per client request,
+	// with child spans for upstream fetches, checks and mints (see
+	// docs/audit.md). Zero records nothing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the gateway's metrics. Zero records nothing.
+	MeterProvider metric.MeterProvider
 }
 
 // A Gateway is the proxy. Create it with [New], serve with [Gateway.Serve],
@@ -101,6 +113,12 @@ type Gateway struct {
 	active  int                // requests whose response body is not yet closed
 	drained chan struct{}      // closed when closing and active reaches 0
 	conns   map[*idleConn]bool // every client connection, tunnels included
+	serving atomic.Bool        // Serve has been called and has not returned
+
+	tracer  trace.Tracer
+	metrics *instruments
+	dialer  *net.Dialer       // blind tunnels
+	plainTr http.RoundTripper // plain http forwarding, traced
 }
 
 // origin is one module proxy: a host and a path prefix ("" or "/goproxy").
@@ -110,7 +128,27 @@ type origin struct {
 
 // tunnel is what a CONNECT decided, carried to every request inside it.
 type tunnel struct {
-	host string // the CONNECT target's host name, lower case
+	host      string        // the CONNECT target's host name, lower case
+	client    string        // the client's address
+	audit     *connectAudit // the CONNECT's span
+	requests  atomic.Int64  // requests served inside
+	handshook atomic.Bool   // the client's TLS handshake completed
+
+	mu      sync.Mutex
+	sniName string // the client's SNI
+	failed  string // why the handshake was refused, if it was
+}
+
+func (t *tunnel) sni() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sniName
+}
+
+func (t *tunnel) failure() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failed
 }
 
 // New builds a gateway.
@@ -136,8 +174,21 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = nooptrace.NewTracerProvider()
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = noopmetric.NewMeterProvider()
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{},
-		drained: make(chan struct{}), conns: map[*idleConn]bool{}}
+		drained: make(chan struct{}), conns: map[*idleConn]bool{},
+		tracer: cfg.TracerProvider.Tracer(scope),
+		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}
+	metrics, err := newInstruments(cfg.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
+	g.metrics = metrics
 	for _, h := range cfg.Intercept {
 		g.intercept[strings.ToLower(h)] = true
 	}
@@ -159,7 +210,8 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 
-	cache, err := newFileCache(filepath.Join(cfg.DataDir, "cache"), cfg.CacheMaxBytes)
+	var cache *fileCache
+	cache, err = newFileCache(filepath.Join(cfg.DataDir, "cache"), cfg.CacheMaxBytes)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: opening the verified-file cache: %w", err)
 	}
@@ -172,11 +224,9 @@ func New(cfg Config) (*Gateway, error) {
 	// answered by our handler, which fetches with cfg.Upstream; tunnels
 	// dial exactly the address decideConnect pinned.
 	p.Tr = &http.Transport{Proxy: nil, DialContext: g.safeDial, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	p.ConnectDial = func(network, addr string) (net.Conn, error) { return dialer.Dial(network, addr) }
-	p.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "sumgate: this is an egress proxy; set HTTPS_PROXY to use it", http.StatusNotFound)
-	})
+	g.plainTr = upstream.Traced(p.Tr, cfg.TracerProvider, nil)
+	p.ConnectDialWithReq = g.dialTunnel
+	p.NonproxyHandler = http.HandlerFunc(g.notAProxyRequest)
 	p.AllowHTTP2 = cfg.ClientHTTP2
 	p.OnRequest().HandleConnectFunc(g.decideConnect)
 	p.OnRequest().DoFunc(g.handle)
@@ -186,6 +236,10 @@ func New(cfg Config) (*Gateway, error) {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          log.New(io.Discard, "", 0),
+		// Requests find their connection, for byte counts and tunnel spans.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 	}
 	return g, nil
 }
@@ -193,6 +247,8 @@ func New(cfg Config) (*Gateway, error) {
 // Serve accepts proxy clients on l until Shutdown. Every connection,
 // including hijacked tunnels, is closed after IdleTimeout without traffic.
 func (g *Gateway) Serve(l net.Listener) error {
+	g.serving.Store(true)
+	defer g.serving.Store(false)
 	err := g.server.Serve(idleListener{l, g})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -248,6 +304,38 @@ func (g *Gateway) end() {
 	}
 }
 
+// Ready reports why the gateway cannot serve yet, or nil: it must be
+// serving a listener, with a CA that has a root.
+func (g *Gateway) Ready() error {
+	g.mu.Lock()
+	closing := g.closing
+	g.mu.Unlock()
+	switch {
+	case closing:
+		return errors.New("shutting down")
+	case !g.serving.Load():
+		return errors.New("the proxy listener is not serving")
+	case g.cfg.CA.Root() == nil:
+		return errors.New("the CA has no root certificate")
+	}
+	return nil
+}
+
+// notAProxyRequest answers requests for the proxy itself, which it does not serve.
+func (g *Gateway) notAProxyRequest(w http.ResponseWriter, r *http.Request) {
+	a := g.startRequest(r, nil)
+	resp := a.refuse(r, http.StatusNotFound, "not-a-proxy-request", "sumgate: this is an egress proxy; set HTTPS_PROXY to use it")
+	a.respond(resp.StatusCode)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(resp.StatusCode)
+	n, _ := io.Copy(w, resp.Body)
+	a.sent.Add(n)
+	a.end()
+}
+
+// connKey finds a request's *idleConn in its context.
+type connKey struct{}
+
 // ServeHTTP lets a Gateway be mounted on any server (tests use it).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.proxy.ServeHTTP(w, r) }
 
@@ -289,13 +377,57 @@ type idleConn struct {
 
 	mu                  sync.Mutex
 	readLimit, writeLim time.Time // deadlines set through the net.Conn methods
+
+	read, written atomic.Int64 // bytes from and to the client
+
+	hmu     sync.Mutex
+	onClose []func()      // run once, after the connection closes
+	closed  bool          // onClose has run
+	connect *connectAudit // a blind tunnel's CONNECT, until its dial
 }
 
 func (c *idleConn) Close() error {
 	c.g.mu.Lock()
 	delete(c.g.conns, c)
 	c.g.mu.Unlock()
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	c.hmu.Lock()
+	hooks := c.onClose
+	c.onClose, c.closed = nil, true
+	c.hmu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
+	return err
+}
+
+// atClose runs f once the connection is closed (at once if it is).
+func (c *idleConn) atClose(f func()) {
+	c.hmu.Lock()
+	if !c.closed {
+		c.onClose = append(c.onClose, f)
+		f = nil
+	}
+	c.hmu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// setConnect hands a blind tunnel's CONNECT audit to its dial.
+func (c *idleConn) setConnect(a *connectAudit) {
+	c.hmu.Lock()
+	c.connect = a
+	c.hmu.Unlock()
+}
+
+// takeConnect returns the CONNECT audit setConnect left, once.
+func (c *idleConn) takeConnect() *connectAudit {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	a := c.connect
+	c.connect = nil
+	return a
 }
 
 // The deadline methods and Read/Write update the deadline under mu, so
@@ -337,12 +469,16 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	c.Conn.SetReadDeadline(c.next(c.readLimit))
 	c.mu.Unlock()
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	c.Conn.SetWriteDeadline(c.next(c.writeLim))
 	c.mu.Unlock()
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
 }

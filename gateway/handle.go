@@ -17,9 +17,13 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 
+	"github.com/sumgate/sumgate/internal/auditkey"
 	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
 )
@@ -31,45 +35,75 @@ const fetchTimeout = 10 * time.Minute
 // inside an intercepted tunnel it pins the request to the tunnel's host,
 // verifies module files before passing them, and passes the rest through.
 func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Request, resp *http.Response) {
-	if !g.begin() {
-		return req, textResponse(req, http.StatusServiceUnavailable, "sumgate: shutting down; retry")
-	}
+	t, _ := pctx.UserData.(*tunnel)
+	a := g.startRequest(req, t)
+	req = req.WithContext(a.ctx)
+	counted := g.begin()
 	defer func() {
 		if p := recover(); p != nil {
-			g.log.Error("panic while handling a request", "url", req.URL.String(), "panic", p, "stack", string(debug.Stack()))
+			g.log.ErrorContext(a.ctx, "panic while handling a request", "url", req.URL.String(), "panic", p, "stack", string(debug.Stack()))
+			a.fail("internal error")
 			resp = textResponse(req, http.StatusBadGateway, "sumgate: internal error while handling this request")
 		}
-		// The request is in flight until goproxy has sent the body and
-		// closed it.
+		// The request is in flight, and its span open, until goproxy has
+		// sent the body and closed it.
 		if resp.Body == nil {
 			resp.Body = http.NoBody
 		}
-		resp.Body = &endingBody{ReadCloser: resp.Body, end: g.end}
+		a.respond(resp.StatusCode)
+		end := a.end
+		if counted {
+			end = func() { a.end(); g.end() }
+		}
+		resp.Body = &endingBody{ReadCloser: resp.Body, end: end, sent: &a.sent}
 	}()
-	t, _ := pctx.UserData.(*tunnel)
-	if t == nil {
-		return g.plainHTTP(req)
+	if !counted {
+		return req, a.refuse(req, http.StatusServiceUnavailable, "shutdown", "sumgate: shutting down; retry")
 	}
+	if t == nil {
+		return g.plainHTTP(req, a)
+	}
+	t.requests.Add(1)
 	if host := hostOnly(req.Host); host != t.host || hostOnly(req.URL.Host) != t.host {
-		g.log.Warn("refused a request for another host inside a tunnel", "tunnel", t.host, "host", req.Host)
-		return req, textResponse(req, http.StatusForbidden,
+		g.log.WarnContext(a.ctx, "refused a request for another host inside a tunnel", "tunnel", t.host, "host", req.Host)
+		return req, a.refuse(req, http.StatusForbidden, "host-pin",
 			fmt.Sprintf("sumgate: request for host %q inside a tunnel to %q refused", req.Host, t.host))
 	}
 	if mr, ok, err := g.classify(t.host, req.URL.Path); ok {
 		if err != nil {
-			return req, textResponse(req, http.StatusBadRequest, "sumgate: "+err.Error())
+			return req, a.refuse(req, http.StatusBadRequest, "module-path", "sumgate: "+err.Error())
 		}
+		a.set(moduleAttrs(mr)...)
 		if mr.kind == sumdb.KindZip || mr.kind == sumdb.KindMod {
-			return req, g.verified(req, t, mr)
+			a.decide(DecisionIntercept, "verify")
+			return req, g.verified(req, t, mr, a)
 		}
+		a.decide(DecisionIntercept, "pass-through")
 	} else if modPath, ok := vcsModulePath(t.host, req); ok {
+		a.set(auditkey.VCSModule.String(modPath))
+		rule := "vcs: " + g.cfg.VCS
 		if refusal := g.vcsRefusal(modPath); refusal != "" {
-			g.log.Warn("refused a direct VCS fetch", "module", modPath, "policy", g.cfg.VCS)
-			return req, textResponse(req, http.StatusForbidden, refusal)
+			g.log.WarnContext(a.ctx, "refused a direct VCS fetch", "module", modPath, "policy", g.cfg.VCS)
+			return req, a.refuse(req, http.StatusForbidden, rule, refusal)
 		}
-		g.log.Info("direct VCS fetch", "module", modPath, "url", req.URL.String())
+		a.decide(DecisionIntercept, rule)
+		g.log.InfoContext(a.ctx, "direct VCS fetch", "module", modPath, "url", req.URL.String())
+	} else {
+		a.decide(DecisionIntercept, "pass-through")
 	}
-	return req, g.passThrough(req, t)
+	return req, g.passThrough(req, t, a)
+}
+
+// moduleAttrs are the audit attributes of a module proxy request.
+func moduleAttrs(mr moduleRequest) []attribute.KeyValue {
+	as := []attribute.KeyValue{auditkey.ModuleKind.String(mr.file), auditkey.ModuleOrigin.String(mr.origin)}
+	if mr.mod.Path != "" {
+		as = append(as, auditkey.ModulePath.String(mr.mod.Path))
+	}
+	if mr.mod.Version != "" {
+		as = append(as, auditkey.ModuleVersion.String(mr.mod.Version))
+	}
+	return as
 }
 
 // vcsModulePath attributes git smart-HTTP traffic and go-get discovery to
@@ -113,8 +147,10 @@ func (g *Gateway) vcsRefusal(modPath string) string {
 
 // moduleRequest is a GOPROXY protocol request for a module file.
 type moduleRequest struct {
-	mod  module.Version // decoded
-	kind sumdb.Kind     // 0 for list, @latest, .info and /sumdb/
+	mod    module.Version // decoded; as much of it as the request names
+	kind   sumdb.Kind     // 0 for list, @latest, .info and /sumdb/
+	file   string         // zip, mod, info, list, latest or sumdb
+	origin string         // the module proxy's base URL
 }
 
 // classify reports whether path on host is a module proxy request, and
@@ -128,20 +164,21 @@ func (g *Gateway) classify(host, path string) (moduleRequest, bool, error) {
 		if !ok {
 			continue
 		}
+		base := "https://" + o.host + o.prefix
 		if strings.HasPrefix(rest, "sumdb/") {
-			return moduleRequest{}, true, nil
+			return moduleRequest{file: "sumdb", origin: base}, true, nil
 		}
 		escPath, file, ok := strings.Cut(rest, "/@v/")
 		if !ok {
 			if escPath, ok = strings.CutSuffix(rest, "/@latest"); !ok {
 				return moduleRequest{}, false, nil
 			}
-			_, err := module.UnescapePath(escPath)
-			return moduleRequest{}, true, err
+			p, err := module.UnescapePath(escPath)
+			return moduleRequest{mod: module.Version{Path: p}, file: "latest", origin: base}, true, err
 		}
 		if file == "list" {
-			_, err := module.UnescapePath(escPath)
-			return moduleRequest{}, true, err
+			p, err := module.UnescapePath(escPath)
+			return moduleRequest{mod: module.Version{Path: p}, file: "list", origin: base}, true, err
 		}
 		var kind sumdb.Kind
 		escVers, ext, found := cutLast(file, ".")
@@ -158,7 +195,7 @@ func (g *Gateway) classify(host, path string) (moduleRequest, bool, error) {
 		if err != nil {
 			return moduleRequest{}, true, err
 		}
-		return moduleRequest{mod: m, kind: kind}, true, nil
+		return moduleRequest{mod: m, kind: kind, file: ext, origin: base}, true, nil
 	}
 	return moduleRequest{}, false, nil
 }
@@ -173,13 +210,20 @@ func cutLast(s, sep string) (before, after string, found bool) {
 // verified fetches a module file upstream into the spool, checks it, and
 // only then answers: the whole file with its Content-Length, or a 403 that
 // says why. Concurrent requests for the same URL share one fetch and check.
-func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest) *http.Response {
+func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest, a *requestAudit) *http.Response {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		a.fail("sumgate: module files are fetched with GET")
 		return textResponse(req, http.StatusMethodNotAllowed, "sumgate: module files are fetched with GET")
 	}
 	key := mr.mod.String() + " " + mr.kind.String()
 	if _, alerted := g.cfg.Verifier.Alerted(); !alerted {
-		if f, size, ok := g.cache.get(key); ok {
+		f, size, hit := g.cache.get(key)
+		g.metrics.cache.Add(a.ctx, 1, metric.WithAttributes(auditkey.CacheHit.Bool(hit)))
+		a.set(auditkey.CacheHit.Bool(hit))
+		if hit {
+			if vd, ok := g.cfg.Verifier.Proven(mr.mod, mr.kind); ok {
+				a.verdict(vd)
+			}
 			var once sync.Once
 			resp := fileResponse(req, mr, f, size, func() { once.Do(func() { f.Close() }) })
 			resp.Header.Set("X-Sumgate-Cache", "hit")
@@ -187,13 +231,24 @@ func (g *Gateway) verified(req *http.Request, t *tunnel, mr moduleRequest) *http
 		}
 	}
 	url := "https://" + t.host + req.URL.EscapedPath()
-	res, release := g.fetches.do(url, func() *fetchResult {
+	res, release, led := g.fetches.do(url, func() *fetchResult {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), fetchTimeout)
 		defer cancel()
 		return g.fetchAndCheck(ctx, url, mr)
 	})
+	a.set(auditkey.FetchShared.Bool(!led))
+	if res.spooled > 0 {
+		a.set(auditkey.SpoolBytes.Int64(res.spooled))
+	}
+	if res.verdict != nil {
+		a.verdict(*res.verdict)
+	}
 	if res.file == nil {
 		release()
+		if res.status != http.StatusNotFound && res.status != http.StatusGone {
+			first, _, _ := strings.Cut(res.text, "\n")
+			a.fail(first)
+		}
 		r := textResponse(req, res.status, res.text)
 		if res.verdict != nil {
 			r.Header.Set("X-Sumgate-Verdict", res.verdict.Outcome.String())
@@ -235,6 +290,7 @@ func fileResponse(req *http.Request, mr moduleRequest, f *os.File, size int64, r
 type fetchResult struct {
 	file    *os.File       // the verified bytes (already unlinked), or nil
 	size    int64          // their length
+	spooled int64          // bytes spooled from upstream, whatever the verdict
 	verdict *sumdb.Verdict // nil if the bytes never reached the verifier
 	status  int            // when file is nil: the status to answer
 	text    string         // when file is nil: the text body to answer
@@ -251,8 +307,10 @@ func (g *Gateway) fetchAndCheck(ctx context.Context, url string, mr moduleReques
 		return &fetchResult{status: http.StatusBadGateway, text: "sumgate: " + err.Error()}
 	}
 	greq.Header.Set("User-Agent", "sumgate")
+	start := time.Now()
 	resp, err := g.cfg.Upstream.Do(greq)
 	if err != nil {
+		g.recordUpstream(ctx, greq, start, "module")
 		return upstreamFailure(url, err)
 	}
 	defer resp.Body.Close()
@@ -264,7 +322,7 @@ func (g *Gateway) fetchAndCheck(ctx context.Context, url string, mr moduleReques
 	case resp.StatusCode != http.StatusOK:
 		return &fetchResult{status: http.StatusBadGateway, text: fmt.Sprintf("sumgate: %s answered %s for %s", hostOnly(resp.Request.URL.Host), resp.Status, url)}
 	case resp.ContentLength > limit:
-		return g.block(mr, fmt.Sprintf("%s (%s): too large: %d bytes, over the go command's limit of %d", mr.mod, mr.kind, resp.ContentLength, limit), nil)
+		return g.block(ctx, mr, fmt.Sprintf("%s (%s): too large: %d bytes, over the go command's limit of %d", mr.mod, mr.kind, resp.ContentLength, limit), nil)
 	}
 
 	f, err := os.CreateTemp(g.spool, "dl-*")
@@ -279,25 +337,32 @@ func (g *Gateway) fetchAndCheck(ctx context.Context, url string, mr moduleReques
 		}
 	}()
 	n, err := io.Copy(f, io.LimitReader(resp.Body, limit+1))
+	g.recordUpstream(ctx, greq, start, "module")
+	g.metrics.bytes.Add(ctx, n, metric.WithAttributes(direction("spooled")))
 	switch {
 	case err != nil:
 		return upstreamFailure(url, fmt.Errorf("download cut short after %d bytes: %w", n, err))
 	case n > limit:
-		return g.block(mr, fmt.Sprintf("%s (%s): too large: over the go command's limit of %d bytes", mr.mod, mr.kind, limit), nil)
+		return g.block(ctx, mr, fmt.Sprintf("%s (%s): too large: over the go command's limit of %d bytes", mr.mod, mr.kind, limit), nil)
 	}
 	vd, err := g.cfg.Verifier.Check(ctx, mr.mod, mr.kind, f.Name())
 	if err != nil {
-		return &fetchResult{status: http.StatusBadGateway, text: "sumgate: cannot verify " + url + ": " + err.Error()}
+		return &fetchResult{status: http.StatusBadGateway, text: "sumgate: cannot verify " + url + ": " + err.Error(), spooled: n}
+	}
+	if !vd.Cached && vd.Lookup > 0 {
+		g.metrics.lookup.Record(ctx, vd.Lookup.Seconds(), metric.WithAttributes(auditkey.Verdict.String(vd.Outcome.String())))
 	}
 	if !g.passes(vd) {
-		return g.block(mr, vd.String(), &vd)
+		r := g.block(ctx, mr, vd.String(), &vd)
+		r.spooled = n
+		return r
 	}
-	g.log.Info("verified", "module", mr.mod.String(), "kind", mr.kind.String(), "outcome", vd.Outcome.String(), "hash", vd.Got)
+	g.log.InfoContext(ctx, "verified", "module", mr.mod.String(), "kind", mr.kind.String(), "outcome", vd.Outcome.String(), "hash", vd.Got)
 	if vd.Outcome == sumdb.Verified {
 		g.cache.put(mr.mod.String()+" "+mr.kind.String(), f.Name(), n)
 	}
 	keep = true
-	return &fetchResult{file: f, size: n, verdict: &vd}
+	return &fetchResult{file: f, size: n, verdict: &vd, spooled: n}
 }
 
 // passes is the verify-before-pass policy: verified and private pass; not
@@ -315,14 +380,14 @@ func (g *Gateway) passes(vd sumdb.Verdict) bool {
 
 // block is a 403 the go command prints as-is: never 404 or 410, which
 // would make it fall back to another proxy or to direct.
-func (g *Gateway) block(mr moduleRequest, why string, vd *sumdb.Verdict) *fetchResult {
+func (g *Gateway) block(ctx context.Context, mr moduleRequest, why string, vd *sumdb.Verdict) *fetchResult {
 	var body string
 	if vd != nil {
 		body = blockMessage(*vd, g.cfg.OnUnverified)
 	} else {
 		body = fitDetail([]string{"sumgate: blocked " + why})
 	}
-	g.log.Warn("blocked", "module", mr.mod.String(), "kind", mr.kind.String(), "reason", why)
+	g.log.WarnContext(ctx, "blocked", "module", mr.mod.String(), "kind", mr.kind.String(), "reason", why)
 	return &fetchResult{status: http.StatusForbidden, text: body, verdict: vd}
 }
 
@@ -450,38 +515,51 @@ func stripHopHeaders(h http.Header) {
 
 // passThrough forwards a request that needs no verification (metadata,
 // /sumdb/, code hosts) to the tunnel's host and streams the answer back.
-func (g *Gateway) passThrough(req *http.Request, t *tunnel) *http.Response {
+func (g *Gateway) passThrough(req *http.Request, t *tunnel, a *requestAudit) *http.Response {
 	out := req.Clone(req.Context())
 	out.RequestURI = ""
 	out.URL.Scheme, out.URL.Host, out.Host = "https", t.host, t.host
 	stripHopHeaders(out.Header)
+	start := time.Now()
 	resp, err := g.cfg.Upstream.Do(out)
+	g.recordUpstream(req.Context(), out, start, "pass-through")
 	if err != nil {
 		f := upstreamFailure(out.URL.String(), err)
+		a.fail(f.text)
 		return textResponse(req, f.status, f.text)
 	}
 	return resp
 }
 
+// recordUpstream records an upstream fetch's duration.
+func (g *Gateway) recordUpstream(ctx context.Context, req *http.Request, start time.Time, kind string) {
+	g.metrics.upstream.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
+		semconv.ServerAddress(hostOnly(req.URL.Host)), attribute.String("kind", kind)))
+}
+
 // plainHTTP decides an http:// request sent to the proxy: intercepted
 // hosts must be reached over https (where they are verified); other hosts
 // follow the tunnel policy, and are dialled only at public addresses.
-func (g *Gateway) plainHTTP(req *http.Request) (*http.Request, *http.Response) {
+func (g *Gateway) plainHTTP(req *http.Request, a *requestAudit) (*http.Request, *http.Response) {
 	host := hostOnly(req.URL.Host)
 	switch {
 	case req.URL.Scheme != "http" || host == "":
-		return req, textResponse(req, http.StatusBadRequest, "sumgate: not a proxy request")
+		return req, a.refuse(req, http.StatusBadRequest, "not-a-proxy-request", "sumgate: not a proxy request")
 	case g.intercept[host]:
-		return req, textResponse(req, http.StatusForbidden, "sumgate: "+host+" is reached over https only: use https://"+host)
+		return req, a.refuse(req, http.StatusForbidden, "https-only", "sumgate: "+host+" is reached over https only: use https://"+host)
 	case g.cfg.Tunnel != TunnelAllow:
-		return req, textResponse(req, http.StatusForbidden, "sumgate: http://"+host+" refused: only intercepted hosts are reachable (tunnel: deny)")
+		return req, a.refuse(req, http.StatusForbidden, "tunnel: deny", "sumgate: http://"+host+" refused: only intercepted hosts are reachable (tunnel: deny)")
 	}
+	a.decide(DecisionForward, "tunnel: allow")
 	out := req.Clone(req.Context())
 	out.RequestURI = ""
 	stripHopHeaders(out.Header)
-	resp, err := g.proxy.Tr.RoundTrip(out)
+	start := time.Now()
+	resp, err := g.plainTr.RoundTrip(out)
+	g.recordUpstream(req.Context(), out, start, "forward")
 	if err != nil {
 		f := upstreamFailure(req.URL.String(), err)
+		a.fail(f.text)
 		return req, textResponse(req, f.status, f.text)
 	}
 	return req, resp
@@ -535,11 +613,19 @@ func hostOnly(hostport string) string {
 	return strings.ToLower(strings.TrimSuffix(hostport, "."))
 }
 
-// endingBody ends a request's accounting when its body is closed.
+// endingBody counts the bytes sent and ends a request's accounting when
+// its body is closed.
 type endingBody struct {
 	io.ReadCloser
 	once sync.Once
 	end  func()
+	sent *atomic.Int64
+}
+
+func (b *endingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.sent.Add(int64(n))
+	return n, err
 }
 
 func (b *endingBody) Close() error {
@@ -574,9 +660,9 @@ type flight struct {
 	refs atomic.Int32 // holders of res; incremented only while the flight is in the map
 }
 
-// do returns fn's result for key, and the function that releases this
-// caller's share of it.
-func (g *flightGroup) do(key string, fn func() *fetchResult) (*fetchResult, func()) {
+// do returns fn's result for key, the function that releases this
+// caller's share of it, and whether this caller ran fn.
+func (g *flightGroup) do(key string, fn func() *fetchResult) (*fetchResult, func(), bool) {
 	g.mu.Lock()
 	if g.m == nil {
 		g.m = map[string]*flight{}
@@ -605,5 +691,5 @@ func (g *flightGroup) do(key string, fn func() *fetchResult) (*fetchResult, func
 		if f.refs.Add(-1) == 0 && f.res.file != nil {
 			f.res.file.Close()
 		}
-	}
+	}, !ok
 }

@@ -19,14 +19,20 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/sumgate/sumgate/internal/auditkey"
 	"github.com/sumgate/sumgate/internal/upstream"
 )
 
@@ -66,6 +72,9 @@ type Config struct {
 	// MaxZipEntries bounds the entries of a module zip; a zip that may
 	// have more is malformed. Zero means [DefaultMaxZipEntries].
 	MaxZipEntries int
+	// TracerProvider records a span for each check, with the lookup and
+	// the hash as its children. Zero records nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // A Verifier checks module files against a checksum database. It is safe
@@ -83,6 +92,8 @@ type Verifier struct {
 	store     *store         // persistent state
 	remote    *remote        // access to the database
 	lookups   singleflight.Group
+	tracer    trace.Tracer
+	reached   atomic.Bool // the database has answered with a signed head or a record
 }
 
 // New returns a Verifier for cfg, creating its state directory.
@@ -112,6 +123,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.HashWorkers <= 0 {
 		cfg.HashWorkers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = nooptrace.NewTracerProvider()
+	}
 	st, err := openStore(cfg.DataDir, cfg.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sumdb: %w", err)
@@ -127,8 +141,51 @@ func New(cfg Config) (*Verifier, error) {
 		log:       cfg.Logger.With("sumdb", verifier.Name()),
 		store:     st,
 		remote:    newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies),
+		tracer:    cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/sumdb"),
 	}, nil
 }
+
+// Proven returns the Verified verdict of kind of m when its hashes were
+// proven before and are on disk: Got and Want are the logged hash, and
+// Cached is true. It never touches the network, and answers false while
+// a fork is on record.
+func (v *Verifier) Proven(m module.Version, kind Kind) (Verdict, bool) {
+	if _, alerted := v.store.alerted(); alerted || v.IsPrivate(m.Path) {
+		return Verdict{}, false
+	}
+	p, ok := v.store.readProven(m)
+	if !ok {
+		return Verdict{}, false
+	}
+	h := p.Zip
+	if kind == KindMod {
+		h = p.Mod
+	}
+	return Verdict{Module: m, Kind: kind, Outcome: Verified, Got: h, Want: h, TreeSize: p.Tree, Cached: true}, true
+}
+
+// Probe fetches the database's latest signed tree head and checks its
+// signature, without changing the stored tree. Success marks the
+// database [Verifier.Reached].
+func (v *Verifier) Probe(ctx context.Context) error {
+	ctx, span := v.tracer.Start(ctx, "sumdb.probe", trace.WithAttributes(auditkey.SumDB.String(v.name)))
+	defer span.End()
+	data, err := v.remote.get(ctx, "/latest")
+	if err == nil {
+		_, err = note.Open(data, v.verifiers)
+	}
+	if err != nil {
+		err = fmt.Errorf("probing checksum database %s: %w", v.name, err)
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	v.reached.Store(true)
+	return nil
+}
+
+// Reached reports whether the database has answered, with a validly
+// signed tree head or a record, since New.
+func (v *Verifier) Reached() bool { return v.reached.Load() }
 
 // Name returns the checksum database's name, such as "sum.golang.org".
 func (v *Verifier) Name() string { return v.name }
@@ -180,7 +237,58 @@ func CheckModule(m module.Version) error {
 // A version whose hashes were proven before is answered from disk without
 // touching the network. Once a fork has been recorded, every check that is
 // not private answers [SecurityError] until the alert file is removed.
-func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file string) (Verdict, error) {
+func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file string) (vd Verdict, err error) {
+	ctx, span := v.tracer.Start(ctx, "sumdb.check", trace.WithAttributes(
+		auditkey.ModulePath.String(m.Path), auditkey.ModuleVersion.String(m.Version),
+		auditkey.ModuleKind.String(kind.String()), auditkey.SumDB.String(v.name)))
+	defer func() {
+		endCheckSpan(span, vd, err)
+		span.End()
+	}()
+	return v.check(ctx, m, kind, file)
+}
+
+// endCheckSpan records a check's verdict on its span.
+func endCheckSpan(span trace.Span, vd Verdict, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return
+	}
+	span.SetAttributes(VerdictAttributes(vd)...)
+	switch vd.Outcome {
+	case Verified, Private:
+	case SecurityError:
+		span.AddEvent(auditkey.SecurityEvent, trace.WithAttributes(auditkey.Reason.String(vd.Reason)))
+		span.SetStatus(codes.Error, vd.String())
+	default:
+		span.SetStatus(codes.Error, vd.String())
+	}
+}
+
+// VerdictAttributes are the audit attributes of a verdict: its outcome,
+// both hashes, the tree size, whether the proof was cached, and the reason.
+func VerdictAttributes(vd Verdict) []attribute.KeyValue {
+	as := []attribute.KeyValue{auditkey.Verdict.String(vd.Outcome.String())}
+	if vd.Got != "" {
+		as = append(as, auditkey.HashGot.String(vd.Got))
+	}
+	if vd.Want != "" {
+		as = append(as, auditkey.HashWant.String(vd.Want))
+	}
+	if vd.TreeSize > 0 {
+		as = append(as, auditkey.TreeSize.Int64(vd.TreeSize))
+	}
+	if vd.Outcome != Private {
+		as = append(as, auditkey.Cached.Bool(vd.Cached))
+	}
+	if vd.Reason != "" {
+		as = append(as, auditkey.Reason.String(vd.Reason))
+	}
+	return as
+}
+
+func (v *Verifier) check(ctx context.Context, m module.Version, kind Kind, file string) (Verdict, error) {
 	if err := CheckModule(m); err != nil {
 		return Verdict{}, fmt.Errorf("checking %s: %w", kind, err)
 	}
@@ -189,7 +297,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 	vd := Verdict{Module: m, Kind: kind}
 	if v.IsPrivate(m.Path) {
-		got, err := hash(m, kind, file, v.workers, v.maxFiles)
+		got, err := v.hash(ctx, m, kind, file)
 		return v.withHash(vd, got, err, Private)
 	}
 	if since, ok := v.store.alerted(); ok {
@@ -199,7 +307,7 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 
 	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
-	got, hashErr := hash(m, kind, file, v.workers, v.maxFiles)
+	got, hashErr := v.hash(ctx, m, kind, file)
 	var res lookupResult
 	select {
 	case r := <-ch:
@@ -229,6 +337,17 @@ func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file 
 		vd.Outcome = Mismatch
 	}
 	return vd, nil
+}
+
+// hash hashes file, in a span.
+func (v *Verifier) hash(ctx context.Context, m module.Version, kind Kind, file string) (string, error) {
+	_, span := v.tracer.Start(ctx, "sumdb.hash")
+	defer span.End()
+	got, err := hash(m, kind, file, v.workers, v.maxFiles)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return got, err
 }
 
 // withHash records the hash result in vd: a malformed file is a Mismatch
@@ -263,7 +382,23 @@ type lookupResult struct {
 // uses a fresh x/mod client: the client remembers failures for its
 // lifetime and grows without bound, while everything worth keeping lives
 // in the store.
-func (v *Verifier) lookup(ctx context.Context, m module.Version) lookupResult {
+func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResult) {
+	ctx, span := v.tracer.Start(ctx, "sumdb.lookup")
+	defer func() {
+		span.SetAttributes(auditkey.Cached.Bool(res.cached), auditkey.Verdict.String(res.outcome.String()))
+		if res.proof.Tree > 0 {
+			span.SetAttributes(auditkey.TreeSize.Int64(res.proof.Tree))
+		}
+		switch res.outcome {
+		case Verified:
+		case SecurityError:
+			span.AddEvent(auditkey.SecurityEvent, trace.WithAttributes(auditkey.Reason.String(res.reason)))
+			span.SetStatus(codes.Error, res.reason)
+		default:
+			span.SetStatus(codes.Error, res.reason)
+		}
+		span.End()
+	}()
 	if p, ok := v.store.readProven(m); ok {
 		return lookupResult{outcome: Verified, proof: p, cached: true}
 	}
@@ -277,7 +412,7 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) lookupResult {
 	if err == nil {
 		modLines, err = c.Lookup(m.Path, m.Version+"/go.mod")
 	}
-	res := lookupResult{took: time.Since(start)}
+	res = lookupResult{took: time.Since(start)}
 	switch {
 	case ops.securityErr() != "":
 		res.outcome, res.reason = SecurityError, v.alertReason(time.Now())
@@ -297,6 +432,7 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) lookupResult {
 	}
 	res.proof.Tree = v.latestSize()
 	res.outcome = Verified
+	v.reached.Store(true)
 	if err := v.store.writeProven(m, res.proof); err != nil {
 		v.log.Warn("cannot cache proven hashes", "module", m.String(), "err", err)
 	}

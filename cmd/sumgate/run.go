@@ -5,8 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/sumgate/sumgate/certs"
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/telemetry"
 	"github.com/sumgate/sumgate/internal/upstream"
 )
 
@@ -26,6 +27,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	listen := fs.String("listen", "", "listen `address`, overriding the file's listen")
+	adminListen := fs.String("admin-listen", "", "admin `address` (or off), overriding the file's admin_listen")
 	dataDir := fs.String("data-dir", "", "data `directory`, overriding the file's data_dir")
 	if err := fs.Parse(args); err != nil {
 		return exitError
@@ -44,14 +46,37 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *dataDir != "" {
 		cfg.DataDir = *dataDir
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if *adminListen != "" {
+		cfg.AdminListen = *adminListen
+	}
+	logger := telemetry.NewLogger(stderr, cfg.LogFormat, nil)
+	tel, err := telemetry.Setup(ctx, telemetry.Options{
+		DataDir:     cfg.DataDir,
+		Version:     version(),
+		QueueSize:   cfg.Audit.QueueSize,
+		FileMaxMB:   cfg.Audit.FileMaxMB,
+		FileBackups: cfg.Audit.FileBackups,
+		Logger:      logger,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		// Spans of the last requests, the drain included, are flushed.
+		fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(fctx); err != nil {
+			logger.Error("flushing audit spans", "err", err)
+		}
+	}()
 	roots, err := upstream.Roots(cfg.Upstream.Roots)
 	if err != nil {
 		return fail(err)
 	}
 	// No total timeout: the gateway bounds each request with its context.
-	client := upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Timeout: -1})
-	v, err := newVerifier(cfg, client, logger)
+	client := upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Timeout: -1,
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
+	v, err := newVerifier(cfg, client, logger, tel.TracerProvider)
 	if err != nil {
 		return fail(err)
 	}
@@ -60,24 +85,27 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	ccfg.Logger = logger
+	ccfg.TracerProvider, ccfg.MeterProvider = tel.TracerProvider, tel.MeterProvider
 	ca, err := certs.New(ctx, ccfg) // creates the local CA on first start
 	if err != nil {
 		return fail(err)
 	}
 	defer ca.Stop()
 	gw, err := gateway.New(gateway.Config{
-		Intercept:     cfg.Intercept,
-		ModuleProxies: cfg.ModuleProxies,
-		Tunnel:        cfg.Tunnel,
-		OnUnverified:  cfg.OnUnverified,
-		VCS:           cfg.VCS,
-		CacheMaxBytes: cacheBytes(cfg.CacheMaxMB),
-		Resolve:       cfg.Upstream.Resolve,
-		DataDir:       cfg.DataDir,
-		Verifier:      v,
-		CA:            ca,
-		Upstream:      client,
-		Logger:        logger,
+		Intercept:      cfg.Intercept,
+		ModuleProxies:  cfg.ModuleProxies,
+		Tunnel:         cfg.Tunnel,
+		OnUnverified:   cfg.OnUnverified,
+		VCS:            cfg.VCS,
+		CacheMaxBytes:  cacheBytes(cfg.CacheMaxMB),
+		Resolve:        cfg.Upstream.Resolve,
+		DataDir:        cfg.DataDir,
+		Verifier:       v,
+		CA:             ca,
+		Upstream:       client,
+		Logger:         logger,
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 	})
 	if err != nil {
 		return fail(err)
@@ -86,6 +114,22 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	adminAddr := "off"
+	var admin *http.Server
+	if cfg.AdminListen != "off" {
+		al, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			l.Close()
+			return fail(fmt.Errorf("admin_listen: %w", err))
+		}
+		adminAddr = "http://" + al.Addr().String()
+		admin = &http.Server{Handler: adminHandler(tel.MetricsHandler(), gw, v, ca), ReadHeaderTimeout: 10 * time.Second}
+		go admin.Serve(al)
+		defer admin.Close()
+	}
+	pctx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go probeUntilReached(pctx, v, logger)
 	bundle := filepath.Join(cfg.DataDir, "ca", "bundle.pem")
 	if abs, err := filepath.Abs(bundle); err == nil {
 		bundle = abs // the banner is pasted into other shells, in other folders
@@ -102,7 +146,9 @@ Point clients at it:
     export SSL_CERT_FILE=%s
 (or install the root in the system trust store: sumgate ca export)
 Enterprise root SHA-256: %s
-`, l.Addr(), l.Addr(), bundle, certs.Fingerprint(ca.Root()))
+Admin (metrics, health, /ca.pem): %s
+Audit spans: %s
+`, l.Addr(), l.Addr(), bundle, certs.Fingerprint(ca.Root()), adminAddr, tel.Destination)
 
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(l) }()

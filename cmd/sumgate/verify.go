@@ -16,6 +16,8 @@ import (
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sumgate/sumgate/internal/config"
 	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
@@ -64,7 +66,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 		return exitError
 	}
-	v, err := newVerifier(cfg, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	v, err := newVerifier(cfg, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 		return exitError
@@ -135,16 +137,17 @@ func parseModuleArg(arg string) (module.Version, error) {
 }
 
 // newVerifier builds the checksum-database verifier the file describes.
-func newVerifier(cfg *config.Config, client *http.Client, logger *slog.Logger) (*sumdb.Verifier, error) {
+func newVerifier(cfg *config.Config, client *http.Client, logger *slog.Logger, tp trace.TracerProvider) (*sumdb.Verifier, error) {
 	return sumdb.New(sumdb.Config{
-		Key:           cfg.SumDB.Key,
-		DataDir:       cfg.DataDir,
-		URLs:          cfg.SumDB.URLs,
-		ModuleProxies: cfg.ModuleProxies,
-		Private:       cfg.Private,
-		MaxZipEntries: cfg.SumDB.MaxZipEntries,
-		HTTPClient:    client,
-		Logger:        logger,
+		Key:            cfg.SumDB.Key,
+		DataDir:        cfg.DataDir,
+		URLs:           cfg.SumDB.URLs,
+		ModuleProxies:  cfg.ModuleProxies,
+		Private:        cfg.Private,
+		MaxZipEntries:  cfg.SumDB.MaxZipEntries,
+		HTTPClient:     client,
+		Logger:         logger,
+		TracerProvider: tp,
 	})
 }
 

@@ -62,6 +62,26 @@ type Config struct {
 	// CacheMaxMB bounds the on-disk cache of verified module files, in MiB;
 	// 0 disables it.
 	CacheMaxMB int64 `yaml:"cache_max_mb"`
+	// AdminListen serves /metrics, /healthz, /readyz and /ca.pem; "off"
+	// disables it. Keep it on loopback or a management network.
+	AdminListen string `yaml:"admin_listen"`
+	// LogFormat is json (one JSON object per line) or text.
+	LogFormat string `yaml:"log_format"`
+	// Audit configures the audit trail's export.
+	Audit Audit `yaml:"audit"`
+}
+
+// Audit configures the audit trail. Where spans go is set by the standard
+// OTEL_* environment variables; with none set, they go to
+// data_dir/audit/spans.jsonl.
+type Audit struct {
+	// FileMaxMB rotates the audit file at this size, in MiB.
+	FileMaxMB int `yaml:"file_max_mb"`
+	// FileBackups is how many rotated audit files are kept.
+	FileBackups int `yaml:"file_backups"`
+	// QueueSize bounds the spans waiting for export; past it, spans are
+	// dropped, counted (sumgate_spans_dropped_total) and logged.
+	QueueSize int `yaml:"queue_size"`
 }
 
 // CA configures the enterprise CA.
@@ -131,6 +151,9 @@ func Default() *Config {
 		OnUnverified: "block",
 		VCS:          "allow",
 		CacheMaxMB:   10 << 10,
+		AdminListen:  "127.0.0.1:3129",
+		LogFormat:    "json",
+		Audit:        Audit{FileMaxMB: 100, FileBackups: 10, QueueSize: 8192},
 	}
 }
 
@@ -323,6 +346,23 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fail("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if c.AdminListen != "off" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			return fail("admin_listen", "%q is not host:port (or off): %v", c.AdminListen, err)
+		}
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fail("log_format", "%q: want json or text", c.LogFormat)
+	}
+	if c.Audit.FileMaxMB < 1 {
+		return fail("audit.file_max_mb", "must be at least 1")
+	}
+	if c.Audit.FileBackups < 1 {
+		return fail("audit.file_backups", "must be at least 1")
+	}
+	if c.Audit.QueueSize < 1 {
+		return fail("audit.queue_size", "must be at least 1")
 	}
 	if c.Tunnel != "allow" && c.Tunnel != "deny" {
 		return fail("tunnel", "%q: want allow or deny", c.Tunnel)

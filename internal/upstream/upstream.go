@@ -18,6 +18,12 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configures [NewClient]. The zero value dials the real hosts and
@@ -33,6 +39,11 @@ type Options struct {
 	// negative means no bound, for callers that bound requests with
 	// contexts (dial, handshake and response-header timeouts still apply).
 	Timeout time.Duration
+	// TracerProvider, if set, records a client span for every request,
+	// under the caller's span. Trace context is never sent upstream.
+	TracerProvider trace.TracerProvider
+	// MeterProvider, if set, records request durations and sizes.
+	MeterProvider metric.MeterProvider
 }
 
 // Roots returns the system roots plus the certificates in the PEM file at
@@ -78,7 +89,28 @@ func NewClient(opts Options) *http.Client {
 		MaxIdleConnsPerHost:   16,
 		ForceAttemptHTTP2:     true,
 	}
-	return &http.Client{Transport: t, Timeout: timeout, CheckRedirect: checkRedirect}
+	return &http.Client{Transport: Traced(t, opts.TracerProvider, opts.MeterProvider), Timeout: timeout, CheckRedirect: checkRedirect}
+}
+
+// Traced wraps rt so that each request is a client span (and, with mp,
+// measured). The span is recorded only: no traceparent, tracestate or
+// baggage is added to the request, since upstreams are third parties. With
+// a nil tp, rt is returned as is.
+func Traced(rt http.RoundTripper, tp trace.TracerProvider, mp metric.MeterProvider) http.RoundTripper {
+	if tp == nil {
+		return rt
+	}
+	opts := []otelhttp.Option{
+		otelhttp.WithTracerProvider(tp),
+		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()), // inject nothing
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "upstream " + r.Method }),
+	}
+	if mp != nil {
+		opts = append(opts, otelhttp.WithMeterProvider(mp))
+	} else {
+		opts = append(opts, otelhttp.WithMeterProvider(noopmetric.NewMeterProvider()))
+	}
+	return otelhttp.NewTransport(rt, opts...)
 }
 
 // checkRedirect follows at most 10 redirects, and never from https to

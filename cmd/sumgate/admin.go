@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/sumgate/sumgate/certs"
+	"github.com/sumgate/sumgate/gateway"
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// adminHandler serves the operator's endpoints:
+//
+//	/metrics  Prometheus text format
+//	/healthz  200 while the process runs
+//	/readyz   200 once the CA is loaded, the checksum database has
+//	          answered at least once and the proxy listener is serving;
+//	          otherwise 503 with the reasons
+//	/ca.pem   the enterprise root, for clients to install
+func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, ca *certs.CA) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		var errs []error
+		if err := gw.Ready(); err != nil {
+			errs = append(errs, err)
+		}
+		if !v.Reached() {
+			errs = append(errs, fmt.Errorf("checksum database %s not reached yet", v.Name()))
+		}
+		if _, alerted := v.Alerted(); alerted {
+			errs = append(errs, fmt.Errorf("checksum database %s fork on record: every check fails closed", v.Name()))
+		}
+		if len(errs) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, errors.Join(errs...))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(certs.PEM(ca.Root()))
+	})
+	return mux
+}
+
+// probeUntilReached probes the checksum database until it answers once
+// or ctx ends, backing off from 1s to 30s between tries.
+func probeUntilReached(ctx context.Context, v *sumdb.Verifier, log *slog.Logger) {
+	wait := time.Second
+	for !v.Reached() {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := v.Probe(pctx)
+		cancel()
+		if err == nil {
+			log.Info("checksum database reached", "sumdb", v.Name())
+			return
+		}
+		log.Warn("checksum database not reachable yet: not ready", "sumdb", v.Name(), "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}

@@ -1,0 +1,361 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sumgate/sumgate/internal/auditkey"
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// Decisions, the value of sumgate.decision.
+const (
+	DecisionIntercept = "intercept" // TLS terminated, traffic inspected (and module files verified)
+	DecisionTunnel    = "tunnel"    // CONNECT spliced blindly to a checked public address
+	DecisionForward   = "forward"   // plain http:// request forwarded unverified
+	DecisionDeny      = "deny"      // refused by policy
+)
+
+// scope names the gateway's tracer and meter.
+const scope = "github.com/sumgate/sumgate/gateway"
+
+// instruments are the gateway's metrics; docs/audit.md lists them.
+type instruments struct {
+	requests metric.Int64Counter
+	duration metric.Float64Histogram
+	verdicts metric.Int64Counter
+	bytes    metric.Int64Counter
+	upstream metric.Float64Histogram
+	lookup   metric.Float64Histogram
+	cache    metric.Int64Counter
+	tunnels  metric.Int64UpDownCounter
+}
+
+func newInstruments(mp metric.MeterProvider) (*instruments, error) {
+	m := mp.Meter(scope)
+	in := &instruments{}
+	var errs [8]error
+	in.requests, errs[0] = m.Int64Counter("sumgate.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("Client requests (CONNECTs included), by decision and status code."))
+	in.duration, errs[1] = m.Float64Histogram("sumgate.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from a client request to the end of its response body (tunnels excluded)."))
+	in.verdicts, errs[2] = m.Int64Counter("sumgate.verdicts", metric.WithUnit("{verdict}"),
+		metric.WithDescription("Verdicts given to client requests for module files, by outcome and kind."))
+	in.bytes, errs[3] = m.Int64Counter("sumgate.bytes", metric.WithUnit("By"),
+		metric.WithDescription("Bytes moved: sent to clients, spooled from upstream, and through tunnels in each direction."))
+	in.upstream, errs[4] = m.Float64Histogram("sumgate.upstream.duration", metric.WithUnit("s"),
+		metric.WithDescription("Upstream fetches: to the response headers for pass-through, to the last byte spooled for module files."))
+	in.lookup, errs[5] = m.Float64Histogram("sumgate.sumdb.lookup.duration", metric.WithUnit("s"),
+		metric.WithDescription("Checksum-database lookups that went to the network."))
+	in.cache, errs[6] = m.Int64Counter("sumgate.cache.lookups", metric.WithUnit("{lookup}"),
+		metric.WithDescription("Verified-file cache lookups, by hit."))
+	in.tunnels, errs[7] = m.Int64UpDownCounter("sumgate.tunnels.active", metric.WithUnit("{tunnel}"),
+		metric.WithDescription("Open CONNECT tunnels, by decision."))
+	for _, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("gateway: creating metrics: %w", err)
+		}
+	}
+	return in, nil
+}
+
+// A requestAudit is the server span of one client request, and what is
+// learnt about it before its response body is closed.
+type requestAudit struct {
+	g     *Gateway
+	span  trace.Span
+	ctx   context.Context
+	start time.Time
+
+	mu       sync.Mutex
+	decision string
+	failure  string // non-empty when sumgate refused, blocked or failed
+	status   int
+	sent     atomic.Int64
+	ended    atomic.Bool
+}
+
+// startRequest opens the root server span of a client request that is
+// not a CONNECT. Incoming trace context is never consulted: the span is
+// a new root, linked to its tunnel's CONNECT span when there is one.
+func (g *Gateway) startRequest(req *http.Request, t *tunnel) *requestAudit {
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(req.Method),
+		semconv.NetworkProtocolVersion(fmt.Sprintf("%d.%d", req.ProtoMajor, req.ProtoMinor)),
+	}
+	host := hostOnly(req.URL.Host)
+	full := req.URL.String()
+	client := req.RemoteAddr
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer)}
+	if t != nil {
+		host = t.host
+		u := *req.URL
+		u.Scheme, u.Host = "https", t.host
+		full = u.String()
+		client = t.client
+		attrs = append(attrs, auditkey.TLSServerName.String(t.sni()))
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: t.audit.span.SpanContext()}))
+	}
+	if host != "" {
+		attrs = append(attrs, semconv.ServerAddress(host))
+	}
+	attrs = append(attrs, semconv.URLFull(full), semconv.URLPath(req.URL.Path))
+	attrs = append(attrs, clientAttrs(req, client)...)
+	ctx, span := g.tracer.Start(req.Context(), req.Method, append(opts, trace.WithAttributes(attrs...))...)
+	return &requestAudit{g: g, span: span, ctx: ctx, start: time.Now(), decision: DecisionIntercept}
+}
+
+// clientAttrs are the client's address and user agent.
+func clientAttrs(req *http.Request, remote string) []attribute.KeyValue {
+	var as []attribute.KeyValue
+	if h, p, err := net.SplitHostPort(remote); err == nil {
+		as = append(as, semconv.ClientAddress(h))
+		if n, err := strconv.Atoi(p); err == nil {
+			as = append(as, semconv.ClientPort(n))
+		}
+	}
+	if ua := req.UserAgent(); ua != "" {
+		as = append(as, semconv.UserAgentOriginal(ua))
+	}
+	return as
+}
+
+// set adds attributes to the span.
+func (a *requestAudit) set(kv ...attribute.KeyValue) { a.span.SetAttributes(kv...) }
+
+// decide records the decision and the rule that made it.
+func (a *requestAudit) decide(decision, rule string) {
+	a.mu.Lock()
+	a.decision = decision
+	a.mu.Unlock()
+	a.span.SetAttributes(auditkey.Decision.String(decision), auditkey.Rule.String(rule))
+}
+
+// fail marks the request refused, blocked or failed, for reason.
+func (a *requestAudit) fail(reason string) {
+	a.mu.Lock()
+	a.failure = reason
+	a.mu.Unlock()
+	a.span.SetAttributes(auditkey.Reason.String(reason))
+}
+
+// refuse is decide(deny, rule) and fail(reason), and the answer to send.
+func (a *requestAudit) refuse(req *http.Request, status int, rule, reason string) *http.Response {
+	a.decide(DecisionDeny, rule)
+	a.fail(reason)
+	return textResponse(req, status, reason)
+}
+
+// respond notes the status the client is about to get.
+func (a *requestAudit) respond(status int) {
+	a.mu.Lock()
+	a.status = status
+	a.mu.Unlock()
+}
+
+// end closes the span once the response body has been sent (or the
+// client went away), and records the request's metrics.
+func (a *requestAudit) end() {
+	if a.ended.Swap(true) {
+		return
+	}
+	a.mu.Lock()
+	decision, failure, status := a.decision, a.failure, a.status
+	a.mu.Unlock()
+	sent := a.sent.Load()
+	a.span.SetAttributes(semconv.HTTPResponseStatusCode(status), auditkey.BytesSent.Int64(sent))
+	switch {
+	case failure != "":
+		a.span.SetStatus(codes.Error, failure)
+	case status >= 500:
+		a.span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	a.span.End()
+	in := a.g.metrics
+	ctx := context.Background()
+	in.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
+	in.duration.Record(ctx, time.Since(a.start).Seconds(), metric.WithAttributes(auditkey.Decision.String(decision)))
+	in.bytes.Add(ctx, sent, metric.WithAttributes(direction("sent")))
+}
+
+// verdict records a module file's verdict on the span and in the metrics;
+// a security error is also a span event and an error log line.
+func (a *requestAudit) verdict(vd sumdb.Verdict) {
+	a.span.SetAttributes(sumdb.VerdictAttributes(vd)...)
+	a.g.metrics.verdicts.Add(context.Background(), 1, metric.WithAttributes(
+		auditkey.Verdict.String(vd.Outcome.String()), auditkey.ModuleKind.String(vd.Kind.String())))
+	if vd.Outcome == sumdb.SecurityError {
+		a.span.AddEvent(auditkey.SecurityEvent, trace.WithAttributes(auditkey.Reason.String(vd.Reason)))
+		a.g.log.ErrorContext(a.ctx, "checksum database security error: module blocked",
+			"module", vd.Module.String(), "kind", vd.Kind.String(), "reason", vd.Reason)
+	}
+}
+
+func direction(d string) attribute.KeyValue { return attribute.String("direction", d) }
+
+// connectAudit is the server span of one CONNECT. A denied CONNECT's span
+// ends at once; a tunnel's lasts until the tunnel closes.
+type connectAudit struct {
+	g       *Gateway
+	span    trace.Span
+	ctx     context.Context
+	conn    *idleConn // nil when the gateway is mounted on another server
+	decided string
+	r0, w0  int64 // client bytes before the tunnel began
+	once    sync.Once
+}
+
+// startConnect opens the root server span of a CONNECT.
+func (g *Gateway) startConnect(req *http.Request, hostport string) *connectAudit {
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(http.MethodConnect),
+		semconv.NetworkProtocolVersion(fmt.Sprintf("%d.%d", req.ProtoMajor, req.ProtoMinor)),
+	}
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		attrs = append(attrs, semconv.ServerAddress(h))
+		if n, err := strconv.Atoi(p); err == nil {
+			attrs = append(attrs, semconv.ServerPort(n))
+		}
+	} else {
+		attrs = append(attrs, semconv.ServerAddress(hostport))
+	}
+	attrs = append(attrs, clientAttrs(req, req.RemoteAddr)...)
+	ctx, span := g.tracer.Start(req.Context(), http.MethodConnect,
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	c := &connectAudit{g: g, span: span, ctx: ctx}
+	c.conn, _ = req.Context().Value(connKey{}).(*idleConn)
+	return c
+}
+
+// deny ends a refused CONNECT's span.
+func (c *connectAudit) deny(status int, rule, reason string) {
+	c.span.SetAttributes(auditkey.Decision.String(DecisionDeny), auditkey.Rule.String(rule), auditkey.Reason.String(reason))
+	c.finish(status, reason)
+}
+
+// open records an accepted CONNECT: the span now lasts until the tunnel
+// closes (intercepted tunnels: the client connection; blind tunnels: the
+// upstream connection, see [Gateway.dialTunnel]).
+func (c *connectAudit) open(decision, rule string) {
+	c.decided = decision
+	c.span.SetAttributes(auditkey.Decision.String(decision), auditkey.Rule.String(rule))
+	c.g.metrics.tunnels.Add(context.Background(), 1, metric.WithAttributes(auditkey.Decision.String(decision)))
+	if c.conn != nil {
+		c.r0, c.w0 = c.conn.read.Load(), c.conn.written.Load()
+	}
+}
+
+// finish ends the span once, with status; a non-empty failure makes it an
+// Error.
+func (c *connectAudit) finish(status int, failure string, kv ...attribute.KeyValue) {
+	c.once.Do(func() {
+		c.span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		c.span.SetAttributes(kv...)
+		if failure != "" {
+			c.span.SetStatus(codes.Error, failure)
+		}
+		c.span.End()
+		ctx := context.Background()
+		decision := c.decided
+		if decision == "" {
+			decision = DecisionDeny
+		} else {
+			c.g.metrics.tunnels.Add(ctx, -1, metric.WithAttributes(auditkey.Decision.String(decision)))
+		}
+		c.g.metrics.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
+	})
+}
+
+// countingConn is the upstream side of a blind tunnel: it counts the bytes
+// each way and ends the CONNECT span when closed. goproxy closes it after
+// both directions are done.
+type countingConn struct {
+	net.Conn
+	audit       *connectAudit
+	read, wrote atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.wrote.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	err := c.Conn.Close()
+	up, down := c.wrote.Load(), c.read.Load()
+	ctx := context.Background()
+	c.audit.g.metrics.bytes.Add(ctx, up, metric.WithAttributes(direction("tunnel_to_server")))
+	c.audit.g.metrics.bytes.Add(ctx, down, metric.WithAttributes(direction("tunnel_to_client")))
+	c.audit.finish(http.StatusOK, "", auditkey.TunnelUp.Int64(up), auditkey.TunnelDown.Int64(down))
+	return err
+}
+
+// dialTunnel dials a blind tunnel's pinned address, in a child span of
+// the CONNECT's span, and hands back a connection that ends that span.
+func (g *Gateway) dialTunnel(req *http.Request, network, addr string) (net.Conn, error) {
+	ic, _ := req.Context().Value(connKey{}).(*idleConn)
+	var audit *connectAudit
+	if ic != nil {
+		audit = ic.takeConnect()
+	}
+	ctx := req.Context()
+	if audit != nil {
+		ctx = audit.ctx
+	}
+	ctx, span := g.tracer.Start(ctx, "dial", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(semconv.NetworkPeerAddress(addr)))
+	c, err := g.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+		if audit != nil {
+			reason := fmt.Sprintf("dialling %s failed: %v", addr, err)
+			audit.span.SetAttributes(auditkey.Reason.String(reason))
+			audit.finish(http.StatusBadGateway, reason)
+		}
+		return nil, err
+	}
+	span.End()
+	if audit == nil {
+		return c, nil
+	}
+	return &countingConn{Conn: c, audit: audit}, nil
+}
+
+// endIntercepted ends an intercepted tunnel's span when its client
+// connection closes, with the bytes it moved (TLS records included) and
+// how many requests it carried.
+func (c *connectAudit) endIntercepted(t *tunnel) {
+	up, down := c.conn.read.Load()-c.r0, c.conn.written.Load()-c.w0
+	ctx := context.Background()
+	c.g.metrics.bytes.Add(ctx, up, metric.WithAttributes(direction("tunnel_to_server")))
+	c.g.metrics.bytes.Add(ctx, down, metric.WithAttributes(direction("tunnel_to_client")))
+	failure := t.failure()
+	if failure == "" && !t.handshook.Load() {
+		failure = "the TLS handshake with the client did not complete (does the client trust the enterprise root?)"
+	}
+	if failure != "" {
+		c.span.SetAttributes(auditkey.Reason.String(failure))
+	}
+	c.finish(http.StatusOK, failure, auditkey.TunnelUp.Int64(up), auditkey.TunnelDown.Int64(down),
+		auditkey.TunnelRequests.Int64(t.requests.Load()))
+}
