@@ -43,6 +43,10 @@ type instruments struct {
 	tunnels  metric.Int64UpDownCounter
 }
 
+// latencyBuckets are the histogram bounds, in seconds: from a cached
+// answer to a large download over a slow link.
+var latencyBuckets = metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
 func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	m := mp.Meter(scope)
 	in := &instruments{}
@@ -50,15 +54,15 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	in.requests, errs[0] = m.Int64Counter("sumgate.requests", metric.WithUnit("{request}"),
 		metric.WithDescription("Client requests (CONNECTs included), by decision and status code."))
 	in.duration, errs[1] = m.Float64Histogram("sumgate.request.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time from a client request to the end of its response body (tunnels excluded)."))
+		metric.WithDescription("Time from a client request to the end of its response body (tunnels excluded)."), latencyBuckets)
 	in.verdicts, errs[2] = m.Int64Counter("sumgate.verdicts", metric.WithUnit("{verdict}"),
 		metric.WithDescription("Verdicts given to client requests for module files, by outcome and kind."))
 	in.bytes, errs[3] = m.Int64Counter("sumgate.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Bytes moved: sent to clients, spooled from upstream, and through tunnels in each direction."))
 	in.upstream, errs[4] = m.Float64Histogram("sumgate.upstream.duration", metric.WithUnit("s"),
-		metric.WithDescription("Upstream fetches: to the response headers for pass-through, to the last byte spooled for module files."))
+		metric.WithDescription("Upstream fetches: to the response headers for pass-through, to the last byte spooled for module files."), latencyBuckets)
 	in.lookup, errs[5] = m.Float64Histogram("sumgate.sumdb.lookup.duration", metric.WithUnit("s"),
-		metric.WithDescription("Checksum-database lookups that went to the network."))
+		metric.WithDescription("Checksum-database lookups that went to the network."), latencyBuckets)
 	in.cache, errs[6] = m.Int64Counter("sumgate.cache.lookups", metric.WithUnit("{lookup}"),
 		metric.WithDescription("Verified-file cache lookups, by hit."))
 	in.tunnels, errs[7] = m.Int64UpDownCounter("sumgate.tunnels.active", metric.WithUnit("{tunnel}"),
@@ -236,6 +240,7 @@ func (g *Gateway) startConnect(req *http.Request, hostport string) *connectAudit
 		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	c := &connectAudit{g: g, span: span, ctx: ctx}
 	c.conn, _ = req.Context().Value(connKey{}).(*idleConn)
+	g.openSpans.Add(1)
 	return c
 }
 
@@ -275,6 +280,7 @@ func (c *connectAudit) finish(status int, failure string, kv ...attribute.KeyVal
 			c.g.metrics.tunnels.Add(ctx, -1, metric.WithAttributes(auditkey.Decision.String(decision)))
 		}
 		c.g.metrics.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
+		c.g.openSpans.Done()
 	})
 }
 

@@ -111,7 +111,7 @@ func BenchmarkGoModDownload(b *testing.B) {
 	}
 	run := func(b *testing.B, env []string) {
 		b.Helper()
-		if out, err := goModDownload(b, env, mods...); err != nil || bytes.Contains(out, []byte(`"Error"`)) {
+		if out, err := testworld.GoModDownload(b, env, mods...); err != nil || bytes.Contains(out, []byte(`"Error"`)) {
 			b.Fatalf("go mod download: %v\n%s", err, out)
 		}
 	}
@@ -172,7 +172,7 @@ func BenchmarkPeakRSS(b *testing.B) {
 		sizes = append(sizes, int64(len(w.Module(path, vers).Zip)))
 	}
 	bin := filepath.Join(b.TempDir(), "sumgate")
-	if out, err := exec.Command(goBinary(b), "build", "-o", bin, "github.com/sumgate/sumgate/cmd/sumgate").CombinedOutput(); err != nil {
+	if out, err := exec.Command(testworld.GoBinary(b), "build", "-o", bin, "github.com/sumgate/sumgate/cmd/sumgate").CombinedOutput(); err != nil {
 		b.Fatalf("building sumgate: %v\n%s", err, out)
 	}
 	for b.Loop() {

@@ -71,8 +71,15 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 	}
 	audit.span.SetAttributes(semconv.NetworkPeerAddress(to))
 	audit.open(DecisionTunnel, rule)
-	if audit.conn != nil {
-		audit.conn.setConnect(audit)
+	if ic := audit.conn; ic != nil {
+		ic.setConnect(audit)
+		ic.atClose(func() {
+			// goproxy never dialled (the hijack failed): end the span here.
+			if a := ic.takeConnect(); a != nil {
+				a.span.SetAttributes(auditkey.Reason.String("the client connection closed before the tunnel was dialled"))
+				a.finish(http.StatusBadGateway, "the client connection closed before the tunnel was dialled")
+			}
+		})
 	} else {
 		audit.finish(http.StatusOK, "")
 	}

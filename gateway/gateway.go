@@ -114,6 +114,9 @@ type Gateway struct {
 	drained chan struct{}      // closed when closing and active reaches 0
 	conns   map[*idleConn]bool // every client connection, tunnels included
 	serving atomic.Bool        // Serve has been called and has not returned
+	// openSpans counts CONNECT spans not yet ended; Shutdown waits for
+	// them, so that every tunnel's span is ended before it returns.
+	openSpans sync.WaitGroup
 
 	tracer  trace.Tracer
 	metrics *instruments
@@ -281,6 +284,20 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		c.Conn.Close()
 	}
 	g.mu.Unlock()
+	// Tunnels end (and their spans with them) as goproxy notices the
+	// closed connections.
+	spansEnded := make(chan struct{})
+	go func() {
+		g.openSpans.Wait()
+		close(spansEnded)
+	}()
+	select {
+	case <-spansEnded:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
 	return err
 }
 

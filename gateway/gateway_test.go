@@ -17,16 +17,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sumgate/sumgate/certs"
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/telemetry"
 	"github.com/sumgate/sumgate/internal/testworld"
+	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
 )
 
@@ -36,6 +40,8 @@ type env struct {
 	addr     string // the gateway's listen address
 	rootFile string // the enterprise root, PEM, for SSL_CERT_FILE
 	root     *x509.Certificate
+	gw       *gateway.Gateway
+	stop     func() // shuts the gateway down (again at cleanup: harmless)
 }
 
 // start runs a gateway in front of a fresh test world; edit may change
@@ -48,10 +54,24 @@ func start(t testing.TB, edit func(*gateway.Config)) *env {
 // startWith runs a gateway in front of w.
 func startWith(t testing.TB, w *testworld.World, edit func(*gateway.Config)) *env {
 	t.Helper()
+	return startTraced(t, w, nil, edit)
+}
+
+// startTraced runs a gateway in front of w whose gateway, verifier, CA
+// and upstream client record to tel (nil: nothing is recorded).
+func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edit func(*gateway.Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
+	var tp trace.TracerProvider
+	var mp metric.MeterProvider
+	if tel != nil {
+		tp, mp = tel.TracerProvider, tel.MeterProvider
+	}
+	client := w.HTTPClient()
+	client.Transport = upstream.Traced(client.Transport, tp, mp)
 	v, err := sumdb.New(sumdb.Config{Key: w.SumDBKey, DataDir: dir, ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
-		Private: testworld.PrivatePattern + ",github.com/corp", HTTPClient: w.HTTPClient(), Logger: quiet})
+		Private: testworld.PrivatePattern + ",github.com/corp", HTTPClient: client, Logger: quiet, TracerProvider: tp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,19 +79,21 @@ func startWith(t testing.TB, w *testworld.World, edit func(*gateway.Config)) *en
 	for h := range w.Resolve {
 		hosts = append(hosts, h)
 	}
-	ca, err := certs.New(context.Background(), certs.Config{DataDir: dir, Intercept: hosts, Logger: quiet})
+	ca, err := certs.New(context.Background(), certs.Config{DataDir: dir, Intercept: hosts, Logger: quiet, TracerProvider: tp, MeterProvider: mp})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ca.Stop)
 	cfg := gateway.Config{
-		Intercept:     hosts,
-		ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
-		DataDir:       dir,
-		Verifier:      v,
-		CA:            ca,
-		Upstream:      w.HTTPClient(),
-		Logger:        quiet,
+		Intercept:      hosts,
+		ModuleProxies:  append([]string{w.ProxyURL}, w.MirrorURLs...),
+		DataDir:        dir,
+		Verifier:       v,
+		CA:             ca,
+		Upstream:       client,
+		Logger:         quiet,
+		TracerProvider: tp,
+		MeterProvider:  mp,
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -85,29 +107,17 @@ func startWith(t testing.TB, w *testworld.World, edit func(*gateway.Config)) *en
 		t.Fatal(err)
 	}
 	go g.Serve(l)
-	t.Cleanup(func() {
+	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		g.Shutdown(ctx)
-	})
+	}
+	t.Cleanup(stop)
 	rootFile := filepath.Join(dir, "root.pem")
 	if err := os.WriteFile(rootFile, certs.PEM(ca.Root()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &env{w: w, addr: l.Addr().String(), rootFile: rootFile, root: ca.Root()}
-}
-
-// goBinary returns the go command of the toolchain running the tests.
-func goBinary(t testing.TB) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("no go command")
-	}
-	return p
+	return &env{w: w, addr: l.Addr().String(), rootFile: rootFile, root: ca.Root(), gw: g, stop: stop}
 }
 
 // modDownload is the JSON the go command prints for one module.
@@ -119,44 +129,12 @@ type modDownload struct {
 // off so that sumgate is the only protection, and a fresh GOPATH.
 func (e *env) download(t testing.TB, goproxy, mod string) modDownload {
 	t.Helper()
-	out, err := goModDownload(t, []string{"GOPROXY=" + goproxy, "HTTPS_PROXY=http://" + e.addr, "SSL_CERT_FILE=" + e.rootFile}, mod)
+	out, err := testworld.GoModDownload(t, []string{"GOPROXY=" + goproxy, "HTTPS_PROXY=http://" + e.addr, "SSL_CERT_FILE=" + e.rootFile}, mod)
 	var d modDownload
 	if jerr := json.Unmarshal(out, &d); jerr != nil {
 		t.Fatalf("go mod download %s: %v\n%s", mod, err, out)
 	}
 	return d
-}
-
-// goModDownload runs `go mod download -json mods...` with a fresh GOPATH
-// and module cache, every client-side check off, and env added. It
-// returns standard output (standard error too, on failure).
-func goModDownload(t testing.TB, env []string, mods ...string) ([]byte, error) {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command(goBinary(t), append([]string{"mod", "download", "-json"}, mods...)...)
-	cmd.Dir = dir
-	cmd.Env = append([]string{
-		"HOME=" + dir,
-		"PATH=" + os.Getenv("PATH"),
-		"GOPATH=" + filepath.Join(dir, "gopath"),
-		"GOMODCACHE=" + filepath.Join(dir, "modcache"),
-		"GOCACHE=" + filepath.Join(dir, "cache"),
-		// Threat 5: the client's own checks are off; only sumgate stands
-		// between it and the bytes. (Not GOINSECURE: it switches the go
-		// command to a client with a 5-second timeout, which a loaded CI
-		// machine can exceed on a first, minting handshake.)
-		"GOSUMDB=off",
-		"GONOSUMDB=*",
-		"GOFLAGS=-modcacherw",
-		"GOTOOLCHAIN=local",
-		"GOTELEMETRY=off",
-		"GOENV=off",
-	}, env...)
-	out, err := cmd.Output()
-	if ee, ok := err.(*exec.ExitError); ok {
-		out = append(out, ee.Stderr...)
-	}
-	return out, err
 }
 
 func TestGoCommandThroughGateway(t *testing.T) {

@@ -17,50 +17,93 @@ import (
 	"github.com/sumgate/sumgate/internal/testworld"
 )
 
-// TestRunServesAndDrains starts 'sumgate run' against the test world,
-// downloads a verified zip through it, and stops it as SIGTERM would.
-func TestRunServesAndDrains(t *testing.T) {
-	w := testworld.New(t)
+// running is a 'sumgate run' started by startRun.
+type running struct {
+	proxyURL string // HTTPS_PROXY
+	bundle   string // SSL_CERT_FILE
+	admin    string // admin base URL, "off" when disabled
+	audit    string // where spans go, from the banner
+	roots    *x509.CertPool
+	cancel   context.CancelFunc
+	status   chan int
+}
+
+// startRun starts 'sumgate run' against w, with extra configuration,
+// and reads its banner.
+func startRun(t testing.TB, w *testworld.World, extra string) *running {
+	t.Helper()
 	var hosts []string
 	for h := range w.Resolve {
 		hosts = append(hosts, h)
 	}
-	cfg := writeConfig(t, w, append([]string{w.ProxyURL}, w.MirrorURLs...), "listen: 127.0.0.1:0\nintercept: ["+strings.Join(hosts, ", ")+"]\n")
+	cfg := writeConfig(t, w, append([]string{w.ProxyURL}, w.MirrorURLs...),
+		"listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nintercept: ["+strings.Join(hosts, ", ")+"]\n"+extra)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	status := make(chan int, 1)
+	r := &running{cancel: cancel, status: make(chan int, 1)}
 	go func() {
-		status <- runCmd(ctx, []string{"-config", cfg}, pw, io.Discard)
+		r.status <- runCmd(ctx, []string{"-config", cfg}, pw, io.Discard)
 		pw.Close()
 	}()
-
+	t.Cleanup(func() { r.stop(t) })
 	banner := bufio.NewScanner(pr)
-	var proxyURL, bundle string
 	for banner.Scan() {
 		line := strings.TrimSpace(banner.Text())
 		if v, ok := strings.CutPrefix(line, "export HTTPS_PROXY="); ok {
-			proxyURL = v
+			r.proxyURL = v
 		}
 		if v, ok := strings.CutPrefix(line, "export SSL_CERT_FILE="); ok {
-			bundle = v
+			r.bundle = v
+		}
+		if v, ok := strings.CutPrefix(line, "Admin (metrics, health, /ca.pem): "); ok {
+			r.admin = v
+		}
+		if v, ok := strings.CutPrefix(line, "Audit spans: "); ok {
+			r.audit = v
 			break
 		}
 	}
 	go io.Copy(io.Discard, pr)
-	if proxyURL == "" || bundle == "" {
-		t.Fatalf("the banner does not say how to point a client at sumgate (proxy %q, bundle %q)", proxyURL, bundle)
+	if r.proxyURL == "" || r.bundle == "" || r.admin == "" || r.audit == "" {
+		t.Fatalf("the banner does not say how to point a client at sumgate (proxy %q, bundle %q, admin %q, audit %q)", r.proxyURL, r.bundle, r.admin, r.audit)
 	}
-	pemData, err := os.ReadFile(bundle)
+	pemData, err := os.ReadFile(r.bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemData) {
-		t.Fatalf("%s holds no certificate", bundle)
+	r.roots = x509.NewCertPool()
+	if !r.roots.AppendCertsFromPEM(pemData) {
+		t.Fatalf("%s holds no certificate", r.bundle)
 	}
-	pu, _ := url.Parse(proxyURL)
-	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	resp, err := client.Get(w.ProxyURL + "/example.com/good/@v/v1.0.0.zip")
+	return r
+}
+
+// client is an HTTP client through the gateway.
+func (r *running) client() *http.Client {
+	pu, _ := url.Parse(r.proxyURL)
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: r.roots}}}
+}
+
+// stop stops the gateway as SIGTERM would and returns its exit status.
+func (r *running) stop(t testing.TB) int {
+	t.Helper()
+	r.cancel()
+	select {
+	case s := <-r.status:
+		r.status <- s // later calls see it too
+		return s
+	case <-time.After(40 * time.Second):
+		t.Fatal("run did not drain and exit")
+		return -1
+	}
+}
+
+// TestRunServesAndDrains starts 'sumgate run' against the test world,
+// downloads a verified zip through it, and stops it as SIGTERM would.
+func TestRunServesAndDrains(t *testing.T) {
+	w := testworld.New(t)
+	r := startRun(t, w, "")
+	resp, err := r.client().Get(w.ProxyURL + "/example.com/good/@v/v1.0.0.zip")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +112,10 @@ func TestRunServesAndDrains(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != string(w.Module(testworld.GoodPath, testworld.Version).Zip) {
 		t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
 	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(bundle), "root.key")); err != nil {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(r.bundle), "root.key")); err != nil {
 		t.Errorf("run did not create the local CA: %v", err)
 	}
-
-	cancel()
-	select {
-	case s := <-status:
-		if s != 0 {
-			t.Fatalf("run exited %d after SIGTERM, want 0", s)
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("run did not drain and exit")
+	if s := r.stop(t); s != 0 {
+		t.Fatalf("run exited %d after SIGTERM, want 0", s)
 	}
 }

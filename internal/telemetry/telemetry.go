@@ -141,6 +141,7 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
+	dropped.Add(ctx, 0) // present, at zero, from the first scrape
 	t.gate = &gate{capacity: int64(opts.QueueSize), dropped: dropped, log: opts.Logger.With("component", "telemetry")}
 	bspOpts := []sdktrace.BatchSpanProcessorOption{
 		sdktrace.WithMaxQueueSize(opts.QueueSize),

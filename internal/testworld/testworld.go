@@ -70,6 +70,7 @@ type World struct {
 	routes  map[string]http.Handler
 	mu      sync.Mutex
 	counts  map[string]map[string]int // host -> URL path -> requests
+	leaks   map[string][]string       // internal header -> "host/path: value" it arrived with
 	git     map[string]http.Handler   // "owner/name" -> git smart-HTTP handler
 	clients []*http.Transport         // closed at cleanup
 }
@@ -83,6 +84,7 @@ func New(t testing.TB) *World {
 		ProxyURL:   "https://" + config.PublicProxyHost,
 		MirrorURLs: []string{config.GoproxyCN, config.GoproxyIO, config.Aliyun},
 		counts:     make(map[string]map[string]int),
+		leaks:      make(map[string][]string),
 		byKey:      make(map[module.Version]*Module),
 	}
 
@@ -195,6 +197,23 @@ func newCerts(t testing.TB, hosts []string) (rootPEM []byte, leaf tls.Certificat
 	return rootPEM, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
 }
 
+// internalHeaders must never reach an upstream: trace context and proxy
+// credentials (threat 15).
+var internalHeaders = []string{"Traceparent", "Tracestate", "Baggage", "Proxy-Authorization", "Proxy-Connection"}
+
+// Leaks returns, for each internal header (trace context, proxy
+// credentials) that reached any host of the world, where and with what
+// value. It is empty when nothing leaked.
+func (w *World) Leaks() map[string][]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string][]string{}
+	for k, v := range w.leaks {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
 // route counts the request and hands it to its host's handler.
 func (w *World) route(rw http.ResponseWriter, r *http.Request) {
 	host := r.Host
@@ -207,6 +226,11 @@ func (w *World) route(rw http.ResponseWriter, r *http.Request) {
 		w.counts[host] = make(map[string]int)
 	}
 	w.counts[host][r.URL.Path]++
+	for _, name := range internalHeaders {
+		if v := r.Header.Values(name); len(v) > 0 {
+			w.leaks[name] = append(w.leaks[name], host+r.URL.Path+": "+strings.Join(v, ", "))
+		}
+	}
 	w.mu.Unlock()
 
 	if h := w.routes[host]; h != nil {

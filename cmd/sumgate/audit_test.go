@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sumgate/sumgate/internal/otlptest"
+	"github.com/sumgate/sumgate/internal/testworld"
+)
+
+// clearOTELEnv makes the test independent of the caller's OTEL_* settings.
+func clearOTELEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "OTEL_") {
+			t.Setenv(k, "")
+		}
+	}
+}
+
+// TestRunExportsOverOTLP configures export only through the standard
+// environment variables, drives the real go command through the gateway,
+// and finds the spans at a real OTLP receiver, over gRPC and over HTTP.
+// The batch delay is an hour, so the spans arrive only because shutdown
+// flushes them.
+func TestRunExportsOverOTLP(t *testing.T) {
+	for _, tc := range []struct{ protocol, endpoint string }{{"grpc", "grpc"}, {"http/protobuf", "http"}} {
+		t.Run(tc.endpoint, func(t *testing.T) {
+			clearOTELEnv(t)
+			rcv := otlptest.Start(t)
+			endpoint := "http://" + rcv.GRPCAddr
+			if tc.endpoint == "http" {
+				endpoint = rcv.HTTPURL
+			}
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
+			t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+			t.Setenv("OTEL_SERVICE_NAME", "sumgate-ci")
+			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+			w := testworld.New(t)
+			r := startRun(t, w, "")
+			if r.audit != "otlp" {
+				t.Errorf("banner says spans go to %q, want otlp", r.audit)
+			}
+			out, err := testworld.GoModDownload(t, []string{"GOPROXY=" + w.ProxyURL, "HTTPS_PROXY=" + r.proxyURL, "SSL_CERT_FILE=" + r.bundle},
+				testworld.GoodPath+"@v1.0.0")
+			if err != nil {
+				t.Fatalf("go mod download: %v\n%s", err, out)
+			}
+			if n := len(rcv.Spans()); n != 0 {
+				t.Fatalf("%d spans exported before shutdown with an hour's batch delay", n)
+			}
+			if s := r.stop(t); s != 0 {
+				t.Fatalf("run exited %d", s)
+			}
+			var zip *otlptest.Span
+			servers := otlptest.Servers(rcv.Spans())
+			for i, s := range servers {
+				if strings.HasSuffix(s.Str("url.full"), "/"+testworld.GoodPath+"/@v/v1.0.0.zip") {
+					zip = &servers[i]
+				}
+				if s.Resource["service.name"] != "sumgate-ci" || s.Resource["deployment.environment.name"] != "test" {
+					t.Errorf("resource %v ignores OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES", s.Resource)
+				}
+			}
+			if zip == nil {
+				t.Fatalf("no server span for the zip among %d", len(servers))
+			}
+			want := w.Module(testworld.GoodPath, testworld.Version).ZipHash
+			if zip.Str("sumgate.verdict") != "verified" || zip.Str("sumgate.hash.want") != want || !strings.HasPrefix(zip.Str("user_agent.original"), "Go-http-client") {
+				t.Errorf("zip span attributes: %v", zip.Attrs)
+			}
+		})
+	}
+}
+
+// TestRunWritesAuditFile: with no exporter configured, spans go to a
+// JSON-lines file under the data directory, one parseable span per line.
+func TestRunWritesAuditFile(t *testing.T) {
+	clearOTELEnv(t)
+	w := testworld.New(t)
+	r := startRun(t, w, "")
+	if !strings.HasSuffix(r.audit, "/audit/spans.jsonl") {
+		t.Fatalf("banner says spans go to %q", r.audit)
+	}
+	status, _ := fetch(t, r.client(), w.ProxyURL+"/"+testworld.TamperedZipPath+"/@v/v1.0.0.zip")
+	if status != http.StatusForbidden {
+		t.Fatalf("tampered zip: %d", status)
+	}
+	r.stop(t)
+	f, err := os.Open(r.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if fi, _ := f.Stat(); fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("audit file mode %v: readable by others", fi.Mode())
+	}
+	type kv struct {
+		Key   string
+		Value struct{ Value any }
+	}
+	var found bool
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	lines := 0
+	for sc.Scan() {
+		lines++
+		var span struct {
+			Name        string
+			SpanKind    int
+			SpanContext struct{ TraceID, SpanID string }
+			Attributes  []kv
+			Status      struct{ Code string }
+		}
+		if err := json.Unmarshal(sc.Bytes(), &span); err != nil {
+			t.Fatalf("line %d is not a JSON span: %v\n%s", lines, err, sc.Bytes())
+		}
+		attrs := map[string]any{}
+		for _, a := range span.Attributes {
+			attrs[a.Key] = a.Value.Value
+		}
+		if span.Name == "GET" && attrs["sumgate.verdict"] == "mismatch" {
+			found = true
+			if span.Status.Code != "Error" || attrs["sumgate.hash.got"] == attrs["sumgate.hash.want"] || span.SpanContext.TraceID == "" {
+				t.Errorf("blocked download's audit record: %s", sc.Bytes())
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no audit record of the blocked download among %d lines", lines)
+	}
+}
+
+func fetch(t testing.TB, c *http.Client, u string) (int, []byte) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// metricValue returns the sum of the samples of name whose labels include
+// every label in want (written as `key="value"`).
+func metricValue(text, name string, want ...string) (float64, bool) {
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? (\S+)`)
+	var sum float64
+	found := false
+	for _, line := range strings.Split(text, "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		ok := true
+		for _, l := range want {
+			ok = ok && strings.Contains(m[1], l)
+		}
+		if v, err := strconv.ParseFloat(m[2], 64); ok && err == nil {
+			sum += v
+			found = true
+		}
+	}
+	return sum, found
+}
+
+// TestAdminEndpoints: /metrics reflects a workload; /healthz, /readyz and
+// /ca.pem answer.
+func TestAdminEndpoints(t *testing.T) {
+	clearOTELEnv(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	w := testworld.New(t)
+	r := startRun(t, w, "")
+	c := r.client()
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{
+		{"/" + testworld.GoodPath + "/@v/v1.0.0.zip", 200},
+		{"/" + testworld.GoodPath + "/@v/v1.0.0.zip", 200}, // from the cache
+		{"/" + testworld.TamperedZipPath + "/@v/v1.0.0.zip", 403},
+		{"/" + testworld.GoodPath + "/@v/list", 200},
+	} {
+		if status, body := fetch(t, c, w.ProxyURL+tc.path); status != tc.status {
+			t.Fatalf("%s: %d %s", tc.path, status, body)
+		}
+	}
+	admin := &http.Client{Timeout: 10 * time.Second}
+	waitReady(t, admin, r.admin, 200)
+	if status, body := fetch(t, admin, r.admin+"/healthz"); status != 200 {
+		t.Errorf("/healthz: %d %s", status, body)
+	}
+	bundle, _ := os.ReadFile(r.bundle)
+	if _, body := fetch(t, admin, r.admin+"/ca.pem"); !strings.HasPrefix(string(body), "-----BEGIN CERTIFICATE-----") || !strings.Contains(string(bundle), string(body)) {
+		t.Errorf("/ca.pem is not the enterprise root: %s", body)
+	}
+	_, body := fetch(t, admin, r.admin+"/metrics")
+	text := string(body)
+	for _, m := range []struct {
+		name   string
+		labels []string
+		min    float64
+		max    float64
+	}{
+		{"sumgate_requests_total", []string{`sumgate_decision="intercept"`, `http_response_status_code="200"`}, 3, 3},
+		{"sumgate_requests_total", []string{`sumgate_decision="intercept"`, `http_response_status_code="403"`}, 1, 1},
+		{"sumgate_verdicts_total", []string{`sumgate_verdict="verified"`}, 2, 2},
+		{"sumgate_verdicts_total", []string{`sumgate_verdict="mismatch"`}, 1, 1},
+		{"sumgate_cache_lookups_total", []string{`sumgate_cache_hit="true"`}, 1, 1},
+		{"sumgate_certs_minted_total", []string{`outcome="ok"`}, 1, 1},
+		{"sumgate_bytes_total", []string{`direction="sent"`}, 1, 1e9},
+		{"sumgate_bytes_total", []string{`direction="spooled"`}, 1, 1e9},
+		{"sumgate_upstream_duration_seconds_count", []string{`kind="module"`}, 2, 2},
+		{"sumgate_sumdb_lookup_duration_seconds_count", nil, 2, 2},
+		{"sumgate_request_duration_seconds_count", nil, 4, 4},
+		{"sumgate_spans_dropped_total", nil, 0, 0},
+	} {
+		v, ok := metricValue(text, m.name, m.labels...)
+		if !ok || v < m.min || v > m.max {
+			t.Errorf("%s%v = %v (present %v), want %v..%v", m.name, m.labels, v, ok, m.min, m.max)
+		}
+	}
+	if _, ok := metricValue(text, "sumgate_tunnels_active"); !ok {
+		t.Error("/metrics lacks sumgate_tunnels_active")
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", text)
+	}
+}
+
+// waitReady polls /readyz until it answers status, for up to 15s.
+func waitReady(t testing.TB, c *http.Client, admin string, status int) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, body := fetch(t, c, admin+"/readyz")
+		if got == status {
+			return string(body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: %d %s, want %d", got, body, status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestReadyzWaitsForTheDatabase: a gateway that cannot reach the
+// checksum database at start is not ready, and becomes ready once it can.
+func TestReadyzWaitsForTheDatabase(t *testing.T) {
+	clearOTELEnv(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	w := testworld.New(t)
+	w.SetSumDB(testworld.SumDBDown)
+	r := startRun(t, w, "")
+	admin := &http.Client{Timeout: 10 * time.Second}
+	time.Sleep(500 * time.Millisecond) // the first probe has failed by now
+	if body := waitReady(t, admin, r.admin, http.StatusServiceUnavailable); !strings.Contains(body, "checksum database") {
+		t.Errorf("/readyz says %q, want the reason", body)
+	}
+	if status, _ := fetch(t, admin, r.admin+"/healthz"); status != 200 {
+		t.Errorf("/healthz: %d while not ready: a live process must stay healthy", status)
+	}
+	w.SetSumDB(testworld.SumDBHonest)
+	waitReady(t, admin, r.admin, http.StatusOK)
+}

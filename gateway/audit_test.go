@@ -1,0 +1,464 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"golang.org/x/mod/module"
+
+	"github.com/sumgate/sumgate/gateway"
+	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/otlptest"
+	"github.com/sumgate/sumgate/internal/telemetry"
+	"github.com/sumgate/sumgate/internal/testworld"
+)
+
+// upperEsc is testworld.UpperPath as module proxy URLs spell it.
+var upperEsc, _ = module.EscapePath(testworld.UpperPath)
+
+// traced is a gateway exporting its spans over real OTLP to a receiver.
+type traced struct {
+	*env
+	rcv *otlptest.Receiver
+	tel *telemetry.Telemetry
+}
+
+// startOTLP runs a gateway whose spans go over OTLP (protocol "grpc" or
+// "http") to a fresh receiver.
+func startOTLP(t testing.TB, protocol string, queue int, edit func(*gateway.Config)) *traced {
+	t.Helper()
+	rcv := otlptest.Start(t)
+	ctx := context.Background()
+	var exp sdktrace.SpanExporter
+	var err error
+	if protocol == "grpc" {
+		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(rcv.GRPCAddr), otlptracegrpc.WithInsecure(),
+			otlptracegrpc.WithTimeout(2*time.Second), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
+	} else {
+		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(rcv.HTTPURL+"/v1/traces"),
+			otlptracehttp.WithTimeout(2*time.Second), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel, err := telemetry.Setup(ctx, telemetry.Options{Exporter: exp, BatchTimeout: 50 * time.Millisecond, QueueSize: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	return &traced{env: startTraced(t, testworld.New(t), tel, edit), rcv: rcv, tel: tel}
+}
+
+// flush shuts the gateway down (ending every tunnel's span) and then the
+// telemetry (exporting every span), and returns what the receiver got.
+func (tr *traced) flush(t testing.TB) []otlptest.Span {
+	t.Helper()
+	tr.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tr.tel.Shutdown(ctx); err != nil {
+		t.Fatalf("flushing spans: %v", err)
+	}
+	return tr.rcv.Spans()
+}
+
+// oneShot returns a client through the gateway that opens a new
+// connection (so a new CONNECT) for every request.
+func (e *env) oneShot(roots ...*tls.Config) *http.Client {
+	pu, _ := url.Parse("http://" + e.addr)
+	tc := &tls.Config{RootCAs: pool(e.root)}
+	if len(roots) > 0 {
+		tc = roots[0]
+	}
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		Proxy: http.ProxyURL(pu), TLSClientConfig: tc, DisableKeepAlives: true,
+	}}
+}
+
+func get(t testing.TB, c *http.Client, u string, header ...string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("User-Agent", "audit-test/1")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// TestEveryRequestIsOneServerSpan drives a mixed workload and checks that
+// each client request has exactly one root server span, with the audit
+// attributes and status it calls for.
+func TestEveryRequestIsOneServerSpan(t *testing.T) {
+	for _, protocol := range []string{"grpc", "http"} {
+		t.Run(protocol, func(t *testing.T) {
+			tlsSrv := newTLSServer(t, "tunnel.example")
+			plain := newHTTPServer(t)
+			tr := startOTLP(t, protocol, 0, func(c *gateway.Config) {
+				c.Resolve = map[string]string{"tunnel.example": tlsSrv.addr, "plain.example": plain}
+				c.VCS = gateway.VCSPrivateOnly
+			})
+			w := tr.w
+			c := tr.oneShot()
+			proxy := w.ProxyURL
+			type want struct {
+				name              string
+				url               string
+				status            int
+				decision, rule    string
+				verdict           string
+				errorStatus       bool
+				modPath, modKind  string
+				vcsModule, reason string
+			}
+			cases := []want{
+				{name: "genuine zip", url: proxy + "/" + testworld.GoodPath + "/@v/v1.0.0.zip", status: 200, decision: "intercept", rule: "verify", verdict: "verified", modPath: testworld.GoodPath, modKind: "zip"},
+				{name: "genuine zip again (cache)", url: proxy + "/" + testworld.GoodPath + "/@v/v1.0.0.zip", status: 200, decision: "intercept", rule: "verify", verdict: "verified", modPath: testworld.GoodPath, modKind: "zip"},
+				{name: "tampered zip", url: proxy + "/" + testworld.TamperedZipPath + "/@v/v1.0.0.zip", status: 403, decision: "intercept", rule: "verify", verdict: "mismatch", errorStatus: true, modPath: testworld.TamperedZipPath, modKind: "zip"},
+				{name: "unknown", url: proxy + "/" + testworld.UnknownPath + "/@v/v1.0.0.mod", status: 403, decision: "intercept", rule: "verify", verdict: "not-found", errorStatus: true, modPath: testworld.UnknownPath, modKind: "mod"},
+				{name: "private", url: proxy + "/" + testworld.PrivatePath + "/@v/v1.0.0.zip", status: 200, decision: "intercept", rule: "verify", verdict: "private", modPath: testworld.PrivatePath, modKind: "zip"},
+				{name: "metadata", url: proxy + "/" + testworld.GoodPath + "/@v/list", status: 200, decision: "intercept", rule: "pass-through", modPath: testworld.GoodPath, modKind: "list"},
+				{name: "vcs blocked", url: "https://github.com/public/repo/info/refs?service=git-upload-pack", status: 403, decision: "deny", rule: "vcs: private-only", errorStatus: true, vcsModule: "github.com/public/repo"},
+			}
+			for _, tc := range cases {
+				if status, body := get(t, c, tc.url); status != tc.status {
+					t.Fatalf("%s: status %d, want %d: %s", tc.name, status, tc.status, body)
+				}
+			}
+			// A blind tunnel, a denied CONNECT, and a plain-HTTP request.
+			tunnelClient := tr.oneShot(&tls.Config{RootCAs: tlsSrv.roots})
+			if status, body := get(t, tunnelClient, "https://tunnel.example/hello"); status != 200 {
+				t.Fatalf("tunnel: %d %s", status, body)
+			}
+			if status, _ := tr.connect(t, "10.0.0.1:443"); status != http.StatusForbidden {
+				t.Fatalf("CONNECT to an internal address: %d", status)
+			}
+			if status, body := get(t, c, "http://plain.example/"); status != 200 {
+				t.Fatalf("plain http: %d %s", status, body)
+			}
+			// Client requests: two per intercepted case (CONNECT and GET),
+			// one each for the tunnel, the denied CONNECT and plain HTTP.
+			wantServers := 2*len(cases) + 3
+
+			spans := tr.flush(t)
+			servers := otlptest.Servers(spans)
+			if len(servers) != wantServers {
+				for _, s := range servers {
+					t.Logf("server span %s %s %s", s.Name, s.Str("url.full"), s.Str("server.address"))
+				}
+				t.Fatalf("%d server spans, want exactly %d (one per client request)", len(servers), wantServers)
+			}
+			for _, s := range servers {
+				if s.ParentSpanID != "" {
+					t.Errorf("server span %s has a parent: audit spans must be roots", s.Name)
+				}
+				if s.Protocol != protocol {
+					t.Errorf("span arrived over %s", s.Protocol)
+				}
+				if s.Resource["service.name"] != "sumgate" {
+					t.Errorf("service.name %v", s.Resource["service.name"])
+				}
+			}
+			byID := map[string]otlptest.Span{}
+			for _, s := range spans {
+				byID[s.SpanID] = s
+			}
+			var gets, connects []otlptest.Span
+			for _, s := range servers {
+				if s.Name == "CONNECT" {
+					connects = append(connects, s)
+				} else {
+					gets = append(gets, s)
+				}
+			}
+			// Intercepted requests, in the order sent.
+			for i, tc := range cases {
+				s := gets[i]
+				check := func(key string, want any) {
+					t.Helper()
+					if want == "" {
+						return
+					}
+					if got := s.Attrs[key]; got != want {
+						t.Errorf("%s: %s = %v, want %v", tc.name, key, got, want)
+					}
+				}
+				check("url.full", tc.url)
+				check("http.request.method", "GET")
+				check("http.response.status_code", int64(tc.status))
+				check("sumgate.decision", tc.decision)
+				check("sumgate.rule", tc.rule)
+				check("sumgate.verdict", tc.verdict)
+				check("sumgate.module.path", tc.modPath)
+				check("sumgate.module.kind", tc.modKind)
+				check("sumgate.vcs.module", tc.vcsModule)
+				check("user_agent.original", "audit-test/1")
+				check("client.address", "127.0.0.1")
+				check("network.protocol.version", "1.1")
+				u, _ := url.Parse(tc.url)
+				check("server.address", u.Hostname())
+				check("tls.server.name", u.Hostname())
+				if got := s.StatusCode == tracepb.Status_STATUS_CODE_ERROR; got != tc.errorStatus {
+					t.Errorf("%s: span status %v, want error=%v", tc.name, s.StatusCode, tc.errorStatus)
+				}
+				if tc.errorStatus && s.Str("sumgate.reason") == "" {
+					t.Errorf("%s: a refusal without sumgate.reason", tc.name)
+				}
+				if len(s.Links) != 1 || byID[s.Links[0]].Name != "CONNECT" {
+					t.Errorf("%s: not linked to its CONNECT span", tc.name)
+				}
+				if tc.status == 200 && s.Int("sumgate.bytes.sent") <= 0 {
+					t.Errorf("%s: sumgate.bytes.sent = %d", tc.name, s.Int("sumgate.bytes.sent"))
+				}
+				switch tc.verdict {
+				case "verified":
+					m := w.Module(tc.modPath, testworld.Version)
+					if s.Str("sumgate.hash.got") != m.ZipHash || s.Str("sumgate.hash.want") != m.ZipHash || s.Int("sumgate.sumdb.tree_size") <= 0 {
+						t.Errorf("%s: hashes %q %q tree %d, want %s", tc.name, s.Str("sumgate.hash.got"), s.Str("sumgate.hash.want"), s.Int("sumgate.sumdb.tree_size"), m.ZipHash)
+					}
+				case "mismatch":
+					if g, w := s.Str("sumgate.hash.got"), s.Str("sumgate.hash.want"); g == "" || w == "" || g == w {
+						t.Errorf("%s: hashes got %q want %q", tc.name, g, w)
+					}
+				}
+			}
+			if gets[0].Attrs["sumgate.cache.hit"] != false || gets[1].Attrs["sumgate.cache.hit"] != true {
+				t.Errorf("cache.hit: first %v, second %v", gets[0].Attrs["sumgate.cache.hit"], gets[1].Attrs["sumgate.cache.hit"])
+			}
+			if gets[0].Int("sumgate.spool.bytes") <= 0 {
+				t.Errorf("first download: spool.bytes %d", gets[0].Int("sumgate.spool.bytes"))
+			}
+			// The genuine download's trace holds the fetch, the check, its
+			// lookup with tile fetches, and the hash.
+			children := map[string]int{}
+			for _, s := range spans {
+				if s.TraceID == gets[0].TraceID {
+					children[s.Name]++
+				}
+			}
+			for _, name := range []string{"upstream GET", "sumdb.check", "sumdb.lookup", "sumdb.hash"} {
+				if children[name] == 0 {
+					t.Errorf("genuine download's trace lacks a %q span: %v", name, children)
+				}
+			}
+			if children["upstream GET"] < 3 {
+				t.Errorf("want the zip fetch plus lookup and tile fetches as upstream spans, got %d", children["upstream GET"])
+			}
+			// CONNECTs: the first intercepted one minted the leaf.
+			minted := 0
+			for _, s := range spans {
+				if s.Name == "certs.mint" {
+					minted++
+					if p := byID[byID[s.ParentSpanID].ParentSpanID]; p.Name != "CONNECT" {
+						t.Errorf("certs.mint's grandparent is %q, want the CONNECT span", p.Name)
+					}
+				}
+			}
+			if minted == 0 {
+				t.Error("no certs.mint span")
+			}
+			var tunnel, denied, forward otlptest.Span
+			for _, s := range connects {
+				switch s.Str("sumgate.decision") {
+				case "tunnel":
+					tunnel = s
+				case "deny":
+					denied = s
+				case "intercept":
+					if s.Int("sumgate.tunnel.requests") != 1 || s.Int("sumgate.tunnel.client_to_server_bytes") <= 0 {
+						t.Errorf("intercepted CONNECT: requests %d, bytes up %d", s.Int("sumgate.tunnel.requests"), s.Int("sumgate.tunnel.client_to_server_bytes"))
+					}
+				}
+			}
+			for _, s := range gets[len(cases):] {
+				forward = s
+			}
+			if tunnel.Str("server.address") != "tunnel.example" || tunnel.Int("sumgate.tunnel.client_to_server_bytes") <= 0 ||
+				tunnel.Int("sumgate.tunnel.server_to_client_bytes") <= 0 || tunnel.StatusCode == tracepb.Status_STATUS_CODE_ERROR {
+				t.Errorf("tunnel span: %+v", tunnel.Attrs)
+			}
+			if tunnel.End.Sub(tunnel.Start) <= 0 {
+				t.Error("tunnel span has no duration")
+			}
+			if denied.Str("sumgate.rule") != "internal-address" || denied.StatusCode != tracepb.Status_STATUS_CODE_ERROR ||
+				denied.Int("http.response.status_code") != 403 {
+				t.Errorf("denied CONNECT span: %v %v", denied.Attrs, denied.StatusCode)
+			}
+			if forward.Str("sumgate.decision") != "forward" || forward.Str("url.full") != "http://plain.example/" {
+				t.Errorf("plain HTTP span: %v", forward.Attrs)
+			}
+		})
+	}
+}
+
+// TestTraceContextIsNeitherTrustedNorLeaked holds threat 15: a client's
+// traceparent does not become the parent of an audit span, and no trace
+// context or proxy credential reaches an upstream.
+func TestTraceContextIsNeitherTrustedNorLeaked(t *testing.T) {
+	// A program embedding sumgate may well install the W3C propagator
+	// globally; sumgate must not use it.
+	prev := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	plain := newHTTPServer(t)
+	tr := startOTLP(t, "grpc", 0, func(c *gateway.Config) {
+		c.Resolve = map[string]string{"plain.example": plain}
+	})
+	const clientTrace = "0af7651916cd43dd8448eb211c80319c"
+	parent := "00-" + clientTrace + "-b7ad6b7169203331-01"
+	headers := []string{"Traceparent", parent, "Tracestate", "vendor=secret", "Baggage", "user=alice", "Proxy-Authorization", "Basic c2VjcmV0"}
+	c := tr.oneShot()
+	for _, u := range []string{
+		tr.w.ProxyURL + "/" + testworld.GoodPath + "/@v/v1.0.0.zip",  // verified
+		tr.w.ProxyURL + "/" + testworld.GoodPath + "/@v/v1.0.0.info", // passed through
+		tr.w.ProxyURL + "/sumdb/" + config.SumDBName + "/latest",     // passed through
+		tr.w.ProxyURL + "/" + upperEsc + "/@v/v1.0.0.mod",            // verified
+		tr.w.MirrorURLs[0] + "/" + testworld.GoodPath + "/@v/list",   // another origin
+	} {
+		if status, body := get(t, c, u, headers...); status != 200 {
+			t.Fatalf("GET %s: %d %s", u, status, body)
+		}
+	}
+	// Plain HTTP: the header reaches sumgate directly.
+	req, _ := http.NewRequest(http.MethodGet, "http://plain.example/", nil)
+	for i := 0; i < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	if resp, err := c.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	spans := tr.flush(t)
+	if len(otlptest.Servers(spans)) == 0 {
+		t.Fatal("no spans")
+	}
+	for _, s := range spans {
+		if s.TraceID == clientTrace {
+			t.Errorf("span %s joined the client's trace", s.Name)
+		}
+		if s.Kind == tracepb.Span_SPAN_KIND_SERVER && s.ParentSpanID != "" {
+			t.Errorf("server span %s has parent %s", s.Name, s.ParentSpanID)
+		}
+	}
+	if leaks := tr.w.Leaks(); len(leaks) != 0 {
+		t.Errorf("internal headers reached upstreams: %v", leaks)
+	}
+}
+
+// TestSpanCountEqualsRequestCountUnderLoad: a few hundred concurrent
+// requests, each on its own connection, give exactly one server span per
+// client request, none dropped.
+func TestSpanCountEqualsRequestCountUnderLoad(t *testing.T) {
+	tr := startOTLP(t, "grpc", 0, nil)
+	const requests = 300
+	urls := []string{
+		tr.w.ProxyURL + "/" + testworld.GoodPath + "/@v/v1.0.0.zip",
+		tr.w.ProxyURL + "/" + testworld.TamperedZipPath + "/@v/v1.0.0.zip",
+		tr.w.ProxyURL + "/" + testworld.GoodPath + "/@v/list",
+		tr.w.ProxyURL + "/" + upperEsc + "/@v/v1.0.0.mod",
+	}
+	c := tr.oneShot()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 100)
+	var failed sync.Map
+	for i := range requests {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if status, body := get(t, c, urls[i%len(urls)]); status != 200 && status != 403 {
+				failed.Store(i, fmt.Sprintf("%d %s", status, body))
+			}
+		})
+	}
+	wg.Wait()
+	failed.Range(func(k, v any) bool { t.Errorf("request %v: %v", k, v); return true })
+	servers := otlptest.Servers(tr.flush(t))
+	var gets, connects int
+	for _, s := range servers {
+		if s.Name == "CONNECT" {
+			connects++
+		} else {
+			gets++
+		}
+	}
+	if gets != requests || connects != requests {
+		t.Errorf("%d request spans and %d CONNECT spans for %d requests on as many connections", gets, connects, requests)
+	}
+	if d := tr.tel.Dropped(); d != 0 {
+		t.Errorf("%d spans dropped", d)
+	}
+}
+
+// TestCollectorDownKeepsServing: with the collector gone, requests still
+// succeed and the dropped-span count rises, on both the export-failure
+// and the full-queue paths.
+func TestCollectorDownKeepsServing(t *testing.T) {
+	tr := startOTLP(t, "grpc", 16, nil)
+	tr.rcv.Stop()
+	c := tr.oneShot()
+	start := time.Now()
+	for i := range 40 {
+		if status, body := get(t, c, tr.w.ProxyURL+"/"+testworld.GoodPath+"/@v/list"); status != 200 {
+			t.Fatalf("request %d with the collector down: %d %s", i, status, body)
+		}
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("40 requests took %v with the collector down: serving waited for it", took)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for tr.tel.Dropped() == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if tr.tel.Dropped() == 0 {
+		t.Fatal("no span counted as dropped with the collector down")
+	}
+	rec := scrape(t, tr.tel)
+	if !strings.Contains(rec, "sumgate_spans_dropped_total") {
+		t.Errorf("/metrics lacks sumgate_spans_dropped_total:\n%s", rec)
+	}
+}
+
+// scrape returns the Prometheus text of tel's metrics.
+func scrape(t testing.TB, tel *telemetry.Telemetry) string {
+	t.Helper()
+	rec := &strings.Builder{}
+	srv := &http.Server{Handler: tel.MetricsHandler()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer srv.Close()
+	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		rec.WriteString(sc.Text() + "\n")
+	}
+	return rec.String()
+}

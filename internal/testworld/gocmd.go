@@ -1,0 +1,54 @@
+package testworld
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// GoBinary returns the go command of the toolchain running the tests.
+func GoBinary(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		t.Skip("no go command")
+	}
+	return p
+}
+
+// GoModDownload runs the real go command: `go mod download -json mods...` with a fresh GOPATH
+// and module cache, every client-side check off, and env added. It
+// returns standard output (standard error too, on failure).
+func GoModDownload(t testing.TB, env []string, mods ...string) ([]byte, error) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(GoBinary(t), append([]string{"mod", "download", "-json"}, mods...)...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{
+		"HOME=" + dir,
+		"PATH=" + os.Getenv("PATH"),
+		"GOPATH=" + filepath.Join(dir, "gopath"),
+		"GOMODCACHE=" + filepath.Join(dir, "modcache"),
+		"GOCACHE=" + filepath.Join(dir, "cache"),
+		// Threat 5: the client's own checks are off; only sumgate stands
+		// between it and the bytes. (Not GOINSECURE: it switches the go
+		// command to a client with a 5-second timeout, which a loaded CI
+		// machine can exceed on a first, minting handshake.)
+		"GOSUMDB=off",
+		"GONOSUMDB=*",
+		"GOFLAGS=-modcacherw",
+		"GOTOOLCHAIN=local",
+		"GOTELEMETRY=off",
+		"GOENV=off",
+	}, env...)
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		out = append(out, ee.Stderr...)
+	}
+	return out, err
+}
