@@ -82,6 +82,7 @@ type requestAudit struct {
 	span  trace.Span
 	ctx   context.Context
 	start time.Time
+	method, url string // for the access log line
 
 	mu       sync.Mutex
 	decision string
@@ -118,7 +119,7 @@ func (g *Gateway) startRequest(req *http.Request, t *tunnel) *requestAudit {
 	attrs = append(attrs, semconv.URLFull(full), semconv.URLPath(req.URL.Path))
 	attrs = append(attrs, clientAttrs(req, client)...)
 	ctx, span := g.tracer.Start(req.Context(), req.Method, append(opts, trace.WithAttributes(attrs...))...)
-	return &requestAudit{g: g, span: span, ctx: ctx, start: time.Now(), decision: DecisionIntercept}
+	return &requestAudit{g: g, span: span, ctx: ctx, start: time.Now(), method: req.Method, url: full, decision: DecisionIntercept}
 }
 
 // clientAttrs are the client's address and user agent.
@@ -187,10 +188,13 @@ func (a *requestAudit) end() {
 		a.span.SetStatus(codes.Error, http.StatusText(status))
 	}
 	a.span.End()
+	elapsed := time.Since(a.start)
+	a.g.log.InfoContext(a.ctx, "request", "method", a.method, "url", a.url, "status", status,
+		"decision", decision, "bytes_sent", sent, "duration", elapsed, "failure", failure)
 	in := a.g.metrics
 	ctx := context.Background()
 	in.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
-	in.duration.Record(ctx, time.Since(a.start).Seconds(), metric.WithAttributes(auditkey.Decision.String(decision)))
+	in.duration.Record(ctx, elapsed.Seconds(), metric.WithAttributes(auditkey.Decision.String(decision)))
 	in.bytes.Add(ctx, sent, metric.WithAttributes(direction("sent")))
 }
 
@@ -217,6 +221,8 @@ type connectAudit struct {
 	ctx     context.Context
 	conn    *idleConn // nil when the gateway is mounted on another server
 	decided string
+	target  string // the CONNECT's host:port
+	start   time.Time
 	r0, w0  int64 // client bytes before the tunnel began
 	once    sync.Once
 }
@@ -238,7 +244,7 @@ func (g *Gateway) startConnect(req *http.Request, hostport string) *connectAudit
 	attrs = append(attrs, clientAttrs(req, req.RemoteAddr)...)
 	ctx, span := g.tracer.Start(req.Context(), http.MethodConnect,
 		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
-	c := &connectAudit{g: g, span: span, ctx: ctx}
+	c := &connectAudit{g: g, span: span, ctx: ctx, target: hostport, start: time.Now()}
 	c.conn, _ = req.Context().Value(connKey{}).(*idleConn)
 	g.openSpans.Add(1)
 	return c
@@ -276,7 +282,10 @@ func (c *connectAudit) finish(status int, failure string, kv ...attribute.KeyVal
 		decision := c.decided
 		if decision == "" {
 			decision = DecisionDeny
-		} else {
+		}
+		c.g.log.InfoContext(c.ctx, "request", "method", http.MethodConnect, "target", c.target, "status", status,
+			"decision", decision, "duration", time.Since(c.start), "failure", failure)
+		if c.decided != "" {
 			c.g.metrics.tunnels.Add(ctx, -1, metric.WithAttributes(auditkey.Decision.String(decision)))
 		}
 		c.g.metrics.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))

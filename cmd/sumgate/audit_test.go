@@ -107,7 +107,7 @@ func TestRunWritesAuditFile(t *testing.T) {
 		Key   string
 		Value struct{ Value any }
 	}
-	var found bool
+	var found string // the blocked download's trace ID
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	lines := 0
@@ -128,14 +128,27 @@ func TestRunWritesAuditFile(t *testing.T) {
 			attrs[a.Key] = a.Value.Value
 		}
 		if span.Name == "GET" && attrs["sumgate.verdict"] == "mismatch" {
-			found = true
+			found = span.SpanContext.TraceID
 			if span.Status.Code != "Error" || attrs["sumgate.hash.got"] == attrs["sumgate.hash.want"] || span.SpanContext.TraceID == "" {
 				t.Errorf("blocked download's audit record: %s", sc.Bytes())
 			}
 		}
 	}
-	if !found {
-		t.Errorf("no audit record of the blocked download among %d lines", lines)
+	if found == "" {
+		t.Fatalf("no audit record of the blocked download among %d lines", lines)
+	}
+	// The JSON log lines about that request carry its trace ID.
+	var blocked, access bool
+	for _, line := range strings.Split(r.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["trace_id"] != found {
+			continue
+		}
+		blocked = blocked || rec["msg"] == "blocked" && rec["level"] == "WARN"
+		access = access || rec["msg"] == "request" && rec["status"] == float64(403) && rec["span_id"] != ""
+	}
+	if !blocked || !access {
+		t.Errorf("log lines with the blocked download's trace ID: blocked %v, access %v\n%s", blocked, access, r.logs)
 	}
 }
 

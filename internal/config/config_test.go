@@ -36,6 +36,12 @@ upstream:
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.AdminListen != "127.0.0.1:3129" || c.LogFormat != "json" || c.Audit.QueueSize != 8192 {
+		t.Fatalf("audit defaults: %q %q %+v", c.AdminListen, c.LogFormat, c.Audit)
+	}
+	if c, err := Parse("off.yaml", []byte("admin_listen: \"off\"\n")); err != nil || c.AdminListen != "off" {
+		t.Fatalf("admin_listen: off: %+v, %v", c, err)
+	}
 	if c.Listen != "127.0.0.1:3128" || c.Tunnel != "allow" || c.OnUnverified != "block" {
 		t.Fatalf("gateway defaults: %q %q %q", c.Listen, c.Tunnel, c.OnUnverified)
 	}
@@ -79,6 +85,12 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"bad tunnel", "tunnel: maybe\n", `c.yaml:1: tunnel: "maybe": want allow or deny`},
 		{"bad on_unverified", "on_unverified: warn\n", `c.yaml:1: on_unverified: "warn": want block or allow`},
 		{"bad vcs", "vcs: sometimes\n", `c.yaml:1: vcs: "sometimes": want allow, private-only or deny`},
+		{"bad admin_listen", "admin_listen: 9090\n", `c.yaml:1: admin_listen: "9090" is not host:port (or off)`},
+		{"bad log_format", "\nlog_format: xml\n", `c.yaml:2: log_format: "xml": want json or text`},
+		{"zero audit file size", "audit:\n  file_max_mb: 0\n", `c.yaml:2: audit.file_max_mb: must be at least 1`},
+		{"zero audit backups", "audit:\n  file_backups: 0\n", `c.yaml:2: audit.file_backups: must be at least 1`},
+		{"zero audit queue", "audit:\n  queue_size: 0\n", `c.yaml:2: audit.queue_size: must be at least 1`},
+		{"unknown audit key", "audit:\n  exporter: otlp\n", `c.yaml:2: unknown key "audit.exporter"`},
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
 		{"leaf lifetime not a duration", "ca:\n  leaf_lifetime: soon\n", `c.yaml:2: ca.leaf_lifetime: cannot unmarshal`},
@@ -113,6 +125,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("upstream:\n  resolve:\n    a.example: 127.0.0.1:1\n"))
 	f.Add([]byte("private: [\n"))
 	f.Add([]byte("&a [*a]"))
+	f.Add([]byte("admin_listen: off\nlog_format: text\naudit:\n  file_max_mb: 5\n  queue_size: 10\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.yaml", data)
 		if err != nil {
