@@ -78,10 +78,10 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 // A requestAudit is the server span of one client request, and what is
 // learnt about it before its response body is closed.
 type requestAudit struct {
-	g     *Gateway
-	span  trace.Span
-	ctx   context.Context
-	start time.Time
+	g           *Gateway
+	span        trace.Span
+	ctx         context.Context
+	start       time.Time
 	method, url string // for the access log line
 
 	mu       sync.Mutex
@@ -190,7 +190,7 @@ func (a *requestAudit) end() {
 	a.span.End()
 	elapsed := time.Since(a.start)
 	a.g.log.InfoContext(a.ctx, "request", "method", a.method, "url", a.url, "status", status,
-		"decision", decision, "bytes_sent", sent, "duration", elapsed, "failure", failure)
+		"decision", decision, "bytes_sent", sent, "duration_ms", float64(elapsed.Microseconds())/1000, "failure", failure)
 	in := a.g.metrics
 	ctx := context.Background()
 	in.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
@@ -284,7 +284,7 @@ func (c *connectAudit) finish(status int, failure string, kv ...attribute.KeyVal
 			decision = DecisionDeny
 		}
 		c.g.log.InfoContext(c.ctx, "request", "method", http.MethodConnect, "target", c.target, "status", status,
-			"decision", decision, "duration", time.Since(c.start), "failure", failure)
+			"decision", decision, "duration_ms", float64(time.Since(c.start).Microseconds())/1000, "failure", failure)
 		if c.decided != "" {
 			c.g.metrics.tunnels.Add(ctx, -1, metric.WithAttributes(auditkey.Decision.String(decision)))
 		}
