@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -98,17 +99,17 @@ type requestAudit struct {
 func (g *Gateway) startRequest(req *http.Request, t *tunnel) *requestAudit {
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(req.Method),
-		semconv.NetworkProtocolVersion(fmt.Sprintf("%d.%d", req.ProtoMajor, req.ProtoMinor)),
+		semconv.NetworkProtocolVersion(protoVersion(req)),
 	}
 	host := hostOnly(req.URL.Host)
-	full := req.URL.String()
+	full := redacted(req.URL)
 	client := req.RemoteAddr
 	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer)}
 	if t != nil {
 		host = t.host
 		u := *req.URL
 		u.Scheme, u.Host = "https", t.host
-		full = u.String()
+		full = redacted(&u)
 		client = t.client
 		attrs = append(attrs, auditkey.TLSServerName.String(t.sni()))
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: t.audit.span.SpanContext()}))
@@ -120,6 +121,26 @@ func (g *Gateway) startRequest(req *http.Request, t *tunnel) *requestAudit {
 	attrs = append(attrs, clientAttrs(req, client)...)
 	ctx, span := g.tracer.Start(req.Context(), req.Method, append(opts, trace.WithAttributes(attrs...))...)
 	return &requestAudit{g: g, span: span, ctx: ctx, start: time.Now(), method: req.Method, url: full, decision: DecisionIntercept}
+}
+
+// protoVersion is network.protocol.version: "1.1", "1.0" or "2".
+func protoVersion(req *http.Request) string {
+	if req.ProtoMajor == 2 {
+		return "2"
+	}
+	return fmt.Sprintf("%d.%d", req.ProtoMajor, req.ProtoMinor)
+}
+
+// redacted is u as url.full records it: credentials in the URL are
+// replaced, as semantic conventions require, so that they never reach
+// the audit trail.
+func redacted(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = url.UserPassword("REDACTED", "REDACTED")
+	return c.String()
 }
 
 // clientAttrs are the client's address and user agent.
@@ -231,7 +252,7 @@ type connectAudit struct {
 func (g *Gateway) startConnect(req *http.Request, hostport string) *connectAudit {
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(http.MethodConnect),
-		semconv.NetworkProtocolVersion(fmt.Sprintf("%d.%d", req.ProtoMajor, req.ProtoMinor)),
+		semconv.NetworkProtocolVersion(protoVersion(req)),
 	}
 	if h, p, err := net.SplitHostPort(hostport); err == nil {
 		attrs = append(attrs, semconv.ServerAddress(h))

@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,35 +16,51 @@ import (
 	"github.com/sumgate/sumgate/internal/testworld"
 )
 
-// BenchmarkTracing measures what the audit trail costs: requests through
-// an intercepted tunnel (a cached verified zip and a pass-through
-// metadata request, alternately, on keep-alive connections) with spans
-// exported over OTLP/gRPC to a receiver on loopback, written to the
-// audit file, built but dropped (OTEL_TRACES_EXPORTER=none), and not
-// built at all. Compare them in one run with benchstat.
+// exporters are the configurations BenchmarkTracing* compare: spans
+// exported over OTLP/gRPC to a receiver on loopback, written to the audit
+// file, built but dropped (OTEL_TRACES_EXPORTER=none), and not built at
+// all (no telemetry).
+var exporters = []string{"otlp", "file", "none", "off"}
+
+// setupTelemetry configures telemetry as exporter names, through the
+// environment as sumgate run does; "off" returns nil.
+func setupTelemetry(b *testing.B, exporter string) *telemetry.Telemetry {
+	b.Helper()
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		b.Setenv(k, "")
+	}
+	switch exporter {
+	case "off":
+		return nil
+	case "otlp":
+		rcv := otlptest.Start(b)
+		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+rcv.GRPCAddr)
+		b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	case "none":
+		b.Setenv("OTEL_TRACES_EXPORTER", "none")
+	}
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if d := tel.Dropped(); d > 0 {
+			b.Logf("%d spans dropped", d)
+		}
+		tel.Shutdown(context.Background())
+	})
+	return tel
+}
+
+// BenchmarkTracing measures what the audit trail costs on the gateway's
+// lightest path: requests through an intercepted tunnel, a cached verified
+// zip and a pass-through metadata request alternately, on keep-alive
+// connections, eight clients at once. Compare the exporters in one run
+// with benchstat.
 func BenchmarkTracing(b *testing.B) {
-	for _, exporter := range []string{"otlp", "file", "none", "off"} {
+	for _, exporter := range exporters {
 		b.Run("exporter="+exporter, func(b *testing.B) {
-			for _, kv := range [][2]string{{"OTEL_TRACES_EXPORTER", ""}, {"OTEL_EXPORTER_OTLP_ENDPOINT", ""}, {"OTEL_EXPORTER_OTLP_PROTOCOL", ""}} {
-				b.Setenv(kv[0], kv[1])
-			}
-			var tel *telemetry.Telemetry
-			switch exporter {
-			case "otlp":
-				rcv := otlptest.Start(b)
-				b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+rcv.GRPCAddr)
-				b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-			case "none":
-				b.Setenv("OTEL_TRACES_EXPORTER", "none")
-			}
-			if exporter != "off" {
-				var err error
-				tel, err = telemetry.Setup(context.Background(), telemetry.Options{DataDir: b.TempDir()})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { tel.Shutdown(context.Background()) })
-			}
+			tel := setupTelemetry(b, exporter)
 			e := startTraced(b, testworld.New(b), tel, nil)
 			pu, _ := url.Parse("http://" + e.addr)
 			c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
@@ -72,9 +90,31 @@ func BenchmarkTracing(b *testing.B) {
 					i++
 				}
 			})
-			b.StopTimer()
-			if tel != nil && tel.Dropped() > 0 {
-				b.Logf("%d spans dropped", tel.Dropped())
+		})
+	}
+}
+
+// BenchmarkTracingGoModDownload measures the audit trail on the heaviest
+// path: the go command downloading -sumgate.small fresh modules through a
+// new gateway each time (leaf minted, every file fetched, looked up,
+// hashed and checked, each with its spans).
+func BenchmarkTracingGoModDownload(b *testing.B) {
+	w := testworld.New(b)
+	var mods []string
+	for i := range *smallMods {
+		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/trace/small%d", i), 48<<10))
+	}
+	for _, exporter := range exporters {
+		b.Run("exporter="+exporter, func(b *testing.B) {
+			tel := setupTelemetry(b, exporter)
+			for b.Loop() {
+				b.StopTimer()
+				e := startTraced(b, w, tel, nil)
+				b.StartTimer()
+				env := []string{"GOPROXY=" + w.ProxyURL, "HTTPS_PROXY=http://" + e.addr, "SSL_CERT_FILE=" + e.rootFile}
+				if out, err := testworld.GoModDownload(b, env, mods...); err != nil || strings.Contains(string(out), `"Error"`) {
+					b.Fatalf("go mod download: %v\n%s", err, out)
+				}
 			}
 		})
 	}

@@ -340,16 +340,27 @@ func TestTraceContextIsNeitherTrustedNorLeaked(t *testing.T) {
 			t.Fatalf("GET %s: %d %s", u, status, body)
 		}
 	}
-	// Plain HTTP: the header reaches sumgate directly.
-	req, _ := http.NewRequest(http.MethodGet, "http://plain.example/", nil)
-	for i := 0; i < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	if resp, err := c.Do(req); err != nil {
+	// Plain HTTP: the headers reach sumgate directly; so do credentials in
+	// the request line, which must reach neither the upstream nor the
+	// audit trail. (Go's client would move them to a header; write it raw.)
+	conn, err := net.Dial("tcp", tr.addr)
+	if err != nil {
 		t.Fatal(err)
-	} else {
-		resp.Body.Close()
 	}
+	fmt.Fprintf(conn, "GET http://user:hunter2@plain.example/ HTTP/1.1\r\nHost: plain.example\r\nConnection: close\r\n")
+	for i := 0; i < len(headers); i += 2 {
+		fmt.Fprintf(conn, "%s: %s\r\n", headers[i], headers[i+1])
+	}
+	fmt.Fprintf(conn, "\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("plain http with credentials in the URL: %d", resp.StatusCode)
+	}
+	resp.Body.Close()
+	conn.Close()
 	spans := tr.flush(t)
 	if len(otlptest.Servers(spans)) == 0 {
 		t.Fatal("no spans")
@@ -357,6 +368,11 @@ func TestTraceContextIsNeitherTrustedNorLeaked(t *testing.T) {
 	for _, s := range spans {
 		if s.TraceID == clientTrace {
 			t.Errorf("span %s joined the client's trace", s.Name)
+		}
+		for k, v := range s.Attrs {
+			if str, _ := v.(string); strings.Contains(str, "hunter2") || strings.Contains(str, "c2VjcmV0") {
+				t.Errorf("span %s: %s = %q holds a credential", s.Name, k, str)
+			}
 		}
 		if s.Kind == tracepb.Span_SPAN_KIND_SERVER && s.ParentSpanID != "" {
 			t.Errorf("server span %s has parent %s", s.Name, s.ParentSpanID)
@@ -461,4 +477,44 @@ func scrape(t testing.TB, tel *telemetry.Telemetry) string {
 		rec.WriteString(sc.Text() + "\n")
 	}
 	return rec.String()
+}
+
+// TestForkIsASpanEventAndAnErrorLog: a checksum-database fork met by a
+// download adds the security event to its span, and an error log line
+// carrying the span's trace ID.
+func TestForkIsASpanEventAndAnErrorLog(t *testing.T) {
+	var logs testworld.Buffer
+	tr := startOTLP(t, "http", 0, func(c *gateway.Config) {
+		c.Logger = telemetry.NewLogger(&logs, "json", nil)
+	})
+	c := tr.oneShot()
+	if status, body := get(t, c, tr.w.ProxyURL+"/"+testworld.GoodPath+"/@v/v1.0.0.zip"); status != 200 {
+		t.Fatalf("before the fork: %d %s", status, body)
+	}
+	tr.w.SetSumDB(testworld.SumDBForked)
+	if status, body := get(t, c, tr.w.ProxyURL+"/"+upperEsc+"/@v/v1.0.0.zip"); status != http.StatusForbidden {
+		t.Fatalf("on the fork: %d %s", status, body)
+	}
+	var forked *otlptest.Span
+	servers := otlptest.Servers(tr.flush(t))
+	for i, s := range servers {
+		if s.Str("sumgate.verdict") == "security-error" {
+			forked = &servers[i]
+		}
+	}
+	if forked == nil {
+		t.Fatal("no server span with verdict security-error")
+	}
+	if forked.StatusCode != tracepb.Status_STATUS_CODE_ERROR || len(forked.Events) != 1 || forked.Events[0] != "sumgate.security_error" {
+		t.Errorf("fork span: status %v, events %v", forked.StatusCode, forked.Events)
+	}
+	found := false
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, "security error") && strings.Contains(line, `"trace_id":"`+forked.TraceID+`"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no error log line with the fork span's trace ID %s:\n%s", forked.TraceID, logs.String())
+	}
 }

@@ -103,10 +103,6 @@ func TestRunWritesAuditFile(t *testing.T) {
 	if fi, _ := f.Stat(); fi.Mode().Perm()&0o077 != 0 {
 		t.Errorf("audit file mode %v: readable by others", fi.Mode())
 	}
-	type kv struct {
-		Key   string
-		Value struct{ Value any }
-	}
 	var found string // the blocked download's trace ID
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
@@ -114,22 +110,32 @@ func TestRunWritesAuditFile(t *testing.T) {
 	for sc.Scan() {
 		lines++
 		var span struct {
-			Name        string
-			SpanKind    int
-			SpanContext struct{ TraceID, SpanID string }
-			Attributes  []kv
-			Status      struct{ Code string }
+			Name          string         `json:"name"`
+			Kind          string         `json:"kind"`
+			TraceID       string         `json:"trace_id"`
+			SpanID        string         `json:"span_id"`
+			ParentSpanID  string         `json:"parent_span_id"`
+			Start         time.Time      `json:"start"`
+			End           time.Time      `json:"end"`
+			Status        string         `json:"status"`
+			StatusMessage string         `json:"status_message"`
+			Attributes    map[string]any `json:"attributes"`
+			Links         []struct {
+				SpanID string `json:"span_id"`
+			}
+			Resource map[string]any `json:"resource"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &span); err != nil {
 			t.Fatalf("line %d is not a JSON span: %v\n%s", lines, err, sc.Bytes())
 		}
-		attrs := map[string]any{}
-		for _, a := range span.Attributes {
-			attrs[a.Key] = a.Value.Value
+		if span.TraceID == "" || span.SpanID == "" || span.Resource["service.name"] != "sumgate" {
+			t.Errorf("line %d lacks IDs or resource: %s", lines, sc.Bytes())
 		}
-		if span.Name == "GET" && attrs["sumgate.verdict"] == "mismatch" {
-			found = span.SpanContext.TraceID
-			if span.Status.Code != "Error" || attrs["sumgate.hash.got"] == attrs["sumgate.hash.want"] || span.SpanContext.TraceID == "" {
+		a := span.Attributes
+		if span.Name == "GET" && span.Kind == "server" && a["sumgate.verdict"] == "mismatch" {
+			found = span.TraceID
+			if span.Status != "error" || !strings.Contains(span.StatusMessage, "checksum mismatch") || a["sumgate.hash.got"] == a["sumgate.hash.want"] ||
+				a["http.response.status_code"] != float64(403) || span.ParentSpanID != "" || len(span.Links) != 1 {
 				t.Errorf("blocked download's audit record: %s", sc.Bytes())
 			}
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,25 +26,7 @@ type running struct {
 	roots    *x509.CertPool
 	cancel   context.CancelFunc
 	status   chan int
-	logs     *lockedBuffer // what it logged
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and many readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs     *testworld.Buffer // what it logged
 }
 
 // startRun starts 'sumgate run' against w, with extra configuration,
@@ -61,7 +41,7 @@ func startRun(t testing.TB, w *testworld.World, extra string) *running {
 		"listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nintercept: ["+strings.Join(hosts, ", ")+"]\n"+extra)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	r := &running{cancel: cancel, status: make(chan int, 1), logs: &lockedBuffer{}}
+	r := &running{cancel: cancel, status: make(chan int, 1), logs: &testworld.Buffer{}}
 	go func() {
 		r.status <- runCmd(ctx, []string{"-config", cfg}, pw, r.logs)
 		pw.Close()

@@ -26,7 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
-	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -184,11 +183,7 @@ func spanExporter(ctx context.Context, opts Options) (sdktrace.SpanExporter, str
 	}
 	file := filepath.Join(dir, "spans.jsonl")
 	w := &lumberjack.Logger{Filename: file, MaxSize: opts.FileMaxMB, MaxBackups: opts.FileBackups, LocalTime: false}
-	exp, err := stdouttrace.New(stdouttrace.WithWriter(w))
-	if err != nil {
-		return nil, "", fmt.Errorf("telemetry: opening the audit file: %w", err)
-	}
-	return &closingExporter{SpanExporter: exp, c: w}, file, nil
+	return &fileExporter{w: w}, file, nil
 }
 
 // MetricsHandler serves the metrics in the Prometheus text format.
@@ -266,14 +261,4 @@ func (e *countingExporter) ExportSpans(ctx context.Context, spans []sdktrace.Rea
 		e.gate.drop(int64(len(spans)), "export failed: "+err.Error())
 	}
 	return err
-}
-
-// closingExporter closes the audit file when the exporter shuts down.
-type closingExporter struct {
-	sdktrace.SpanExporter
-	c interface{ Close() error }
-}
-
-func (e *closingExporter) Shutdown(ctx context.Context) error {
-	return errors.Join(e.SpanExporter.Shutdown(ctx), e.c.Close())
 }
