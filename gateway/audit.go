@@ -76,6 +76,25 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 	return in, nil
 }
 
+// observeAlert reports sumgate.sumdb.alert: 1 while a checksum-database
+// fork is on record (every check fails closed), else 0.
+func observeAlert(mp metric.MeterProvider, v *sumdb.Verifier) error {
+	_, err := mp.Meter(scope).Int64ObservableGauge("sumgate.sumdb.alert",
+		metric.WithDescription("1 while a checksum-database fork is on record and every check fails closed."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			n := int64(0)
+			if _, alerted := v.Alerted(); alerted {
+				n = 1
+			}
+			o.Observe(n, metric.WithAttributes(auditkey.SumDB.String(v.Name())))
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("gateway: creating metrics: %w", err)
+	}
+	return nil
+}
+
 // A requestAudit is the server span of one client request, and what is
 // learnt about it before its response body is closed.
 type requestAudit struct {

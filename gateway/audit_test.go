@@ -495,6 +495,9 @@ func TestForkIsASpanEventAndAnErrorLog(t *testing.T) {
 	if status, body := get(t, c, tr.w.ProxyURL+"/"+upperEsc+"/@v/v1.0.0.zip"); status != http.StatusForbidden {
 		t.Fatalf("on the fork: %d %s", status, body)
 	}
+	if m := scrape(t, tr.tel); !strings.Contains(m, `sumgate_sumdb_alert{sumgate_sumdb_name="sum.golang.org"} 1`) {
+		t.Errorf("/metrics does not show the alert:\n%s", m)
+	}
 	var forked *otlptest.Span
 	servers := otlptest.Servers(tr.flush(t))
 	for i, s := range servers {

@@ -192,6 +192,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.metrics = metrics
+	if err := observeAlert(cfg.MeterProvider, cfg.Verifier); err != nil {
+		return nil, err
+	}
 	for _, h := range cfg.Intercept {
 		g.intercept[strings.ToLower(h)] = true
 	}

@@ -19,7 +19,10 @@ import (
 //	/healthz  200 while the process runs
 //	/readyz   200 once the CA is loaded, the checksum database has
 //	          answered at least once and the proxy listener is serving;
-//	          otherwise 503 with the reasons
+//	          otherwise 503 with the reasons. A fork on record does not
+//	          make sumgate unready: it keeps answering every download with
+//	          a 403 that says why, which taking it out of a load balancer
+//	          would hide (sumgate_sumdb_alert says it instead).
 //	/ca.pem   the enterprise root, for clients to install
 func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, ca *certs.CA) http.Handler {
 	mux := http.NewServeMux()
@@ -36,9 +39,6 @@ func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, 
 		}
 		if !v.Reached() {
 			errs = append(errs, fmt.Errorf("checksum database %s not reached yet", v.Name()))
-		}
-		if _, alerted := v.Alerted(); alerted {
-			errs = append(errs, fmt.Errorf("checksum database %s fork on record: every check fails closed", v.Name()))
 		}
 		if len(errs) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)

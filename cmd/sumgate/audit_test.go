@@ -248,6 +248,9 @@ func TestAdminEndpoints(t *testing.T) {
 			t.Errorf("%s%v = %v (present %v), want %v..%v", m.name, m.labels, v, ok, m.min, m.max)
 		}
 	}
+	if v, ok := metricValue(text, "sumgate_sumdb_alert", `sumgate_sumdb_name="sum.golang.org"`); !ok || v != 0 {
+		t.Errorf("sumgate_sumdb_alert = %v (present %v), want 0", v, ok)
+	}
 	if _, ok := metricValue(text, "sumgate_tunnels_active"); !ok {
 		t.Error("/metrics lacks sumgate_tunnels_active")
 	}
