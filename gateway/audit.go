@@ -405,8 +405,11 @@ func (c *connectAudit) endIntercepted(t *tunnel) {
 	c.g.metrics.bytes.Add(ctx, up, metric.WithAttributes(direction("tunnel_to_server")))
 	c.g.metrics.bytes.Add(ctx, down, metric.WithAttributes(direction("tunnel_to_client")))
 	failure := t.failure()
-	if failure == "" && !t.handshook.Load() {
-		failure = "the TLS handshake with the client did not complete (does the client trust the enterprise root?)"
+	if failure == "" && t.requests.Load() == 0 {
+		// The server side of a handshake cannot tell when the client
+		// rejects its certificate; a tunnel that carried no request is
+		// the sign.
+		failure = "no request was made in the tunnel: the client's TLS handshake failed (does it trust the enterprise root?) or it closed the tunnel unused"
 	}
 	if failure != "" {
 		c.span.SetAttributes(auditkey.Reason.String(failure))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -45,14 +46,20 @@ func startOTLP(t testing.TB, protocol string, queue int, edit func(*gateway.Conf
 	t.Helper()
 	rcv := otlptest.Start(t)
 	ctx := context.Background()
+	// A small queue is for the collector-down test, which wants exports to
+	// fail fast; the others give a loaded CI machine all the time it needs.
+	timeout := time.Minute
+	if queue > 0 {
+		timeout = 2 * time.Second
+	}
 	var exp sdktrace.SpanExporter
 	var err error
 	if protocol == "grpc" {
 		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(rcv.GRPCAddr), otlptracegrpc.WithInsecure(),
-			otlptracegrpc.WithTimeout(2*time.Second), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
+			otlptracegrpc.WithTimeout(timeout), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
 	} else {
 		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(rcv.HTTPURL+"/v1/traces"),
-			otlptracehttp.WithTimeout(2*time.Second), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
+			otlptracehttp.WithTimeout(timeout), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +77,7 @@ func startOTLP(t testing.TB, protocol string, queue int, edit func(*gateway.Conf
 func (tr *traced) flush(t testing.TB) []otlptest.Span {
 	t.Helper()
 	tr.stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := tr.tel.Shutdown(ctx); err != nil {
 		t.Fatalf("flushing spans: %v", err)
@@ -451,8 +458,8 @@ func TestCollectorDownKeepsServing(t *testing.T) {
 		t.Fatal("no span counted as dropped with the collector down")
 	}
 	rec := scrape(t, tr.tel)
-	if !strings.Contains(rec, "sumgate_spans_dropped_total") {
-		t.Errorf("/metrics lacks sumgate_spans_dropped_total:\n%s", rec)
+	if m := regexp.MustCompile(`(?m)^sumgate_spans_dropped_total(\{[^}]*\})? ([0-9.e+]+)$`).FindStringSubmatch(rec); m == nil || m[2] == "0" {
+		t.Errorf("/metrics does not show the drops:\n%s", rec)
 	}
 }
 
@@ -519,5 +526,39 @@ func TestForkIsASpanEventAndAnErrorLog(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no error log line with the fork span's trace ID %s:\n%s", forked.TraceID, logs.String())
+	}
+}
+
+// TestFailedHandshakesAreErrors: an intercepted CONNECT whose TLS
+// handshake fails (a lying SNI, a client that does not trust the
+// enterprise root) is an Error span that says why.
+func TestFailedHandshakesAreErrors(t *testing.T) {
+	tr := startOTLP(t, "grpc", 0, nil)
+	if err := tr.intercepted(t, "github.com").Handshake(); err == nil {
+		t.Fatal("a handshake whose SNI differs from the CONNECT target succeeded")
+	}
+	status, c := tr.connect(t, config.PublicProxyHost+":443")
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT: %d", status)
+	}
+	untrusting := tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost}) // system roots only
+	if err := untrusting.Handshake(); err == nil {
+		t.Fatal("a client without the enterprise root completed the handshake")
+	}
+	c.Close()
+	var reasons []string
+	for _, s := range otlptest.Servers(tr.flush(t)) {
+		if s.Name != "CONNECT" {
+			t.Errorf("unexpected server span %s", s.Name)
+			continue
+		}
+		if s.StatusCode != tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("failed handshake's CONNECT span has status %v", s.StatusCode)
+		}
+		reasons = append(reasons, s.Str("sumgate.reason"))
+	}
+	if len(reasons) != 2 || !strings.Contains(strings.Join(reasons, "|"), `SNI "github.com" does not match`) ||
+		!strings.Contains(strings.Join(reasons, "|"), "does it trust the enterprise root") {
+		t.Errorf("reasons %q", reasons)
 	}
 }

@@ -128,10 +128,6 @@ func (g *Gateway) mitmTLS(hostport string, pctx *goproxy.ProxyCtx) (*tls.Config,
 		}
 		return cert, err
 	}
-	cfg.VerifyConnection = func(tls.ConnectionState) error {
-		t.handshook.Store(true)
-		return nil
-	}
 	return cfg, nil
 }
 

@@ -131,11 +131,10 @@ type origin struct {
 
 // tunnel is what a CONNECT decided, carried to every request inside it.
 type tunnel struct {
-	host      string        // the CONNECT target's host name, lower case
-	client    string        // the client's address
-	audit     *connectAudit // the CONNECT's span
-	requests  atomic.Int64  // requests served inside
-	handshook atomic.Bool   // the client's TLS handshake completed
+	host     string        // the CONNECT target's host name, lower case
+	client   string        // the client's address
+	audit    *connectAudit // the CONNECT's span
+	requests atomic.Int64  // requests served inside
 
 	mu      sync.Mutex
 	sniName string // the client's SNI

@@ -108,7 +108,7 @@ func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edi
 	}
 	go g.Serve(l)
 	stop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		g.Shutdown(ctx)
 	}

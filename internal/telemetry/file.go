@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -22,25 +23,28 @@ type fileExporter struct {
 	mu  sync.Mutex
 	w   io.WriteCloser
 	buf bytes.Buffer
+
+	res     *resource.Resource // the resource last encoded (one per provider)
+	resJSON json.RawMessage    // and its encoding
 }
 
 // fileSpan is the JSON form of one span.
 type fileSpan struct {
-	Name          string         `json:"name"`
-	Kind          string         `json:"kind"`
-	TraceID       string         `json:"trace_id"`
-	SpanID        string         `json:"span_id"`
-	ParentSpanID  string         `json:"parent_span_id,omitempty"`
-	Start         time.Time      `json:"start"`
-	End           time.Time      `json:"end"`
-	DurationMS    float64        `json:"duration_ms"`
-	Status        string         `json:"status,omitempty"`
-	StatusMessage string         `json:"status_message,omitempty"`
-	Attributes    map[string]any `json:"attributes,omitempty"`
-	Events        []fileEvent    `json:"events,omitempty"`
-	Links         []fileLink     `json:"links,omitempty"`
-	Scope         string         `json:"scope"`
-	Resource      map[string]any `json:"resource,omitempty"`
+	Name          string          `json:"name"`
+	Kind          string          `json:"kind"`
+	TraceID       string          `json:"trace_id"`
+	SpanID        string          `json:"span_id"`
+	ParentSpanID  string          `json:"parent_span_id,omitempty"`
+	Start         time.Time       `json:"start"`
+	End           time.Time       `json:"end"`
+	DurationMS    float64         `json:"duration_ms"`
+	Status        string          `json:"status,omitempty"`
+	StatusMessage string          `json:"status_message,omitempty"`
+	Attributes    map[string]any  `json:"attributes,omitempty"`
+	Events        []fileEvent     `json:"events,omitempty"`
+	Links         []fileLink      `json:"links,omitempty"`
+	Scope         string          `json:"scope"`
+	Resource      json.RawMessage `json:"resource,omitempty"`
 }
 
 type fileEvent struct {
@@ -65,6 +69,17 @@ func attrMap(kvs []attribute.KeyValue) map[string]any {
 	return m
 }
 
+// resource returns the encoding of r, computed once per resource.
+func (e *fileExporter) resource(r *resource.Resource) json.RawMessage {
+	if r != e.res {
+		e.res, e.resJSON = r, nil
+		if b, err := json.Marshal(attrMap(r.Attributes())); err == nil && r.Len() > 0 {
+			e.resJSON = b
+		}
+	}
+	return e.resJSON
+}
+
 // ExportSpans appends the spans to the file in one write.
 func (e *fileExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
 	e.mu.Lock()
@@ -83,7 +98,7 @@ func (e *fileExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlyS
 			DurationMS: float64(s.EndTime().Sub(s.StartTime()).Microseconds()) / 1000,
 			Attributes: attrMap(s.Attributes()),
 			Scope:      s.InstrumentationScope().Name,
-			Resource:   attrMap(s.Resource().Attributes()),
+			Resource:   e.resource(s.Resource()),
 		}
 		if p := s.Parent(); p.IsValid() {
 			fs.ParentSpanID = p.SpanID().String()
@@ -103,8 +118,24 @@ func (e *fileExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlyS
 		if err := enc.Encode(&fs); err != nil {
 			return fmt.Errorf("telemetry: encoding span %s: %w", fs.SpanID, err)
 		}
+		// Write whole lines, a few at a time: the rotating writer takes
+		// no write larger than the file's maximum size.
+		if e.buf.Len() >= 64<<10 {
+			if err := e.flush(); err != nil {
+				return err
+			}
+		}
 	}
-	if _, err := e.w.Write(e.buf.Bytes()); err != nil {
+	return e.flush()
+}
+
+func (e *fileExporter) flush() error {
+	if e.buf.Len() == 0 {
+		return nil
+	}
+	_, err := e.w.Write(e.buf.Bytes())
+	e.buf.Reset()
+	if err != nil {
 		return fmt.Errorf("telemetry: writing the audit file: %w", err)
 	}
 	return nil

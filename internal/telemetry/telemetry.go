@@ -39,6 +39,10 @@ import (
 // metrics.
 const ScopeName = "github.com/sumgate/sumgate"
 
+// MaxAttributeLength bounds a span attribute's string value, in bytes;
+// longer values (a client's very long URL) are truncated.
+const MaxAttributeLength = 8 << 10
+
 // Defaults for [Options].
 const (
 	DefaultQueueSize   = 8192
@@ -152,8 +156,13 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 		bspOpts = append(bspOpts, sdktrace.WithBatchTimeout(opts.BatchTimeout))
 	}
 	t.gate.next = sdktrace.NewBatchSpanProcessor(&countingExporter{SpanExporter: exp, gate: t.gate}, bspOpts...)
+	// Attribute values come from clients (URLs, user agents): bound them,
+	// so that one request cannot make a span, or an audit line, huge.
+	limits := sdktrace.NewSpanLimits()
+	limits.AttributeValueLengthLimit = MaxAttributeLength
 	t.tp = sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sdktrace.AlwaysSample()), // an audit trail has no gaps
+		sdktrace.WithSpanLimits(limits),
 		sdktrace.WithResource(res),
 		sdktrace.WithSpanProcessor(t.gate),
 	)
