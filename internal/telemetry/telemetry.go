@@ -228,6 +228,9 @@ type gate struct {
 func (g *gate) OnStart(parent context.Context, s sdktrace.ReadWriteSpan) { g.next.OnStart(parent, s) }
 
 func (g *gate) OnEnd(s sdktrace.ReadOnlySpan) {
+	if !s.SpanContext().IsSampled() {
+		return // the batch processor would not export it (none is, here)
+	}
 	if g.pending.Add(1) > g.capacity {
 		g.pending.Add(-1)
 		g.drop(1, "the export queue is full")
