@@ -40,13 +40,47 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 		return g.reject(pctx, audit, http.StatusBadRequest, "bad-target", "CONNECT target %q is not host:port", hostport)
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	info := transparentInfo(pctx.Req.Context())
+	if info != nil {
+		audit.span.SetAttributes(auditkey.Transparent.Bool(true), auditkey.OriginalDst.String(info.dst.String()))
+		if info.fatal != "" {
+			return g.reject(pctx, audit, http.StatusForbidden, "transparent: not-redirected", "connection to the transparent listener refused: %s", info.fatal)
+		}
+		if info.sni == "" {
+			if g.cfg.Transparent.NoSNI != NoSNISplice {
+				why := info.peeked
+				if why == "" {
+					why = "no SNI"
+				}
+				return g.reject(pctx, audit, http.StatusForbidden, "transparent: no-sni "+g.cfg.Transparent.NoSNI,
+					"redirected connection to %s refused: %s (transparent.no_sni: %s)", info.dst, why, g.cfg.Transparent.NoSNI)
+			}
+			audit.span.SetAttributes(auditkey.Reason.String(info.peeked))
+		}
+	}
 	if g.intercept[host] {
 		if port != "443" {
 			return g.reject(pctx, audit, http.StatusForbidden, "intercept-port", "CONNECT to %s: only port 443 is intercepted", hostport)
 		}
+		rule := "intercept"
+		if info != nil {
+			ok, err := g.sniMatches(audit.ctx, host, info.dst.Addr())
+			switch {
+			case ok:
+			case g.cfg.Transparent.SNIMismatch == SNIMismatchIntercept:
+				rule = "transparent: sni-mismatch intercept"
+			default:
+				why := fmt.Sprintf("%s does not resolve to %s", host, info.dst.Addr())
+				if err != nil {
+					why = fmt.Sprintf("resolving %s: %v", host, err)
+				}
+				return g.reject(pctx, audit, http.StatusForbidden, "transparent: sni-mismatch",
+					"redirected connection to %s with SNI %s refused: %s (transparent.sni_mismatch: deny)", info.dst, host, why)
+			}
+		}
 		t := &tunnel{host: host, client: pctx.Req.RemoteAddr, audit: audit}
 		pctx.UserData = t
-		audit.open(DecisionIntercept, "intercept")
+		audit.open(DecisionIntercept, rule)
 		if audit.conn != nil {
 			audit.conn.atClose(func() { audit.endIntercepted(t) })
 		} else {
@@ -62,6 +96,30 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 	}
 	to, resolved := g.cfg.Resolve[host]
 	rule := "resolve" // the operator chose this address
+	if info != nil {
+		// Splice to where the client was going, and only if its SNI names
+		// that address: otherwise any destination could hide behind an
+		// allowed name.
+		if a := info.dst.Addr(); upstream.Internal(a) && !resolved {
+			return g.reject(pctx, audit, http.StatusForbidden, "internal-address", "redirected connection to %s refused: an internal address", info.dst)
+		}
+		if info.sni != "" {
+			if ok, err := g.sniMatches(audit.ctx, host, info.dst.Addr()); !ok {
+				why := fmt.Sprintf("%s does not resolve to %s", host, info.dst.Addr())
+				if err != nil {
+					why = fmt.Sprintf("resolving %s: %v", host, err)
+				}
+				return g.reject(pctx, audit, http.StatusForbidden, "transparent: sni-mismatch",
+					"redirected connection to %s with SNI %s refused: %s", info.dst, host, why)
+			}
+			rule = "transparent: tunnel"
+		} else {
+			rule = "transparent: no-sni splice"
+		}
+		if !resolved { // a name the operator pinned is dialled where it said
+			to, resolved = info.dst.String(), true
+		}
+	}
 	if !resolved {
 		addr, err := upstream.PublicAddr(pctx.Req.Context(), host)
 		if err != nil {

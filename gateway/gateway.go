@@ -93,6 +93,13 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the gateway's metrics. Zero records nothing.
 	MeterProvider metric.MeterProvider
+	// Transparent configures ServeTransparent.
+	Transparent TransparentConfig
+	// Mark, if not zero, is set as SO_MARK on the gateway's own upstream
+	// sockets (blind tunnels, plain http), so that a redirect rule can
+	// exempt them: see deploy/transparent. Set the same mark on Upstream's
+	// dialer (internal/upstream.Options.Mark).
+	Mark int
 }
 
 // A Gateway is the proxy. Create it with [New], serve with [Gateway.Serve],
@@ -114,6 +121,7 @@ type Gateway struct {
 	drained chan struct{}      // closed when closing and active reaches 0
 	conns   map[*idleConn]bool // every client connection, tunnels included
 	serving atomic.Bool        // Serve has been called and has not returned
+	listeners []net.Listener   // transparent listeners, closed by Shutdown
 	// openSpans counts CONNECT spans not yet ended; Shutdown waits for
 	// them, so that every tunnel's span is ended before it returns.
 	openSpans sync.WaitGroup
@@ -185,7 +193,21 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{},
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
-		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}
+		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: markControl(cfg.Mark)}}
+	switch cfg.Transparent.NoSNI {
+	case "":
+		g.cfg.Transparent.NoSNI = NoSNIDeny
+	case NoSNIDeny, NoSNISplice:
+	default:
+		return nil, fmt.Errorf("gateway: Transparent.NoSNI %q: want deny or splice", cfg.Transparent.NoSNI)
+	}
+	switch cfg.Transparent.SNIMismatch {
+	case "":
+		g.cfg.Transparent.SNIMismatch = SNIMismatchDeny
+	case SNIMismatchDeny, SNIMismatchIntercept:
+	default:
+		return nil, fmt.Errorf("gateway: Transparent.SNIMismatch %q: want deny or intercept", cfg.Transparent.SNIMismatch)
+	}
 	metrics, err := newInstruments(cfg.MeterProvider)
 	if err != nil {
 		return nil, err
@@ -270,6 +292,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		if g.active == 0 {
 			close(g.drained)
 		}
+	}
+	for _, l := range g.listeners {
+		l.Close()
 	}
 	g.mu.Unlock()
 	err := g.server.Shutdown(ctx)
@@ -378,11 +403,16 @@ func (l idleListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ic := &idleConn{Conn: c, idle: l.g.cfg.IdleTimeout, g: l.g}
-	l.g.mu.Lock()
-	l.g.conns[ic] = true
-	l.g.mu.Unlock()
-	return ic, nil
+	return l.g.track(c), nil
+}
+
+// track wraps c in an idleConn that Shutdown will close.
+func (g *Gateway) track(c net.Conn) *idleConn {
+	ic := &idleConn{Conn: c, idle: g.cfg.IdleTimeout, g: g}
+	g.mu.Lock()
+	g.conns[ic] = true
+	g.mu.Unlock()
+	return ic
 }
 
 // idleConn closes a connection that moves no byte for idle: each read and

@@ -43,6 +43,9 @@ const (
 	TunnelDown     = attribute.Key("sumgate.tunnel.server_to_client_bytes")
 	TunnelRequests = attribute.Key("sumgate.tunnel.requests") // requests served inside an intercepted tunnel
 
+	Transparent = attribute.Key("sumgate.transparent")             // the connection was redirected, not a CONNECT
+	OriginalDst = attribute.Key("sumgate.transparent.destination") // where a redirected client was connecting: ip:port
+
 	CertMinted = attribute.Key("sumgate.cert.minted") // a new leaf was issued for this handshake
 	CABackend  = attribute.Key("sumgate.ca.backend")  // local or step
 )
