@@ -115,13 +115,13 @@ type Gateway struct {
 	fetches   flightGroup // one upstream fetch and check per URL at a time
 	cache     *fileCache  // verified files, bounded
 
-	mu      sync.Mutex
-	closing bool               // Shutdown has begun: new requests get 503
-	active  int                // requests whose response body is not yet closed
-	drained chan struct{}      // closed when closing and active reaches 0
-	conns   map[*idleConn]bool // every client connection, tunnels included
-	serving atomic.Bool        // Serve has been called and has not returned
-	listeners []net.Listener   // transparent listeners, closed by Shutdown
+	mu        sync.Mutex
+	closing   bool               // Shutdown has begun: new requests get 503
+	active    int                // requests whose response body is not yet closed
+	drained   chan struct{}      // closed when closing and active reaches 0
+	conns     map[*idleConn]bool // every client connection, tunnels included
+	serving   atomic.Bool        // Serve has been called and has not returned
+	listeners []net.Listener     // transparent listeners, closed by Shutdown
 	// openSpans counts CONNECT spans not yet ended; Shutdown waits for
 	// them, so that every tunnel's span is ended before it returns.
 	openSpans sync.WaitGroup
