@@ -193,7 +193,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{},
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
-		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: markControl(cfg.Mark)}}
+		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: upstream.MarkControl(cfg.Mark)}}
 	switch cfg.Transparent.NoSNI {
 	case "":
 		g.cfg.Transparent.NoSNI = NoSNIDeny

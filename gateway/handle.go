@@ -573,7 +573,7 @@ func (g *Gateway) safeDial(ctx context.Context, network, addr string) (net.Conn,
 		return nil, err
 	}
 	host = strings.ToLower(host)
-	d := &net.Dialer{Timeout: 10 * time.Second, Control: markControl(g.cfg.Mark)}
+	d := &net.Dialer{Timeout: 10 * time.Second, Control: upstream.MarkControl(g.cfg.Mark)}
 	if to, ok := g.cfg.Resolve[host]; ok {
 		return d.DialContext(ctx, network, to)
 	}

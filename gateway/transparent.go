@@ -104,6 +104,16 @@ func (g *Gateway) ServeTransparent(l net.Listener) error {
 	}
 }
 
+// ListenTransparent listens on addr for ServeTransparent; with tproxy it
+// sets IP_TRANSPARENT, which TPROXY rules need (and CAP_NET_ADMIN).
+func ListenTransparent(ctx context.Context, addr string, tproxy bool) (net.Listener, error) {
+	var lc net.ListenConfig
+	if tproxy {
+		lc.Control = tproxyControl
+	}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
 // originalDst applies TransparentConfig.OriginalDst or the default.
 func (g *Gateway) originalDst(c net.Conn) (netip.AddrPort, error) {
 	if f := g.cfg.Transparent.OriginalDst; f != nil {

@@ -57,19 +57,18 @@ func soOriginalDst(c net.Conn) (netip.AddrPort, error) {
 	return dst, serr
 }
 
-// markControl sets SO_MARK on a socket before it connects, when mark is
-// not zero.
-func markControl(mark int) func(network, address string, c syscall.RawConn) error {
-	if mark == 0 {
-		return nil
-	}
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mark)
-		}); err != nil {
-			return err
+// tproxyControl sets IP_TRANSPARENT (and IPV6_TRANSPARENT) on a
+// listening socket, so that it accepts connections TPROXY steers to it
+// for addresses that are not its own.
+func tproxyControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+		if err := unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1); err == nil {
+			serr = nil // an IPv6 socket
 		}
-		return serr
+	}); err != nil {
+		return err
 	}
+	return serr
 }

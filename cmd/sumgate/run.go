@@ -28,6 +28,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	listen := fs.String("listen", "", "listen `address`, overriding the file's listen")
 	adminListen := fs.String("admin-listen", "", "admin `address` (or off), overriding the file's admin_listen")
+	transparentListen := fs.String("transparent-listen", "", "transparent-mode `address`, overriding the file's transparent_listen")
 	dataDir := fs.String("data-dir", "", "data `directory`, overriding the file's data_dir")
 	if err := fs.Parse(args); err != nil {
 		return exitError
@@ -48,6 +49,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *adminListen != "" {
 		cfg.AdminListen = *adminListen
+	}
+	if *transparentListen != "" {
+		cfg.TransparentListen = *transparentListen
 	}
 	logger := telemetry.NewLogger(stderr, cfg.LogFormat, nil)
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
@@ -75,7 +79,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// No total timeout: the gateway bounds each request with its context.
 	client := upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Timeout: -1,
-		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Mark: cfg.Transparent.Mark})
 	v, err := newVerifier(cfg, client, logger, tel.TracerProvider)
 	if err != nil {
 		return fail(err)
@@ -106,6 +110,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Logger:         logger,
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,
+		Transparent: gateway.TransparentConfig{
+			NoSNI:       cfg.Transparent.NoSNI,
+			SNIMismatch: cfg.Transparent.SNIMismatch,
+			PeekTimeout: cfg.Transparent.PeekTimeout,
+		},
+		Mark: cfg.Transparent.Mark,
 	})
 	if err != nil {
 		return fail(err)
@@ -127,6 +137,16 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		go admin.Serve(al)
 		defer admin.Close()
 	}
+	transparentAddr := "off"
+	var tl net.Listener
+	if cfg.TransparentListen != "" {
+		tl, err = gateway.ListenTransparent(ctx, cfg.TransparentListen, cfg.Transparent.TProxy)
+		if err != nil {
+			l.Close()
+			return fail(fmt.Errorf("transparent_listen: %w", err))
+		}
+		transparentAddr = tl.Addr().String() + " (redirect port 443 here: see deploy/transparent)"
+	}
 	pctx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go probeUntilReached(pctx, v, logger)
@@ -146,12 +166,16 @@ Point clients at it:
     export SSL_CERT_FILE=%s
 (or install the root in the system trust store: sumgate ca export)
 Enterprise root SHA-256: %s
+Transparent: %s
 Admin (metrics, health, /ca.pem): %s
 Audit spans: %s
-`, l.Addr(), l.Addr(), bundle, certs.Fingerprint(ca.Root()), adminAddr, tel.Destination)
+`, l.Addr(), l.Addr(), bundle, certs.Fingerprint(ca.Root()), transparentAddr, adminAddr, tel.Destination)
 
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- gw.Serve(l) }()
+	if tl != nil {
+		go func() { done <- gw.ServeTransparent(tl) }()
+	}
 	select {
 	case err := <-done:
 		return fail(err)

@@ -19,25 +19,32 @@ import (
 
 // running is a 'sumgate run' started by startRun.
 type running struct {
-	proxyURL string // HTTPS_PROXY
-	bundle   string // SSL_CERT_FILE
-	admin    string // admin base URL, "off" when disabled
-	audit    string // where spans go, from the banner
-	roots    *x509.CertPool
-	cancel   context.CancelFunc
-	status   chan int
-	logs     *testworld.Buffer // what it logged
+	proxyURL    string // HTTPS_PROXY
+	bundle      string // SSL_CERT_FILE
+	admin       string // admin base URL, "off" when disabled
+	audit       string // where spans go, from the banner
+	transparent string // the transparent listener, "off" when disabled
+	roots       *x509.CertPool
+	cancel      context.CancelFunc
+	status      chan int
+	logs        *testworld.Buffer // what it logged
 }
 
 // startRun starts 'sumgate run' against w, with extra configuration,
 // and reads its banner.
 func startRun(t testing.TB, w *testworld.World, extra string) *running {
 	t.Helper()
+	return startRunResolve(t, w, w.Resolve, extra)
+}
+
+// startRunResolve is startRun with upstream.resolve set to resolve.
+func startRunResolve(t testing.TB, w *testworld.World, resolve map[string]string, extra string) *running {
+	t.Helper()
 	var hosts []string
 	for h := range w.Resolve {
 		hosts = append(hosts, h)
 	}
-	cfg := writeConfig(t, w, append([]string{w.ProxyURL}, w.MirrorURLs...),
+	cfg := writeConfigResolve(t, w, append([]string{w.ProxyURL}, w.MirrorURLs...), resolve,
 		"listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nintercept: ["+strings.Join(hosts, ", ")+"]\n"+extra)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -55,6 +62,9 @@ func startRun(t testing.TB, w *testworld.World, extra string) *running {
 		}
 		if v, ok := strings.CutPrefix(line, "export SSL_CERT_FILE="); ok {
 			r.bundle = v
+		}
+		if v, ok := strings.CutPrefix(line, "Transparent: "); ok {
+			r.transparent, _, _ = strings.Cut(v, " ")
 		}
 		if v, ok := strings.CutPrefix(line, "Admin (metrics, health, /ca.pem): "); ok {
 			r.admin = v

@@ -16,6 +16,12 @@ import (
 // extra appended verbatim, and returns its path.
 func writeConfig(t testing.TB, w *testworld.World, proxies []string, extra string) string {
 	t.Helper()
+	return writeConfigResolve(t, w, proxies, w.Resolve, extra)
+}
+
+// writeConfigResolve is writeConfig with upstream.resolve set to resolve.
+func writeConfigResolve(t testing.TB, w *testworld.World, proxies []string, resolve map[string]string, extra string) string {
+	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder
 	fmt.Fprintf(&b, "data_dir: %s\n", filepath.Join(dir, "data"))
@@ -23,7 +29,7 @@ func writeConfig(t testing.TB, w *testworld.World, proxies []string, extra strin
 	fmt.Fprintf(&b, "private: %s\n", testworld.PrivatePattern)
 	fmt.Fprintf(&b, "sumdb:\n  key: %s\n", w.SumDBKey)
 	fmt.Fprintf(&b, "upstream:\n  roots: %s\n  resolve:\n", w.RootsFile)
-	for host, addr := range w.Resolve {
+	for host, addr := range resolve {
 		fmt.Fprintf(&b, "    %s: %s\n", host, addr)
 	}
 	b.WriteString(extra)

@@ -69,6 +69,29 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// Audit configures the audit trail's export.
 	Audit Audit `yaml:"audit"`
+	// TransparentListen accepts connections the network redirected to
+	// sumgate (REDIRECT or TPROXY of port 443); "" disables it.
+	TransparentListen string `yaml:"transparent_listen"`
+	// Transparent configures transparent mode.
+	Transparent Transparent `yaml:"transparent"`
+}
+
+// Transparent configures transparent mode; see deploy/transparent.
+type Transparent struct {
+	// NoSNI decides redirected connections with no SNI or no TLS: deny or
+	// splice (to the original destination, under tunnel).
+	NoSNI string `yaml:"no_sni"`
+	// SNIMismatch decides an intercepted SNI that does not resolve to the
+	// original destination: deny or intercept. Splices always require
+	// the match.
+	SNIMismatch string `yaml:"sni_mismatch"`
+	// PeekTimeout bounds the wait for a ClientHello.
+	PeekTimeout time.Duration `yaml:"peek_timeout"`
+	// Mark is set as SO_MARK on sumgate's own upstream sockets so that the
+	// redirect rule can exempt them (0: none; needs CAP_NET_ADMIN).
+	Mark int `yaml:"mark"`
+	// TProxy sets IP_TRANSPARENT on the listener, for TPROXY rules.
+	TProxy bool `yaml:"tproxy"`
 }
 
 // Audit configures the audit trail. Where spans go is set by the standard
@@ -154,6 +177,7 @@ func Default() *Config {
 		AdminListen:  "127.0.0.1:3129",
 		LogFormat:    "json",
 		Audit:        Audit{FileMaxMB: 100, FileBackups: 10, QueueSize: 8192},
+		Transparent:  Transparent{NoSNI: "deny", SNIMismatch: "deny", PeekTimeout: 10 * time.Second},
 	}
 }
 
@@ -363,6 +387,23 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if c.Audit.QueueSize < 1 {
 		return fail("audit.queue_size", "must be at least 1")
+	}
+	if c.TransparentListen != "" {
+		if _, _, err := net.SplitHostPort(c.TransparentListen); err != nil {
+			return fail("transparent_listen", "%q is not host:port: %v", c.TransparentListen, err)
+		}
+	}
+	if c.Transparent.NoSNI != "deny" && c.Transparent.NoSNI != "splice" {
+		return fail("transparent.no_sni", "%q: want deny or splice", c.Transparent.NoSNI)
+	}
+	if c.Transparent.SNIMismatch != "deny" && c.Transparent.SNIMismatch != "intercept" {
+		return fail("transparent.sni_mismatch", "%q: want deny or intercept", c.Transparent.SNIMismatch)
+	}
+	if c.Transparent.PeekTimeout < 100*time.Millisecond || c.Transparent.PeekTimeout > time.Minute {
+		return fail("transparent.peek_timeout", "%v: want between 100ms and 1m", c.Transparent.PeekTimeout)
+	}
+	if c.Transparent.Mark < 0 || c.Transparent.Mark > 0xffffffff {
+		return fail("transparent.mark", "%d: want 0 to 4294967295", c.Transparent.Mark)
 	}
 	if c.Tunnel != "allow" && c.Tunnel != "deny" {
 		return fail("tunnel", "%q: want allow or deny", c.Tunnel)

@@ -91,6 +91,11 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"zero audit backups", "audit:\n  file_backups: 0\n", `c.yaml:2: audit.file_backups: must be at least 1`},
 		{"zero audit queue", "audit:\n  queue_size: 0\n", `c.yaml:2: audit.queue_size: must be at least 1`},
 		{"unknown audit key", "audit:\n  exporter: otlp\n", `c.yaml:2: unknown key "audit.exporter"`},
+		{"bad transparent_listen", "transparent_listen: 3130\n", `c.yaml:1: transparent_listen: "3130" is not host:port`},
+		{"bad no_sni", "transparent:\n  no_sni: allow\n", `c.yaml:2: transparent.no_sni: "allow": want deny or splice`},
+		{"bad sni_mismatch", "transparent:\n  sni_mismatch: warn\n", `c.yaml:2: transparent.sni_mismatch: "warn": want deny or intercept`},
+		{"peek timeout too long", "transparent:\n  peek_timeout: 1h\n", `c.yaml:2: transparent.peek_timeout: 1h0m0s: want between 100ms and 1m`},
+		{"negative mark", "transparent:\n  mark: -1\n", `c.yaml:2: transparent.mark: -1: want 0 to 4294967295`},
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
 		{"leaf lifetime not a duration", "ca:\n  leaf_lifetime: soon\n", `c.yaml:2: ca.leaf_lifetime: cannot unmarshal`},
@@ -126,6 +131,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("private: [\n"))
 	f.Add([]byte("&a [*a]"))
 	f.Add([]byte("admin_listen: off\nlog_format: text\naudit:\n  file_max_mb: 5\n  queue_size: 10\n"))
+	f.Add([]byte("transparent_listen: \":3130\"\ntransparent:\n  no_sni: splice\n  mark: 21319\n  peek_timeout: 5s\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.yaml", data)
 		if err != nil {

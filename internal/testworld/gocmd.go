@@ -26,8 +26,16 @@ func GoBinary(t testing.TB) string {
 // returns standard output (standard error too, on failure).
 func GoModDownload(t testing.TB, env []string, mods ...string) ([]byte, error) {
 	t.Helper()
+	return GoModDownloadVia(t, nil, env, mods...)
+}
+
+// GoModDownloadVia is GoModDownload with the go command run through wrap,
+// such as {"ip", "netns", "exec", "client"}.
+func GoModDownloadVia(t testing.TB, wrap []string, env []string, mods ...string) ([]byte, error) {
+	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command(GoBinary(t), append([]string{"mod", "download", "-json"}, mods...)...)
+	args := append(append(append([]string(nil), wrap...), GoBinary(t), "mod", "download", "-json"), mods...)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{
 		"HOME=" + dir,

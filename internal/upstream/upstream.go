@@ -44,6 +44,10 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider, if set, records request durations and sizes.
 	MeterProvider metric.MeterProvider
+	// Mark, if not zero, is set as SO_MARK on every connection (Linux),
+	// so that a transparent-mode redirect rule can exempt sumgate's own
+	// traffic.
+	Mark int
 }
 
 // Roots returns the system roots plus the certificates in the PEM file at
@@ -77,7 +81,7 @@ func NewClient(opts Options) *http.Client {
 	case timeout < 0:
 		timeout = 0
 	}
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: MarkControl(opts.Mark)}
 	t := &http.Transport{
 		Proxy:                 nil, // sumgate is the egress; never chain through $HTTPS_PROXY
 		DialContext:           Dialer(d, opts.Resolve),

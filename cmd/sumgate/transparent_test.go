@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sumgate/sumgate/internal/testworld"
+)
+
+// TestTransparentModeWithRealRedirect: a client host (a network
+// namespace) whose port 443 the network redirects to sumgate runs the real
+// go command with no proxy settings at all. The genuine module is
+// verified and passes, the tampered one is blocked, and both are in the
+// audit trail as transparent connections.
+func TestTransparentModeWithRealRedirect(t *testing.T) {
+	ns := testworld.NewNamespace(t)
+	clearOTELEnv(t)
+	w := testworld.New(t)
+	// The client resolves every test-world name to the gateway side of its
+	// link, as if those were the hosts' public addresses; sumgate, which
+	// knows them by the same address (upstream.resolve), reaches the test
+	// world there.
+	upstream := testworld.Forward(t, ns.HostIP, w.Addr)
+	resolve := map[string]string{}
+	var names []string
+	for h := range w.Resolve {
+		resolve[h] = upstream
+		names = append(names, h)
+	}
+	ns.Hosts(t, ns.HostIP, names...)
+	r := startRunResolve(t, w, resolve, "transparent_listen: "+net.JoinHostPort(ns.HostIP, "0")+"\n")
+	_, port, err := net.SplitHostPort(r.transparent)
+	if err != nil {
+		t.Fatalf("transparent listener %q: %v", r.transparent, err)
+	}
+	p, _ := strconv.Atoi(port)
+	ns.Redirect(t, p)
+
+	env := []string{"GOPROXY=" + w.ProxyURL, "SSL_CERT_FILE=" + r.bundle} // and no HTTPS_PROXY
+	out, err := testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.GoodPath+"@v1.0.0")
+	var d struct{ Error, Sum string }
+	if json.Unmarshal(out, &d); err != nil || d.Sum != w.Module(testworld.GoodPath, testworld.Version).ZipHash {
+		t.Fatalf("genuine module through the redirect: %v, sum %q\n%s", err, d.Sum, out)
+	}
+	out, _ = testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.TamperedZipPath+"@v1.0.0")
+	if json.Unmarshal(out, &d); !strings.Contains(d.Error, "403 Forbidden") || !strings.Contains(d.Error, "sumgate: blocked "+testworld.TamperedZipPath) {
+		t.Fatalf("tampered module through the redirect: %s", out)
+	}
+	r.stop(t)
+
+	f, err := os.Open(r.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var connects, verified, blocked int
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var s struct {
+			Name       string         `json:"name"`
+			Kind       string         `json:"kind"`
+			Attributes map[string]any `json:"attributes"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil || s.Kind != "server" {
+			continue
+		}
+		a := s.Attributes
+		switch {
+		case s.Name == "CONNECT":
+			connects++
+			if a["sumgate.transparent"] != true || a["sumgate.transparent.destination"] != ns.HostIP+":443" ||
+				a["sumgate.decision"] != "intercept" || a["client.address"] != ns.ClientIP {
+				t.Errorf("transparent connection's span: %v", a)
+			}
+		case a["sumgate.verdict"] == "verified" && a["sumgate.module.kind"] == "zip":
+			verified++
+		case a["sumgate.verdict"] == "mismatch":
+			blocked++
+		}
+	}
+	if connects == 0 || verified != 1 || blocked == 0 { // the go command asks for a blocked zip twice
+		t.Errorf("audit trail: %d transparent connections, %d verified zips, %d mismatches", connects, verified, blocked)
+	}
+}
