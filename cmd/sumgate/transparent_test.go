@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
-	"strconv"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -33,23 +33,39 @@ func TestTransparentModeWithRealRedirect(t *testing.T) {
 		names = append(names, h)
 	}
 	ns.Hosts(t, ns.HostIP, names...)
-	r := startRunResolve(t, w, resolve, "transparent_listen: "+net.JoinHostPort(ns.HostIP, "0")+"\n")
+	r := startRunResolve(t, w, resolve, "transparent_listen: "+net.JoinHostPort(ns.HostIP, "0")+"\ntransparent:\n  mark: 21319\n")
 	_, port, err := net.SplitHostPort(r.transparent)
 	if err != nil {
 		t.Fatalf("transparent listener %q: %v", r.transparent, err)
 	}
-	p, _ := strconv.Atoi(port)
-	ns.Redirect(t, p)
-
 	env := []string{"GOPROXY=" + w.ProxyURL, "SSL_CERT_FILE=" + r.bundle} // and no HTTPS_PROXY
-	out, err := testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.GoodPath+"@v1.0.0")
-	var d struct{ Error, Sum string }
-	if json.Unmarshal(out, &d); err != nil || d.Sum != w.Module(testworld.GoodPath, testworld.Version).ZipHash {
-		t.Fatalf("genuine module through the redirect: %v, sum %q\n%s", err, d.Sum, out)
+	// The redirect is set up by each of the deployment scripts in turn.
+	for _, script := range []string{"iptables.sh", "nftables.sh"} {
+		t.Run(script, func(t *testing.T) {
+			redirect := func(action string) {
+				cmd := exec.Command("../../deploy/transparent/"+script, "gateway", action)
+				cmd.Env = append(os.Environ(), "SUMGATE_PORT="+port, "SUMGATE_IFACE="+ns.HostIf, "SUMGATE_MARK=21319",
+					"SUMGATE_CHAIN=SG"+ns.Name, "SUMGATE_TABLE=sg"+ns.Name)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("%s gateway %s: %v\n%s", script, action, err, out)
+				}
+			}
+			redirect("up")
+			defer redirect("down")
+			out, err := testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.GoodPath+"@v1.0.0")
+			var d struct{ Error, Sum string }
+			if json.Unmarshal(out, &d); err != nil || d.Sum != w.Module(testworld.GoodPath, testworld.Version).ZipHash {
+				t.Fatalf("genuine module through the redirect: %v, sum %q\n%s", err, d.Sum, out)
+			}
+			out, _ = testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.TamperedZipPath+"@v1.0.0")
+			if json.Unmarshal(out, &d); !strings.Contains(d.Error, "403 Forbidden") || !strings.Contains(d.Error, "sumgate: blocked "+testworld.TamperedZipPath) {
+				t.Fatalf("tampered module through the redirect: %s", out)
+			}
+		})
 	}
-	out, _ = testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.TamperedZipPath+"@v1.0.0")
-	if json.Unmarshal(out, &d); !strings.Contains(d.Error, "403 Forbidden") || !strings.Contains(d.Error, "sumgate: blocked "+testworld.TamperedZipPath) {
-		t.Fatalf("tampered module through the redirect: %s", out)
+	// With the redirect down, the client reaches nothing: it was sumgate.
+	if out, err := testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.UpperPath+"@v1.0.0"); err == nil {
+		t.Errorf("download succeeded with no redirect in place:\n%s", out)
 	}
 	r.stop(t)
 
@@ -84,7 +100,7 @@ func TestTransparentModeWithRealRedirect(t *testing.T) {
 			blocked++
 		}
 	}
-	if connects == 0 || verified != 1 || blocked == 0 { // the go command asks for a blocked zip twice
+	if connects == 0 || verified != 2 || blocked == 0 { // the go command asks for a blocked zip twice
 		t.Errorf("audit trail: %d transparent connections, %d verified zips, %d mismatches", connects, verified, blocked)
 	}
 }

@@ -21,7 +21,7 @@ type Namespace struct {
 	HostIP   string   // this side of the veth pair
 	ClientIP string   // the client's side
 	Wrap     []string // runs a command inside: ip netns exec <Name>
-	hostIf   string
+	HostIf   string   // this side's interface, where the client's traffic arrives
 }
 
 // NewNamespace makes the namespace. It skips the test when not run as
@@ -32,31 +32,31 @@ func NewNamespace(t testing.TB) *Namespace {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: network namespaces and iptables need root (CI runs this as root)")
 	}
-	for _, tool := range []string{"ip", "iptables"} {
+	for _, tool := range []string{"ip", "iptables", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (apt-get install iproute2 iptables): %v", tool, err)
+			t.Fatalf("%s is not installed (apt-get install iproute2 iptables nftables): %v", tool, err)
 		}
 	}
 	id := rand.IntN(60000) // names are unique on the machine while the test runs
 	ns := &Namespace{
 		Name:     fmt.Sprintf("sgc%d", id),
-		hostIf:   fmt.Sprintf("sgh%d", id),
+		HostIf:   fmt.Sprintf("sgh%d", id),
 		HostIP:   fmt.Sprintf("10.%d.%d.1", 200+id%50, id%250),
 		ClientIP: fmt.Sprintf("10.%d.%d.2", 200+id%50, id%250),
 	}
 	ns.Wrap = []string{"ip", "netns", "exec", ns.Name}
 	clientIf := fmt.Sprintf("sgv%d", id)
 	t.Cleanup(func() {
-		exec.Command("ip", "link", "del", ns.hostIf).Run()
+		exec.Command("ip", "link", "del", ns.HostIf).Run()
 		exec.Command("ip", "netns", "del", ns.Name).Run()
 		os.RemoveAll(filepath.Join("/etc/netns", ns.Name))
 	})
 	for _, args := range [][]string{
 		{"ip", "netns", "add", ns.Name},
-		{"ip", "link", "add", ns.hostIf, "type", "veth", "peer", "name", clientIf},
+		{"ip", "link", "add", ns.HostIf, "type", "veth", "peer", "name", clientIf},
 		{"ip", "link", "set", clientIf, "netns", ns.Name},
-		{"ip", "addr", "add", ns.HostIP + "/24", "dev", ns.hostIf},
-		{"ip", "link", "set", ns.hostIf, "up"},
+		{"ip", "addr", "add", ns.HostIP + "/24", "dev", ns.HostIf},
+		{"ip", "link", "set", ns.HostIf, "up"},
 		{"ip", "netns", "exec", ns.Name, "ip", "addr", "add", ns.ClientIP + "/24", "dev", clientIf},
 		{"ip", "netns", "exec", ns.Name, "ip", "link", "set", clientIf, "up"},
 		{"ip", "netns", "exec", ns.Name, "ip", "link", "set", "lo", "up"},
@@ -90,15 +90,6 @@ func (ns *Namespace) Hosts(t testing.TB, ip string, names ...string) {
 	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// Redirect sends the client's TCP port 443 to port on this side, as a
-// gateway host's REDIRECT rule does, until the test ends.
-func (ns *Namespace) Redirect(t testing.TB, port int) {
-	t.Helper()
-	rule := []string{"PREROUTING", "-i", ns.hostIf, "-p", "tcp", "--dport", "443", "-j", "REDIRECT", "--to-ports", fmt.Sprint(port)}
-	run(t, append([]string{"iptables", "-t", "nat", "-A"}, rule...)...)
-	t.Cleanup(func() { exec.Command("iptables", append([]string{"-t", "nat", "-D"}, rule...)...).Run() })
 }
 
 // Forward accepts TCP on ip (any port) and splices each connection to
