@@ -98,9 +98,11 @@ func (g *Gateway) ServeTransparent(l net.Listener) error {
 			}
 			return err
 		}
-		dst, derr := g.originalDst(c)
 		ic := g.track(c)
-		go g.transparent(ic, dst, derr, self)
+		go func() {
+			dst, derr := g.originalDst(c)
+			g.transparent(ic, dst, derr, self)
+		}()
 	}
 }
 

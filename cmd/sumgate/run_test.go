@@ -76,7 +76,7 @@ func startRunResolve(t testing.TB, w *testworld.World, resolve map[string]string
 	}
 	go io.Copy(io.Discard, pr)
 	if r.proxyURL == "" || r.bundle == "" || r.admin == "" || r.audit == "" {
-		t.Fatalf("the banner does not say how to point a client at sumgate (proxy %q, bundle %q, admin %q, audit %q)", r.proxyURL, r.bundle, r.admin, r.audit)
+		t.Fatalf("the banner does not say how to point a client at sumgate (proxy %q, bundle %q, admin %q, audit %q)\n%s", r.proxyURL, r.bundle, r.admin, r.audit, r.logs)
 	}
 	pemData, err := os.ReadFile(r.bundle)
 	if err != nil {

@@ -20,20 +20,31 @@ import (
 func TestTransparentModeWithRealRedirect(t *testing.T) {
 	ns := testworld.NewNamespace(t)
 	clearOTELEnv(t)
+	for _, family := range []struct{ name, hostIP, clientIP string }{
+		{"IPv4", ns.HostIP, ns.ClientIP},
+		{"IPv6", ns.HostIP6, ns.ClientIP6},
+	} {
+		t.Run(family.name, func(t *testing.T) { transparentRedirect(t, ns, family.hostIP, family.clientIP) })
+	}
+}
+
+// transparentRedirect runs sumgate with its transparent listener on
+// hostIP and the client's names pointing there.
+func transparentRedirect(t *testing.T, ns *testworld.Namespace, hostIP, clientIP string) {
 	w := testworld.New(t)
 	// The client resolves every test-world name to the gateway side of its
 	// link, as if those were the hosts' public addresses; sumgate, which
 	// knows them by the same address (upstream.resolve), reaches the test
 	// world there.
-	upstream := testworld.Forward(t, ns.HostIP, w.Addr)
+	upstream := testworld.Forward(t, hostIP, w.Addr)
 	resolve := map[string]string{}
 	var names []string
 	for h := range w.Resolve {
 		resolve[h] = upstream
 		names = append(names, h)
 	}
-	ns.Hosts(t, ns.HostIP, names...)
-	r := startRunResolve(t, w, resolve, "transparent_listen: "+net.JoinHostPort(ns.HostIP, "0")+"\ntransparent:\n  mark: 21319\n")
+	ns.Hosts(t, hostIP, names...)
+	r := startRunResolve(t, w, resolve, "transparent_listen: \""+net.JoinHostPort(hostIP, "0")+"\"\ntransparent:\n  mark: 21319\n")
 	_, port, err := net.SplitHostPort(r.transparent)
 	if err != nil {
 		t.Fatalf("transparent listener %q: %v", r.transparent, err)
@@ -90,8 +101,8 @@ func TestTransparentModeWithRealRedirect(t *testing.T) {
 		switch {
 		case s.Name == "CONNECT":
 			connects++
-			if a["sumgate.transparent"] != true || a["sumgate.transparent.destination"] != ns.HostIP+":443" ||
-				a["sumgate.decision"] != "intercept" || a["client.address"] != ns.ClientIP {
+			if a["sumgate.transparent"] != true || a["sumgate.transparent.destination"] != net.JoinHostPort(hostIP, "443") ||
+				a["sumgate.decision"] != "intercept" || a["client.address"] != clientIP {
 				t.Errorf("transparent connection's span: %v", a)
 			}
 		case a["sumgate.verdict"] == "verified" && a["sumgate.module.kind"] == "zip":

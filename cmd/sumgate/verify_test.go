@@ -30,7 +30,7 @@ func writeConfigResolve(t testing.TB, w *testworld.World, proxies []string, reso
 	fmt.Fprintf(&b, "sumdb:\n  key: %s\n", w.SumDBKey)
 	fmt.Fprintf(&b, "upstream:\n  roots: %s\n  resolve:\n", w.RootsFile)
 	for host, addr := range resolve {
-		fmt.Fprintf(&b, "    %s: %s\n", host, addr)
+		fmt.Fprintf(&b, "    %s: \"%s\"\n", host, addr) // an IPv6 address starts with [
 	}
 	b.WriteString(extra)
 	file := filepath.Join(dir, "sumgate.yaml")

@@ -17,11 +17,13 @@ import (
 // side, so that its traffic can be redirected here as a corporate
 // network would. It is removed when the test ends.
 type Namespace struct {
-	Name     string   // the namespace, for ip netns exec
-	HostIP   string   // this side of the veth pair
-	ClientIP string   // the client's side
-	Wrap     []string // runs a command inside: ip netns exec <Name>
-	HostIf   string   // this side's interface, where the client's traffic arrives
+	Name      string   // the namespace, for ip netns exec
+	HostIP    string   // this side of the veth pair
+	ClientIP  string   // the client's side
+	HostIP6   string   // this side's IPv6 address
+	ClientIP6 string   // the client's IPv6 address
+	Wrap      []string // runs a command inside: ip netns exec <Name>
+	HostIf    string   // this side's interface, where the client's traffic arrives
 }
 
 // NewNamespace makes the namespace. It skips the test when not run as
@@ -32,17 +34,19 @@ func NewNamespace(t testing.TB) *Namespace {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: network namespaces and iptables need root (CI runs this as root)")
 	}
-	for _, tool := range []string{"ip", "iptables", "nft"} {
+	for _, tool := range []string{"ip", "iptables", "ip6tables", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (apt-get install iproute2 iptables nftables): %v", tool, err)
 		}
 	}
 	id := rand.IntN(60000) // names are unique on the machine while the test runs
 	ns := &Namespace{
-		Name:     fmt.Sprintf("sgc%d", id),
-		HostIf:   fmt.Sprintf("sgh%d", id),
-		HostIP:   fmt.Sprintf("10.%d.%d.1", 200+id%50, id%250),
-		ClientIP: fmt.Sprintf("10.%d.%d.2", 200+id%50, id%250),
+		Name:      fmt.Sprintf("sgc%d", id),
+		HostIf:    fmt.Sprintf("sgh%d", id),
+		HostIP:    fmt.Sprintf("10.%d.%d.1", 200+id%50, id%250),
+		ClientIP:  fmt.Sprintf("10.%d.%d.2", 200+id%50, id%250),
+		HostIP6:   fmt.Sprintf("fd5a:%x::1", id),
+		ClientIP6: fmt.Sprintf("fd5a:%x::2", id),
 	}
 	ns.Wrap = []string{"ip", "netns", "exec", ns.Name}
 	clientIf := fmt.Sprintf("sgv%d", id)
@@ -61,6 +65,10 @@ func NewNamespace(t testing.TB) *Namespace {
 		{"ip", "netns", "exec", ns.Name, "ip", "link", "set", clientIf, "up"},
 		{"ip", "netns", "exec", ns.Name, "ip", "link", "set", "lo", "up"},
 		{"ip", "netns", "exec", ns.Name, "ip", "route", "add", "default", "via", ns.HostIP},
+		// nodad: usable at once, not after duplicate address detection.
+		{"ip", "-6", "addr", "add", ns.HostIP6 + "/64", "dev", ns.HostIf, "nodad"},
+		{"ip", "netns", "exec", ns.Name, "ip", "-6", "addr", "add", ns.ClientIP6 + "/64", "dev", clientIf, "nodad"},
+		{"ip", "netns", "exec", ns.Name, "ip", "-6", "route", "add", "default", "via", ns.HostIP6},
 	} {
 		run(t, args...)
 	}
