@@ -5,3 +5,6 @@ var BlockMessage = blockMessage
 
 // VCSModulePath exposes vcsModulePath to the tests.
 var VCSModulePath = vcsModulePath
+
+// PeekClientHello exposes peekClientHello to the fuzz target.
+var PeekClientHello = peekClientHello

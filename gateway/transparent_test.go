@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -285,4 +287,68 @@ func TestTransparentSNIMismatchIntercept(t *testing.T) {
 	if rule != "transparent: sni-mismatch intercept" {
 		t.Errorf("rule %q", rule)
 	}
+}
+
+// FuzzPeekClientHello: whatever a redirected client sends first, the peek
+// neither panics nor hangs, replays exactly the bytes it consumed, and
+// returns an SNI only from a TLS handshake, in lower case.
+func FuzzPeekClientHello(f *testing.F) {
+	// A real ClientHello, and pieces of one.
+	var hello []byte
+	{
+		c, s := net.Pipe()
+		go func() {
+			tls.Client(c, &tls.Config{ServerName: "Example.COM", InsecureSkipVerify: true}).Handshake()
+			c.Close()
+		}()
+		// Everything the client writes before it waits for an answer.
+		s.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 4096)
+		n := 0
+		for n < 5 || int(buf[3])<<8|int(buf[4]) > n-5 {
+			m, err := s.Read(buf[n:])
+			n += m
+			if err != nil {
+				f.Fatalf("reading a ClientHello: %v", err)
+			}
+		}
+		hello = buf[:n]
+		s.Close()
+	}
+	f.Add(hello)
+	f.Add(hello[:5])
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f.Add([]byte{0x16, 0x03, 0x01, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, s := net.Pipe()
+		go func() {
+			c.Write(data)
+			c.Close()
+		}()
+		defer s.Close()
+		var prefix []byte
+		var sni, why string
+		var isTLS bool
+		done := make(chan struct{})
+		go func() {
+			prefix, sni, isTLS, why = gateway.PeekClientHello(s, time.Second)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("the peek hung on %q\n%s", data, buf[:runtime.Stack(buf, true)])
+		}
+		if !bytes.HasPrefix(data, prefix) {
+			t.Fatalf("replayed %q, not a prefix of what was sent", prefix)
+		}
+		if sni != "" && (!isTLS || why != "" || sni != strings.ToLower(sni)) {
+			t.Fatalf("sni %q, tls %v, why %q", sni, isTLS, why)
+		}
+		if sni == "" && why == "" {
+			t.Fatal("no SNI and no reason")
+		}
+	})
 }

@@ -104,44 +104,22 @@ func TestRunWritesAuditFile(t *testing.T) {
 		t.Errorf("audit file mode %v: readable by others", fi.Mode())
 	}
 	var found string // the blocked download's trace ID
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	lines := 0
-	for sc.Scan() {
-		lines++
-		var span struct {
-			Name          string         `json:"name"`
-			Kind          string         `json:"kind"`
-			TraceID       string         `json:"trace_id"`
-			SpanID        string         `json:"span_id"`
-			ParentSpanID  string         `json:"parent_span_id"`
-			Start         time.Time      `json:"start"`
-			End           time.Time      `json:"end"`
-			Status        string         `json:"status"`
-			StatusMessage string         `json:"status_message"`
-			Attributes    map[string]any `json:"attributes"`
-			Links         []struct {
-				SpanID string `json:"span_id"`
-			}
-			Resource map[string]any `json:"resource"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &span); err != nil {
-			t.Fatalf("line %d is not a JSON span: %v\n%s", lines, err, sc.Bytes())
-		}
+	spans := readAudit(t, r.audit)
+	for i, span := range spans {
 		if span.TraceID == "" || span.SpanID == "" || span.Resource["service.name"] != "sumgate" {
-			t.Errorf("line %d lacks IDs or resource: %s", lines, sc.Bytes())
+			t.Errorf("line %d lacks IDs or resource: %s", i+1, span.raw)
 		}
 		a := span.Attributes
 		if span.Name == "GET" && span.Kind == "server" && a["sumgate.verdict"] == "mismatch" {
 			found = span.TraceID
 			if span.Status != "error" || !strings.Contains(span.StatusMessage, "checksum mismatch") || a["sumgate.hash.got"] == a["sumgate.hash.want"] ||
 				a["http.response.status_code"] != float64(403) || span.ParentSpanID != "" || len(span.Links) != 1 {
-				t.Errorf("blocked download's audit record: %s", sc.Bytes())
+				t.Errorf("blocked download's audit record: %s", span.raw)
 			}
 		}
 	}
 	if found == "" {
-		t.Fatalf("no audit record of the blocked download among %d lines", lines)
+		t.Fatalf("no audit record of the blocked download among %d lines", len(spans))
 	}
 	// The JSON log lines about that request carry its trace ID.
 	var blocked, access bool
@@ -156,6 +134,46 @@ func TestRunWritesAuditFile(t *testing.T) {
 	if !blocked || !access {
 		t.Errorf("log lines with the blocked download's trace ID: blocked %v, access %v\n%s", blocked, access, r.logs)
 	}
+}
+
+// auditSpan is one line of the audit file.
+type auditSpan struct {
+	Name          string         `json:"name"`
+	Kind          string         `json:"kind"`
+	TraceID       string         `json:"trace_id"`
+	SpanID        string         `json:"span_id"`
+	ParentSpanID  string         `json:"parent_span_id"`
+	Status        string         `json:"status"`
+	StatusMessage string         `json:"status_message"`
+	Attributes    map[string]any `json:"attributes"`
+	Links         []struct {
+		SpanID string `json:"span_id"`
+	} `json:"links"`
+	Resource map[string]any `json:"resource"`
+	raw      []byte
+}
+
+// readAudit returns the spans in the audit file; a line that is not a
+// span fails the test.
+func readAudit(t testing.TB, file string) []auditSpan {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var spans []auditSpan
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var s auditSpan
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			t.Fatalf("line %d of %s is not a JSON span: %v\n%s", len(spans)+1, file, err, sc.Bytes())
+		}
+		s.raw = append([]byte(nil), sc.Bytes()...)
+		spans = append(spans, s)
+	}
+	return spans
 }
 
 func fetch(t testing.TB, c *http.Client, u string) (int, []byte) {

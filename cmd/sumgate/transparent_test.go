@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"net"
 	"os"
@@ -80,21 +79,9 @@ func transparentRedirect(t *testing.T, ns *testworld.Namespace, hostIP, clientIP
 	}
 	r.stop(t)
 
-	f, err := os.Open(r.audit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var connects, verified, blocked int
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var s struct {
-			Name       string         `json:"name"`
-			Kind       string         `json:"kind"`
-			Attributes map[string]any `json:"attributes"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &s); err != nil || s.Kind != "server" {
+	for _, s := range readAudit(t, r.audit) {
+		if s.Kind != "server" {
 			continue
 		}
 		a := s.Attributes
