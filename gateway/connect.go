@@ -43,6 +43,9 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 	info := transparentInfo(pctx.Req.Context())
 	if info != nil {
 		audit.span.SetAttributes(auditkey.Transparent.Bool(true), auditkey.OriginalDst.String(info.dst.String()))
+		if info.sni != "" {
+			audit.span.SetAttributes(auditkey.TLSServerName.String(info.sni))
+		}
 		if info.fatal != "" {
 			return g.reject(pctx, audit, http.StatusForbidden, "transparent: not-redirected", "connection to the transparent listener refused: %s", info.fatal)
 		}

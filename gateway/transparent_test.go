@@ -158,7 +158,8 @@ func TestTransparentSplicesUnderTunnelPolicy(t *testing.T) {
 			tunnel = &servers[i]
 		}
 	}
-	if tunnel == nil || tunnel.Str("sumgate.rule") != "transparent: tunnel" || tunnel.Int("sumgate.tunnel.server_to_client_bytes") <= 0 {
+	if tunnel == nil || tunnel.Str("sumgate.rule") != "transparent: tunnel" || tunnel.Int("sumgate.tunnel.server_to_client_bytes") <= 0 ||
+		tunnel.Str("tls.server.name") != "tunnel.example" {
 		t.Fatalf("splice span: %+v", tunnel)
 	}
 }
