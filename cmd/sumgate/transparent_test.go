@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -100,5 +102,67 @@ func transparentRedirect(t *testing.T, ns *testworld.Namespace, hostIP, clientIP
 	}
 	if connects == 0 || verified != 2 || blocked == 0 { // the go command asks for a blocked zip twice
 		t.Errorf("audit trail: %d transparent connections, %d verified zips, %d mismatches", connects, verified, blocked)
+	}
+}
+
+// TestTransparentModeWithTPROXY: with a TPROXY rule instead of REDIRECT,
+// nothing is rewritten: sumgate's IP_TRANSPARENT listener accepts a
+// connection for an address that is not its own, and reads the original
+// destination from the socket's local address.
+func TestTransparentModeWithTPROXY(t *testing.T) {
+	ns := testworld.NewNamespace(t)
+	clearOTELEnv(t)
+	w := testworld.New(t)
+	upstream := testworld.Forward(t, ns.HostIP, w.Addr)
+	resolve := map[string]string{}
+	var names []string
+	for h := range w.Resolve {
+		resolve[h] = upstream
+		names = append(names, h)
+	}
+	// The names point at an address no host here has; TPROXY delivers
+	// the connection to sumgate anyway. sumgate knows the names by another
+	// address (upstream.resolve), hence sni_mismatch: intercept.
+	const public = "198.51.100.10"
+	ns.Hosts(t, public, names...)
+	r := startRunResolve(t, w, resolve, "transparent_listen: \""+net.JoinHostPort(ns.HostIP, "0")+
+		"\"\ntransparent:\n  tproxy: true\n  sni_mismatch: intercept\n")
+	_, port, err := net.SplitHostPort(r.transparent)
+	if err != nil {
+		t.Fatalf("transparent listener %q: %v", r.transparent, err)
+	}
+	id, _ := strconv.Atoi(strings.TrimLeft(ns.Name, "sgc")) // unique on the machine, like the namespace
+	mark, table := fmt.Sprintf("0x%x", 0x530000+id), fmt.Sprint(1000+id%30000)
+	rule := []string{"PREROUTING", "-i", ns.HostIf, "-p", "tcp", "--dport", "443", "-j", "TPROXY",
+		"--on-ip", ns.HostIP, "--on-port", port, "--tproxy-mark", mark}
+	for _, step := range [][]string{
+		append([]string{"iptables", "-t", "mangle", "-A"}, rule...),
+		{"ip", "rule", "add", "fwmark", mark, "lookup", table},
+		{"ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", table},
+	} {
+		if out, err := exec.Command(step[0], step[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", step, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		exec.Command("iptables", append([]string{"-t", "mangle", "-D"}, rule...)...).Run()
+		exec.Command("ip", "rule", "del", "fwmark", mark, "lookup", table).Run()
+		exec.Command("ip", "route", "del", "local", "0.0.0.0/0", "dev", "lo", "table", table).Run()
+	})
+	env := []string{"GOPROXY=" + w.ProxyURL, "SSL_CERT_FILE=" + r.bundle}
+	out, err := testworld.GoModDownloadVia(t, ns.Wrap, env, testworld.GoodPath+"@v1.0.0")
+	var d struct{ Error, Sum string }
+	if json.Unmarshal(out, &d); err != nil || d.Sum != w.Module(testworld.GoodPath, testworld.Version).ZipHash {
+		t.Fatalf("genuine module through TPROXY: %v, sum %q\n%s", err, d.Sum, out)
+	}
+	r.stop(t)
+	var dsts []any
+	for _, s := range readAudit(t, r.audit) {
+		if s.Name == "CONNECT" && s.Kind == "server" {
+			dsts = append(dsts, s.Attributes["sumgate.transparent.destination"])
+		}
+	}
+	if len(dsts) == 0 || dsts[0] != public+":443" {
+		t.Errorf("transparent destinations %v, want %s:443", dsts, public)
 	}
 }
