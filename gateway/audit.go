@@ -150,15 +150,34 @@ func protoVersion(req *http.Request) string {
 	return fmt.Sprintf("%d.%d", req.ProtoMajor, req.ProtoMinor)
 }
 
-// redacted is u as url.full records it: credentials in the URL are
-// replaced, as semantic conventions require, so that they never reach
-// the audit trail.
+// sensitiveQuery are the query parameters whose values url.full never
+// records: those semantic conventions name, and the usual bearer tokens.
+var sensitiveQuery = []string{"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "X-Amz-Signature",
+	"X-Amz-Credential", "X-Amz-Security-Token", "access_token", "token", "private_token"}
+
+// redacted is u as url.full records it: credentials in the URL, and the
+// values of sensitiveQuery parameters, are replaced by REDACTED, as
+// semantic conventions require, so that they never reach the audit trail.
 func redacted(u *url.URL) string {
-	if u.User == nil {
-		return u.String()
-	}
 	c := *u
-	c.User = url.UserPassword("REDACTED", "REDACTED")
+	if c.User != nil {
+		c.User = url.UserPassword("REDACTED", "REDACTED")
+	}
+	if c.RawQuery != "" {
+		q := c.Query()
+		changed := false
+		for _, k := range sensitiveQuery {
+			if vs, ok := q[k]; ok {
+				for i := range vs {
+					vs[i] = "REDACTED"
+				}
+				changed = true
+			}
+		}
+		if changed {
+			c.RawQuery = q.Encode()
+		}
+	}
 	return c.String()
 }
 

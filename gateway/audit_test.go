@@ -562,3 +562,26 @@ func TestFailedHandshakesAreErrors(t *testing.T) {
 		t.Errorf("reasons %q", reasons)
 	}
 }
+
+func TestURLFullIsRedacted(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://goproxy.cn/example.com/x/@v/list", "https://goproxy.cn/example.com/x/@v/list"},
+		{"http://user:hunter2@plain.example/", "http://REDACTED:REDACTED@plain.example/"},
+		{"https://github.com/o/r/info/refs?service=git-upload-pack&access_token=ghp_secret",
+			"https://github.com/o/r/info/refs?access_token=REDACTED&service=git-upload-pack"},
+		{"https://bucket.example/m.zip?X-Amz-Signature=abc&X-Amz-Credential=AKIA&x=1",
+			"https://bucket.example/m.zip?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&x=1"},
+		{"https://example.com/?sig=a&sig=b", "https://example.com/?sig=REDACTED&sig=REDACTED"},
+	} {
+		u, err := url.Parse(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := gateway.Redacted(u); got != tc.want {
+			t.Errorf("%s: url.full %s, want %s", tc.in, got, tc.want)
+		}
+		if u.String() != tc.in {
+			t.Errorf("redacting changed the request's URL to %s", u)
+		}
+	}
+}

@@ -8,3 +8,6 @@ var VCSModulePath = vcsModulePath
 
 // PeekClientHello exposes peekClientHello to the fuzz target.
 var PeekClientHello = peekClientHello
+
+// Redacted exposes redacted to the tests.
+var Redacted = redacted
