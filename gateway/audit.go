@@ -34,6 +34,10 @@ const scope = "github.com/sumgate/sumgate/gateway"
 
 // instruments are the gateway's metrics; docs/audit.md lists them.
 type instruments struct {
+	// sets caches the attribute sets measurements are recorded with: a
+	// handful of distinct ones, built once instead of per request.
+	sets sync.Map // string -> metric.MeasurementOption
+
 	requests metric.Int64Counter
 	duration metric.Float64Histogram
 	verdicts metric.Int64Counter
@@ -42,6 +46,17 @@ type instruments struct {
 	lookup   metric.Float64Histogram
 	cache    metric.Int64Counter
 	tunnels  metric.Int64UpDownCounter
+}
+
+// attrs returns the measurement option for kvs, built once per distinct
+// set; key must identify the set.
+func (in *instruments) attrs(key string, kvs ...attribute.KeyValue) metric.MeasurementOption {
+	if o, ok := in.sets.Load(key); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	in.sets.Store(key, o)
+	return o
 }
 
 // latencyBuckets are the histogram bounds, in seconds: from a cached
@@ -105,6 +120,7 @@ type requestAudit struct {
 	method, url string // for the access log line
 
 	mu       sync.Mutex
+	attrs    []attribute.KeyValue // set on the span when it ends, in one call
 	decision string
 	failure  string // non-empty when sumgate refused, blocked or failed
 	status   int
@@ -139,7 +155,8 @@ func (g *Gateway) startRequest(req *http.Request, t *tunnel) *requestAudit {
 	attrs = append(attrs, semconv.URLFull(full), semconv.URLPath(req.URL.Path))
 	attrs = append(attrs, clientAttrs(req, client)...)
 	ctx, span := g.tracer.Start(req.Context(), req.Method, append(opts, trace.WithAttributes(attrs...))...)
-	return &requestAudit{g: g, span: span, ctx: ctx, start: time.Now(), method: req.Method, url: full, decision: DecisionIntercept}
+	return &requestAudit{g: g, span: span, ctx: ctx, start: time.Now(), method: req.Method, url: full, decision: DecisionIntercept,
+		attrs: make([]attribute.KeyValue, 0, 24)}
 }
 
 // protoVersion is network.protocol.version: "1.1", "1.0" or "2".
@@ -196,23 +213,27 @@ func clientAttrs(req *http.Request, remote string) []attribute.KeyValue {
 	return as
 }
 
-// set adds attributes to the span.
-func (a *requestAudit) set(kv ...attribute.KeyValue) { a.span.SetAttributes(kv...) }
+// set adds attributes to the span (when it ends).
+func (a *requestAudit) set(kv ...attribute.KeyValue) {
+	a.mu.Lock()
+	a.attrs = append(a.attrs, kv...)
+	a.mu.Unlock()
+}
 
 // decide records the decision and the rule that made it.
 func (a *requestAudit) decide(decision, rule string) {
 	a.mu.Lock()
 	a.decision = decision
+	a.attrs = append(a.attrs, auditkey.Decision.String(decision), auditkey.Rule.String(rule))
 	a.mu.Unlock()
-	a.span.SetAttributes(auditkey.Decision.String(decision), auditkey.Rule.String(rule))
 }
 
 // fail marks the request refused, blocked or failed, for reason.
 func (a *requestAudit) fail(reason string) {
 	a.mu.Lock()
 	a.failure = reason
+	a.attrs = append(a.attrs, auditkey.Reason.String(reason))
 	a.mu.Unlock()
-	a.span.SetAttributes(auditkey.Reason.String(reason))
 }
 
 // refuse is decide(deny, rule) and fail(reason), and the answer to send.
@@ -235,11 +256,12 @@ func (a *requestAudit) end() {
 	if a.ended.Swap(true) {
 		return
 	}
+	sent := a.sent.Load()
 	a.mu.Lock()
 	decision, failure, status := a.decision, a.failure, a.status
+	attrs := append(a.attrs, semconv.HTTPResponseStatusCode(status), auditkey.BytesSent.Int64(sent))
 	a.mu.Unlock()
-	sent := a.sent.Load()
-	a.span.SetAttributes(semconv.HTTPResponseStatusCode(status), auditkey.BytesSent.Int64(sent))
+	a.span.SetAttributes(attrs...)
 	switch {
 	case failure != "":
 		a.span.SetStatus(codes.Error, failure)
@@ -252,17 +274,28 @@ func (a *requestAudit) end() {
 		"decision", decision, "bytes_sent", sent, "duration_ms", float64(elapsed.Microseconds())/1000, "failure", failure)
 	in := a.g.metrics
 	ctx := context.Background()
-	in.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
-	in.duration.Record(ctx, elapsed.Seconds(), metric.WithAttributes(auditkey.Decision.String(decision)))
-	in.bytes.Add(ctx, sent, metric.WithAttributes(direction("sent")))
+	in.requests.Add(ctx, 1, in.requestAttrs(decision, status))
+	in.duration.Record(ctx, elapsed.Seconds(), in.attrs("d "+decision, auditkey.Decision.String(decision)))
+	in.bytes.Add(ctx, sent, in.direction("sent"))
+}
+
+// requestAttrs is the attribute set of sumgate.requests.
+func (in *instruments) requestAttrs(decision string, status int) metric.MeasurementOption {
+	return in.attrs("r "+decision+" "+strconv.Itoa(status), auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status))
+}
+
+// direction is the attribute set of sumgate.bytes.
+func (in *instruments) direction(d string) metric.MeasurementOption {
+	return in.attrs("b "+d, attribute.String("direction", d))
 }
 
 // verdict records a module file's verdict on the span and in the metrics;
 // a security error is also a span event and an error log line.
 func (a *requestAudit) verdict(vd sumdb.Verdict) {
-	a.span.SetAttributes(sumdb.VerdictAttributes(vd)...)
-	a.g.metrics.verdicts.Add(context.Background(), 1, metric.WithAttributes(
-		auditkey.Verdict.String(vd.Outcome.String()), auditkey.ModuleKind.String(vd.Kind.String())))
+	a.set(sumdb.VerdictAttributes(vd)...)
+	outcome, kind := vd.Outcome.String(), vd.Kind.String()
+	a.g.metrics.verdicts.Add(context.Background(), 1, a.g.metrics.attrs("v "+outcome+" "+kind,
+		auditkey.Verdict.String(outcome), auditkey.ModuleKind.String(kind)))
 	if vd.Outcome == sumdb.SecurityError {
 		a.span.AddEvent(auditkey.SecurityEvent, trace.WithAttributes(auditkey.Reason.String(vd.Reason)))
 		a.g.log.ErrorContext(a.ctx, "checksum database security error: module blocked",
@@ -270,7 +303,6 @@ func (a *requestAudit) verdict(vd sumdb.Verdict) {
 	}
 }
 
-func direction(d string) attribute.KeyValue { return attribute.String("direction", d) }
 
 // connectAudit is the server span of one CONNECT. A denied CONNECT's span
 // ends at once; a tunnel's lasts until the tunnel closes.
@@ -347,7 +379,7 @@ func (c *connectAudit) finish(status int, failure string, kv ...attribute.KeyVal
 		if c.decided != "" {
 			c.g.metrics.tunnels.Add(ctx, -1, metric.WithAttributes(auditkey.Decision.String(decision)))
 		}
-		c.g.metrics.requests.Add(ctx, 1, metric.WithAttributes(auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status)))
+		c.g.metrics.requests.Add(ctx, 1, c.g.metrics.requestAttrs(decision, status))
 		c.g.openSpans.Done()
 	})
 }
@@ -377,8 +409,8 @@ func (c *countingConn) Close() error {
 	err := c.Conn.Close()
 	up, down := c.wrote.Load(), c.read.Load()
 	ctx := context.Background()
-	c.audit.g.metrics.bytes.Add(ctx, up, metric.WithAttributes(direction("tunnel_to_server")))
-	c.audit.g.metrics.bytes.Add(ctx, down, metric.WithAttributes(direction("tunnel_to_client")))
+	c.audit.g.metrics.bytes.Add(ctx, up, c.audit.g.metrics.direction("tunnel_to_server"))
+	c.audit.g.metrics.bytes.Add(ctx, down, c.audit.g.metrics.direction("tunnel_to_client"))
 	c.audit.finish(http.StatusOK, "", auditkey.TunnelUp.Int64(up), auditkey.TunnelDown.Int64(down))
 	return err
 }
@@ -421,8 +453,8 @@ func (g *Gateway) dialTunnel(req *http.Request, network, addr string) (net.Conn,
 func (c *connectAudit) endIntercepted(t *tunnel) {
 	up, down := c.conn.read.Load()-c.r0, c.conn.written.Load()-c.w0
 	ctx := context.Background()
-	c.g.metrics.bytes.Add(ctx, up, metric.WithAttributes(direction("tunnel_to_server")))
-	c.g.metrics.bytes.Add(ctx, down, metric.WithAttributes(direction("tunnel_to_client")))
+	c.g.metrics.bytes.Add(ctx, up, c.g.metrics.direction("tunnel_to_server"))
+	c.g.metrics.bytes.Add(ctx, down, c.g.metrics.direction("tunnel_to_client"))
 	failure := t.failure()
 	if failure == "" && t.requests.Load() == 0 {
 		// The server side of a handshake cannot tell when the client

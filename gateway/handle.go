@@ -338,7 +338,7 @@ func (g *Gateway) fetchAndCheck(ctx context.Context, url string, mr moduleReques
 	}()
 	n, err := io.Copy(f, io.LimitReader(resp.Body, limit+1))
 	g.recordUpstream(ctx, greq, start, "module")
-	g.metrics.bytes.Add(ctx, n, metric.WithAttributes(direction("spooled")))
+	g.metrics.bytes.Add(ctx, n, g.metrics.direction("spooled"))
 	switch {
 	case err != nil:
 		return upstreamFailure(url, fmt.Errorf("download cut short after %d bytes: %w", n, err))
