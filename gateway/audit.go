@@ -303,7 +303,6 @@ func (a *requestAudit) verdict(vd sumdb.Verdict) {
 	}
 }
 
-
 // connectAudit is the server span of one CONNECT. A denied CONNECT's span
 // ends at once; a tunnel's lasts until the tunnel closes.
 type connectAudit struct {
