@@ -72,6 +72,8 @@ func TestHungCollectorDropsAndCounts(t *testing.T) {
 	}
 }
 
+// TestLoggerCarriesTraceIDs: a line logged with a span in its context
+// carries that span's trace and span IDs, in JSON and in text.
 func TestLoggerCarriesTraceIDs(t *testing.T) {
 	tel, err := Setup(context.Background(), Options{DataDir: t.TempDir()})
 	if err != nil {
