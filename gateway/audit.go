@@ -390,6 +390,7 @@ type countingConn struct {
 	net.Conn
 	audit       *connectAudit
 	read, wrote atomic.Int64
+	closed      atomic.Bool
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
@@ -406,6 +407,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 func (c *countingConn) Close() error {
 	err := c.Conn.Close()
+	if c.closed.Swap(true) {
+		return err // counted already
+	}
 	up, down := c.wrote.Load(), c.read.Load()
 	ctx := context.Background()
 	c.audit.g.metrics.bytes.Add(ctx, up, c.audit.g.metrics.direction("tunnel_to_server"))

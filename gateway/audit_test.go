@@ -505,13 +505,7 @@ func TestForkIsASpanEventAndAnErrorLog(t *testing.T) {
 	if m := scrape(t, tr.tel); !strings.Contains(m, `sumgate_sumdb_alert{sumgate_sumdb_name="sum.golang.org"} 1`) {
 		t.Errorf("/metrics does not show the alert:\n%s", m)
 	}
-	var forked *otlptest.Span
-	servers := otlptest.Servers(tr.flush(t))
-	for i, s := range servers {
-		if s.Str("sumgate.verdict") == "security-error" {
-			forked = &servers[i]
-		}
-	}
+	forked := otlptest.Find(otlptest.Servers(tr.flush(t)), func(s otlptest.Span) bool { return s.Str("sumgate.verdict") == "security-error" })
 	if forked == nil {
 		t.Fatal("no server span with verdict security-error")
 	}

@@ -24,14 +24,7 @@ func BenchmarkTransparentVsConnect(b *testing.B) {
 	for i := range *smallMods {
 		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/transparent/small%d", i), 48<<10))
 	}
-	fwd := testworld.Forward(b, ns.HostIP, w.Addr)
-	resolve := map[string]string{}
-	var names []string
-	for h := range w.Resolve {
-		resolve[h] = fwd
-		names = append(names, h)
-	}
-	ns.Hosts(b, ns.HostIP, names...)
+	resolve := ns.Serve(b, w, ns.HostIP, ns.HostIP)
 	e := startTraced(b, w, nil, func(c *gateway.Config) { c.Resolve = resolve })
 	explicit, err := net.Listen("tcp", net.JoinHostPort(ns.HostIP, "0"))
 	if err != nil {

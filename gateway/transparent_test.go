@@ -151,13 +151,7 @@ func TestTransparentSplicesUnderTunnelPolicy(t *testing.T) {
 	if string(body) != "hello from tunnel.example\n" || !resp.TLS.PeerCertificates[0].Equal(srv.cert) {
 		t.Fatalf("splice: %q", body)
 	}
-	var tunnel *otlptest.Span
-	servers := otlptest.Servers(te.flush(t))
-	for i, s := range servers {
-		if s.Str("sumgate.decision") == "tunnel" {
-			tunnel = &servers[i]
-		}
-	}
+	tunnel := otlptest.Find(otlptest.Servers(te.flush(t)), func(s otlptest.Span) bool { return s.Str("sumgate.decision") == "tunnel" })
 	if tunnel == nil || tunnel.Str("sumgate.rule") != "transparent: tunnel" || tunnel.Int("sumgate.tunnel.server_to_client_bytes") <= 0 ||
 		tunnel.Str("tls.server.name") != "tunnel.example" {
 		t.Fatalf("splice span: %+v", tunnel)

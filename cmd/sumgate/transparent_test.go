@@ -37,14 +37,7 @@ func transparentRedirect(t *testing.T, ns *testworld.Namespace, hostIP, clientIP
 	// link, as if those were the hosts' public addresses; sumgate, which
 	// knows them by the same address (upstream.resolve), reaches the test
 	// world there.
-	upstream := testworld.Forward(t, hostIP, w.Addr)
-	resolve := map[string]string{}
-	var names []string
-	for h := range w.Resolve {
-		resolve[h] = upstream
-		names = append(names, h)
-	}
-	ns.Hosts(t, hostIP, names...)
+	resolve := ns.Serve(t, w, hostIP, hostIP)
 	r := startRunResolve(t, w, resolve, "transparent_listen: \""+net.JoinHostPort(hostIP, "0")+"\"\ntransparent:\n  mark: 21319\n")
 	_, port, err := net.SplitHostPort(r.transparent)
 	if err != nil {
@@ -113,18 +106,11 @@ func TestTransparentModeWithTPROXY(t *testing.T) {
 	ns := testworld.NewNamespace(t)
 	clearOTELEnv(t)
 	w := testworld.New(t)
-	upstream := testworld.Forward(t, ns.HostIP, w.Addr)
-	resolve := map[string]string{}
-	var names []string
-	for h := range w.Resolve {
-		resolve[h] = upstream
-		names = append(names, h)
-	}
 	// The names point at an address no host here has; TPROXY delivers
 	// the connection to sumgate anyway. sumgate knows the names by another
 	// address (upstream.resolve), hence sni_mismatch: intercept.
 	const public = "198.51.100.10"
-	ns.Hosts(t, public, names...)
+	resolve := ns.Serve(t, w, public, ns.HostIP)
 	r := startRunResolve(t, w, resolve, "transparent_listen: \""+net.JoinHostPort(ns.HostIP, "0")+
 		"\"\ntransparent:\n  tproxy: true\n  sni_mismatch: intercept\n")
 	_, port, err := net.SplitHostPort(r.transparent)

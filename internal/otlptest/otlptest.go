@@ -239,3 +239,14 @@ func Servers(spans []Span) []Span {
 	}
 	return out
 }
+
+// Find returns the last of spans that match accepts, or nil.
+func Find(spans []Span, match func(Span) bool) *Span {
+	var found *Span
+	for i := range spans {
+		if match(spans[i]) {
+			found = &spans[i]
+		}
+	}
+	return found
+}

@@ -82,9 +82,27 @@ func run(t testing.TB, args ...string) {
 	}
 }
 
-// Hosts makes every name resolve, inside the namespace, to ip (through
+// Serve makes w's hosts reachable from inside the namespace, as a
+// corporate network would see them: there, every name of w resolves to
+// clientSees; on this side, w is forwarded from hostIP. It returns the
+// upstream.resolve map (name -> forwarder) telling sumgate where those
+// hosts are.
+func (ns *Namespace) Serve(t testing.TB, w *World, clientSees, hostIP string) map[string]string {
+	t.Helper()
+	fwd := forward(t, hostIP, w.Addr)
+	resolve := map[string]string{}
+	var names []string
+	for h := range w.Resolve {
+		resolve[h] = fwd
+		names = append(names, h)
+	}
+	ns.hosts(t, clientSees, names...)
+	return resolve
+}
+
+// hosts makes every name resolve, inside the namespace, to ip (through
 // /etc/netns/<name>/hosts, which ip netns exec mounts over /etc/hosts).
-func (ns *Namespace) Hosts(t testing.TB, ip string, names ...string) {
+func (ns *Namespace) hosts(t testing.TB, ip string, names ...string) {
 	t.Helper()
 	dir := filepath.Join("/etc/netns", ns.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -100,9 +118,9 @@ func (ns *Namespace) Hosts(t testing.TB, ip string, names ...string) {
 	}
 }
 
-// Forward accepts TCP on ip (any port) and splices each connection to
+// forward accepts TCP on ip (any port) and splices each connection to
 // to; it returns the address it listens on.
-func Forward(t testing.TB, ip, to string) string {
+func forward(t testing.TB, ip, to string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
