@@ -579,3 +579,25 @@ func TestURLFullIsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelDialFailureIsAnErrorSpan: a blind tunnel whose dial fails is
+// a 502 for the client and an Error CONNECT span saying why.
+func TestTunnelDialFailureIsAnErrorSpan(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there now
+	tr := startOTLP(t, "grpc", 0, func(c *gateway.Config) { c.Resolve = map[string]string{"dead.example": dead} })
+	if status, c := tr.connect(t, "dead.example:443"); status != http.StatusBadGateway {
+		t.Errorf("CONNECT to an unreachable pinned host: %d, want 502", status)
+	} else if c != nil {
+		c.Close()
+	}
+	s := otlptest.Find(otlptest.Servers(tr.flush(t)), func(s otlptest.Span) bool { return s.Name == "CONNECT" })
+	if s == nil || s.StatusCode != tracepb.Status_STATUS_CODE_ERROR || s.Int("http.response.status_code") != 502 ||
+		!strings.Contains(s.Str("sumgate.reason"), "dialling "+dead+" failed") || s.Str("sumgate.decision") != "tunnel" {
+		t.Fatalf("CONNECT span: %+v", s)
+	}
+}
