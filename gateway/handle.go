@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -69,7 +70,17 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Req
 		return req, a.refuse(req, http.StatusForbidden, "host-pin",
 			fmt.Sprintf("sumgate: request for host %q inside a tunnel to %q refused", req.Host, t.host))
 	}
-	if mr, ok, err := g.classify(t.host, req.URL.Path); ok {
+	// Decide on the path exactly as it was sent, and forward exactly that:
+	// an upstream that normalises paths must not read another file than
+	// the one decided on (threat 24).
+	escaped := req.URL.EscapedPath()
+	path, why := g.canonicalPath(t.host, escaped)
+	if why != "" {
+		g.log.WarnContext(a.ctx, "refused a path that is not canonical", "host", t.host, "path", escaped, "why", why)
+		return req, a.refuse(req, http.StatusBadRequest, "path-canonical",
+			fmt.Sprintf("sumgate: refused https://%s%s: the path is not canonical: %s", t.host, escaped, why))
+	}
+	if mr, ok, err := g.classify(t.host, path); ok {
 		if err != nil {
 			return req, a.refuse(req, http.StatusBadRequest, "module-path", "sumgate: "+err.Error())
 		}
@@ -518,7 +529,8 @@ func stripHopHeaders(h http.Header) {
 func (g *Gateway) passThrough(req *http.Request, t *tunnel, a *requestAudit) *http.Response {
 	out := req.Clone(req.Context())
 	out.RequestURI = ""
-	out.URL.Scheme, out.URL.Host, out.Host = "https", t.host, t.host
+	out.URL = &url.URL{Scheme: "https", Host: t.host, Path: req.URL.Path, RawPath: req.URL.EscapedPath(), RawQuery: req.URL.RawQuery}
+	out.Host = t.host
 	stripHopHeaders(out.Header)
 	start := time.Now()
 	resp, err := g.cfg.Upstream.Do(out)

@@ -1,0 +1,116 @@
+package gateway
+
+import (
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// normalisations are the ways an upstream may rewrite a path before
+// routing it: each alone, and all of them in turn.
+var normalisations = []func(string) string{
+	func(p string) string { // percent-decoding, as often as it changes something
+		for i := 0; i < 4; i++ {
+			d, err := url.PathUnescape(p)
+			if err != nil || d == p {
+				break
+			}
+			p = d
+		}
+		return p
+	},
+	func(p string) string { return strings.ReplaceAll(p, `\`, "/") },
+	func(p string) string { return path.Clean("/" + p) }, // dot segments, merged slashes, trailing slash
+	func(p string) string { // slash merging alone
+		for strings.Contains(p, "//") {
+			p = strings.ReplaceAll(p, "//", "/")
+		}
+		return p
+	},
+	strings.ToLower, // case folding (of the prefix, and the rest)
+	func(p string) string { // ";" path parameters dropped, trailing dots trimmed
+		segs := strings.Split(p, "/")
+		for i, s := range segs {
+			s, _, _ = strings.Cut(s, ";")
+			if s != "." && s != ".." {
+				s = strings.TrimRight(s, ". ")
+			}
+			segs[i] = s
+		}
+		return strings.Join(segs, "/")
+	},
+}
+
+// normalised returns every normalisation of p, and their composition.
+func normalised(p string) []string {
+	out := []string{}
+	all := p
+	for _, n := range normalisations {
+		out = append(out, n(p))
+		all = n(all)
+	}
+	out = append(out, all, path.Clean("/"+all))
+	for _, n := range out[:len(out):len(out)] {
+		out = append(out, normalisations[0](n)) // routed after decoding
+	}
+	return out
+}
+
+// fuzzGateway has the default module proxies, one with a path prefix.
+func fuzzGateway(t testing.TB) *Gateway {
+	g := &Gateway{}
+	for _, base := range []string{"https://proxy.golang.org", "https://mirrors.aliyun.com/goproxy"} {
+		o, err := parseOrigin(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.origins = append(g.origins, o)
+	}
+	return g
+}
+
+// FuzzCanonicalPath holds threat 24: a path sumgate accepts on a module
+// proxy's host is never read as a module file by an upstream that
+// normalises it unless sumgate verifies that same file.
+func FuzzCanonicalPath(f *testing.F) {
+	for _, s := range []string{
+		"/goproxy/example.com/m/@v/v1.0.0.zip", "//goproxy/example.com/m/@v/v1.0.0.zip",
+		"/x/../goproxy/example.com/m/@v/v1.0.0.zip", "/GOPROXY/example.com/m/@v/v1.0.0.zip",
+		"/goproxy%2Fexample.com/m/@v/v1.0.0.zip", "/goproxy/example.com/m/@v/v1.0.0%2ezip",
+		"/goproxy;a/example.com/m/@v/v1.0.0.mod", "/example.com/m/@v/list", "/example.com/m/@latest",
+		"/sumdb/sum.golang.org/lookup/example.com/m@v1.0.0", "/goproxy/github.com/!azure/x/@v/v1.0.0.zip",
+		"/goproxy/example.com/m/%40v/v1.0.0.zip", `/goproxy\example.com/m/@v/v1.0.0.zip`, "/a%22b",
+		"/github.com/%21azure/x/@v/v1.0.0%2Bincompatible.zip", "/%67oproxy/example.com/m/@v/v1.0.0.zip",
+	} {
+		for _, host := range []string{"proxy.golang.org", "mirrors.aliyun.com"} {
+			f.Add(host, s)
+		}
+	}
+	g := fuzzGateway(f)
+	f.Fuzz(func(t *testing.T, host, p string) {
+		if host != "proxy.golang.org" && host != "mirrors.aliyun.com" {
+			return
+		}
+		d, why := g.canonicalPath(host, p)
+		if why != "" {
+			return // refused: never forwarded
+		}
+		mr, ok, err := g.classify(host, d)
+		verified := ok && err == nil && (mr.kind == sumdb.KindZip || mr.kind == sumdb.KindMod)
+		for _, n := range normalised(p) {
+			nr, nok, nerr := g.classify(host, n)
+			if !nok || nerr != nil || (nr.kind != sumdb.KindZip && nr.kind != sumdb.KindMod) {
+				continue
+			}
+			if !verified {
+				t.Fatalf("https://%s%s is accepted unverified, but normalises to %s, the module file %s (%s)", host, p, n, nr.mod, nr.kind)
+			}
+			if nr.mod != mr.mod || nr.kind != mr.kind || nr.origin != mr.origin {
+				t.Fatalf("https://%s%s is verified as %s (%s) but normalises to %s (%s)", host, p, mr.mod, mr.kind, nr.mod, nr.kind)
+			}
+		}
+	})
+}
