@@ -136,7 +136,7 @@ func (g *Gateway) startRequest(req *http.Request, t *tunnel) *requestAudit {
 		semconv.HTTPRequestMethodKey.String(req.Method),
 		semconv.NetworkProtocolVersion(protoVersion(req)),
 	}
-	host := hostOnly(req.URL.Host)
+	host := canonicalHost(req.URL.Host)
 	full := redacted(req.URL)
 	client := req.RemoteAddr
 	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer)}
@@ -236,11 +236,20 @@ func (a *requestAudit) fail(reason string) {
 	a.mu.Unlock()
 }
 
-// refuse is decide(deny, rule) and fail(reason), and the answer to send.
-func (a *requestAudit) refuse(req *http.Request, status int, rule, reason string) *http.Response {
-	a.decide(DecisionDeny, rule)
-	a.fail(reason)
-	return textResponse(req, status, reason)
+// incomplete marks a delivery the client did not take whole: it went
+// away after sent of want bytes (want -1: unknown).
+func (a *requestAudit) incomplete(sent, want int64) {
+	reason := fmt.Sprintf("incomplete delivery: the client went away after %d bytes", sent)
+	if want >= 0 {
+		reason = fmt.Sprintf("incomplete delivery: the client went away after %d of %d bytes", sent, want)
+	}
+	a.mu.Lock()
+	a.attrs = append(a.attrs, auditkey.Incomplete.Bool(true))
+	if a.failure == "" {
+		a.failure = reason
+		a.attrs = append(a.attrs, auditkey.Reason.String(reason))
+	}
+	a.mu.Unlock()
 }
 
 // respond notes the status the client is about to get.
@@ -282,6 +291,13 @@ func (a *requestAudit) end() {
 // requestAttrs is the attribute set of sumgate.requests.
 func (in *instruments) requestAttrs(decision string, status int) metric.MeasurementOption {
 	return in.attrs("r "+decision+" "+strconv.Itoa(status), auditkey.Decision.String(decision), semconv.HTTPResponseStatusCode(status))
+}
+
+// recordUpstream records an upstream request's duration, of kind
+// (module, pass-through or forward).
+func (in *instruments) recordUpstream(ctx context.Context, req *http.Request, start time.Time, kind string) {
+	in.upstream.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
+		semconv.ServerAddress(canonicalHost(req.URL.Host)), attribute.String("kind", kind)))
 }
 
 // direction is the attribute set of sumgate.bytes.
@@ -458,15 +474,13 @@ func (c *connectAudit) endIntercepted(t *tunnel) {
 	ctx := context.Background()
 	c.g.metrics.bytes.Add(ctx, up, c.g.metrics.direction("tunnel_to_server"))
 	c.g.metrics.bytes.Add(ctx, down, c.g.metrics.direction("tunnel_to_client"))
-	failure := t.failure()
-	if failure == "" && t.requests.Load() == 0 {
-		// The server side of a handshake cannot tell when the client
-		// rejects its certificate; a tunnel that carried no request is
-		// the sign.
-		failure = "no request was made in the tunnel: the client's TLS handshake failed (does it trust the enterprise root?) or it closed the tunnel unused"
-	}
-	if failure != "" {
-		c.span.SetAttributes(auditkey.Reason.String(failure))
+	failure := ""
+	if t.requests.Load() == 0 {
+		reason, failed := t.unused()
+		c.span.SetAttributes(auditkey.Reason.String(reason))
+		if failed {
+			failure = reason
+		}
 	}
 	c.finish(http.StatusOK, failure, auditkey.TunnelUp.Int64(up), auditkey.TunnelDown.Int64(down),
 		auditkey.TunnelRequests.Int64(t.requests.Load()))

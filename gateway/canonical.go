@@ -30,7 +30,7 @@ import (
 //     without case) must carry the prefix exactly, and no upper-case
 //     letter: the GOPROXY protocol case-encodes module paths and versions
 //     ("!a" for "A"), so the go command never sends one.
-func (g *Gateway) canonicalPath(host, p string) (decoded, why string) {
+func (pol *policy) canonicalPath(host, p string) (decoded, why string) {
 	if !strings.HasPrefix(p, "/") {
 		return "", "it does not start with /"
 	}
@@ -62,7 +62,7 @@ func (g *Gateway) canonicalPath(host, p string) (decoded, why string) {
 			return "", fmt.Sprintf("segment %q is a dot segment or ends in a dot", seg)
 		}
 	}
-	for _, o := range g.origins {
+	for _, o := range pol.origins {
 		if o.host != host || len(d) <= len(o.prefix) || !strings.EqualFold(d[:len(o.prefix)+1], o.prefix+"/") {
 			continue
 		}

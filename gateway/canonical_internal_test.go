@@ -59,9 +59,11 @@ func normalised(p string) []string {
 	return out
 }
 
-// fuzzGateway has the default module proxies, one with a path prefix.
-func fuzzGateway(t testing.TB) *Gateway {
-	g := &Gateway{}
+// testPolicy has two of the default module proxies, one with a path
+// prefix, and intercepts them, the checksum database and github.com.
+func testPolicy(t testing.TB) *policy {
+	g := &policy{intercept: map[string]bool{"proxy.golang.org": true, "mirrors.aliyun.com": true, "sum.golang.org": true, "github.com": true},
+		tunnel: TunnelAllow, vcs: VCSAllow, private: "corp.example"}
 	for _, base := range []string{"https://proxy.golang.org", "https://mirrors.aliyun.com/goproxy"} {
 		o, err := parseOrigin(base)
 		if err != nil {
@@ -89,7 +91,7 @@ func FuzzCanonicalPath(f *testing.F) {
 			f.Add(host, s)
 		}
 	}
-	g := fuzzGateway(f)
+	g := testPolicy(f)
 	f.Fuzz(func(t *testing.T, host, p string) {
 		if host != "proxy.golang.org" && host != "mirrors.aliyun.com" {
 			return

@@ -39,7 +39,7 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 	if err != nil {
 		return g.reject(pctx, audit, http.StatusBadRequest, "bad-target", "CONNECT target %q is not host:port", hostport)
 	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	host = canonicalHost(host)
 	info := transparentInfo(pctx.Req.Context())
 	if info != nil {
 		audit.span.SetAttributes(auditkey.Transparent.Bool(true), auditkey.OriginalDst.String(info.dst.String()))
@@ -61,7 +61,7 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 			audit.span.SetAttributes(auditkey.Reason.String(info.peeked))
 		}
 	}
-	if g.intercept[host] {
+	if g.pol.intercept[host] {
 		if port != "443" {
 			return g.reject(pctx, audit, http.StatusForbidden, "intercept-port", "CONNECT to %s: only port 443 is intercepted", hostport)
 		}
@@ -81,11 +81,17 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 					"redirected connection to %s with SNI %s refused: %s (transparent.sni_mismatch: deny)", info.dst, host, why)
 			}
 		}
-		t := &tunnel{host: host, client: pctx.Req.RemoteAddr, audit: audit}
+		t := &tunnel{host: host, client: pctx.Req.RemoteAddr, audit: audit, headers: !g.cfg.ClientHTTP2}
 		pctx.UserData = t
 		audit.open(DecisionIntercept, rule)
 		if audit.conn != nil {
-			audit.conn.atClose(func() { audit.endIntercepted(t) })
+			session := pctx.Session
+			g.hs.add(session, t)
+			t.awaitRequest() // the handshake and the first request's headers
+			audit.conn.atClose(func() {
+				g.hs.remove(session, t)
+				audit.endIntercepted(t)
+			})
 		} else {
 			audit.finish(http.StatusOK, "") // mounted elsewhere: the tunnel's end is not visible
 		}
@@ -151,8 +157,6 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 // tunnel: a leaf for the CONNECT host, and only if the client's SNI (when
 // it sends one) names that same host.
 func (g *Gateway) mitmTLS(hostport string, pctx *goproxy.ProxyCtx) (*tls.Config, error) {
-	host, _, _ := net.SplitHostPort(hostport)
-	host = strings.ToLower(host)
 	cfg := g.cfg.CA.TLSConfig()
 	cfg.NextProtos = []string{"http/1.1"}
 	if g.cfg.ClientHTTP2 {
@@ -162,8 +166,9 @@ func (g *Gateway) mitmTLS(hostport string, pctx *goproxy.ProxyCtx) (*tls.Config,
 	if t == nil {
 		return nil, fmt.Errorf("sumgate: no tunnel state for %s", hostport)
 	}
+	host := t.host
 	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		sni := strings.ToLower(hello.ServerName)
+		sni := canonicalHost(hello.ServerName)
 		t.mu.Lock()
 		t.sniName = sni
 		t.mu.Unlock()
@@ -198,6 +203,28 @@ func (g *Gateway) reject(pctx *goproxy.ProxyCtx, audit *connectAudit, status int
 	msg := "sumgate: " + fmt.Sprintf(format, args...)
 	g.log.InfoContext(audit.ctx, "refused CONNECT", "reason", msg)
 	pctx.Resp = textResponse(pctx.Req, status, msg)
+	// Clients print the reason phrase of a refused CONNECT, not its body
+	// (Go's net/http returns it as the error): it carries the reason too.
+	pctx.Resp.Status = fmt.Sprintf("%d %s", status, reasonPhrase(msg))
 	audit.deny(status, rule, msg)
 	return goproxy.RejectConnect, ""
+}
+
+// reasonPhrase makes msg fit an HTTP/1.1 reason phrase (RFC 9112,
+// section 4): one line of visible characters, spaces and tabs, at most
+// 512 bytes.
+func reasonPhrase(msg string) string {
+	msg = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\r':
+			return ' '
+		case r < 0x20 && r != '\t', r == 0x7f, r > 0x7e:
+			return '?'
+		}
+		return r
+	}, msg)
+	if len(msg) > 512 {
+		msg = msg[:509] + "..."
+	}
+	return msg
 }

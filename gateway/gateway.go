@@ -18,9 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,8 +81,18 @@ type Config struct {
 	// measurement behind that choice.
 	ClientHTTP2 bool
 	// IdleTimeout closes a client connection, tunnel or not, that moves no
-	// byte for this long. Zero means 5 minutes.
+	// byte for this long, and ends a module file download whose upstream
+	// sends no byte for this long (the client gets a 504). Zero means 5
+	// minutes.
 	IdleTimeout time.Duration
+	// HeaderTimeout bounds the reading of a request's headers, from its
+	// first byte: on the proxy's own listener, and inside intercepted
+	// tunnels (HTTP/1.1), where a slow-loris client is cut off too. Zero
+	// means 30 seconds.
+	HeaderTimeout time.Duration
+	// FetchTimeout bounds one module file's download and check, which the
+	// client waits for before it gets a byte. Zero means 10 minutes.
+	FetchTimeout time.Duration
 	// Logger receives decisions and errors. Zero means slog.Default().
 	Logger *slog.Logger
 	// TracerProvider receives one root server span per client request,
@@ -105,15 +113,13 @@ type Config struct {
 // A Gateway is the proxy. Create it with [New], serve with [Gateway.Serve],
 // stop with [Gateway.Shutdown].
 type Gateway struct {
-	cfg       Config
-	log       *slog.Logger
-	intercept map[string]bool // lower-case intercepted hosts
-	origins   []origin        // module proxies, by host and path prefix
-	proxy     *goproxy.ProxyHttpServer
-	server    *http.Server
-	spool     string      // folder of downloads being verified
-	fetches   flightGroup // one upstream fetch and check per URL at a time
-	cache     *fileCache  // verified files, bounded
+	cfg     Config
+	log     *slog.Logger
+	pol     policy   // decides requests; never changes after New
+	fetcher *Fetcher // fetch, spool, verify and cache of module files
+	proxy   *goproxy.ProxyHttpServer
+	server  *http.Server
+	hs      handshakes // intercepted tunnels whose TLS handshake is under way
 
 	mu        sync.Mutex
 	closing   bool               // Shutdown has begun: new requests get 503
@@ -130,35 +136,6 @@ type Gateway struct {
 	metrics *instruments
 	dialer  *net.Dialer       // blind tunnels
 	plainTr http.RoundTripper // plain http forwarding, traced
-}
-
-// origin is one module proxy: a host and a path prefix ("" or "/goproxy").
-type origin struct {
-	host, prefix string
-}
-
-// tunnel is what a CONNECT decided, carried to every request inside it.
-type tunnel struct {
-	host     string        // the CONNECT target's host name, lower case
-	client   string        // the client's address
-	audit    *connectAudit // the CONNECT's span
-	requests atomic.Int64  // requests served inside
-
-	mu      sync.Mutex
-	sniName string // the client's SNI
-	failed  string // why the handshake was refused, if it was
-}
-
-func (t *tunnel) sni() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.sniName
-}
-
-func (t *tunnel) failure() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.failed
 }
 
 // New builds a gateway.
@@ -181,6 +158,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
+	if cfg.HeaderTimeout == 0 {
+		cfg.HeaderTimeout = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -190,7 +170,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MeterProvider == nil {
 		cfg.MeterProvider = noopmetric.NewMeterProvider()
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"), intercept: map[string]bool{},
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"),
+		pol:     policy{intercept: map[string]bool{}, tunnel: cfg.Tunnel, vcs: cfg.VCS, private: cfg.Verifier.Private()},
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
 		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: upstream.MarkControl(cfg.Mark)}}
@@ -217,35 +198,33 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	for _, h := range cfg.Intercept {
-		g.intercept[strings.ToLower(h)] = true
+		g.pol.intercept[canonicalHost(h)] = true
 	}
 	for _, p := range cfg.ModuleProxies {
 		o, err := parseOrigin(p)
 		if err != nil {
 			return nil, err
 		}
-		g.origins = append(g.origins, o)
+		g.pol.origins = append(g.pol.origins, o)
 	}
-	g.spool = filepath.Join(cfg.DataDir, "spool")
-	if err := os.MkdirAll(g.spool, 0o700); err != nil {
-		return nil, fmt.Errorf("gateway: creating the spool folder: %w", err)
-	}
-	// Files left by a crash are partial downloads: never serve them.
-	if leftovers, err := filepath.Glob(filepath.Join(g.spool, "*")); err == nil {
-		for _, f := range leftovers {
-			os.Remove(f)
-		}
-	}
-
-	var cache *fileCache
-	cache, err = newFileCache(filepath.Join(cfg.DataDir, "cache"), cfg.CacheMaxBytes)
+	g.fetcher, err = NewFetcher(FetcherConfig{
+		Client:        cfg.Upstream,
+		Verifier:      cfg.Verifier,
+		SpoolDir:      filepath.Join(cfg.DataDir, "spool"),
+		CacheDir:      filepath.Join(cfg.DataDir, "cache"),
+		CacheMaxBytes: cfg.CacheMaxBytes,
+		OnUnverified:  cfg.OnUnverified,
+		Timeout:       cfg.FetchTimeout,
+		StallTimeout:  cfg.IdleTimeout,
+		Logger:        g.log,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("gateway: opening the verified-file cache: %w", err)
+		return nil, err
 	}
-	g.cache = cache
+	g.fetcher.metrics = metrics
 
 	p := goproxy.NewProxyHttpServer()
-	p.Logger = log.New(io.Discard, "", 0)
+	p.Logger = goproxyLog{g}
 	// goproxy's defaults skip upstream TLS verification and chain through
 	// $HTTPS_PROXY; neither may ever apply. Intercepted requests are
 	// answered by our handler, which fetches with cfg.Upstream; tunnels
@@ -260,7 +239,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = p
 	g.server = &http.Server{
 		Handler:           p,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          log.New(io.Discard, "", 0),
 		// Requests find their connection, for byte counts and tunnel spans.
@@ -365,16 +344,15 @@ func (g *Gateway) Ready() error {
 	return nil
 }
 
-// notAProxyRequest answers requests for the proxy itself, which it does not serve.
+// notAProxyRequest answers requests for the proxy itself, which it does
+// not serve.
 func (g *Gateway) notAProxyRequest(w http.ResponseWriter, r *http.Request) {
 	a := g.startRequest(r, nil)
-	resp := a.refuse(r, http.StatusNotFound, "not-a-proxy-request", "sumgate: this is an egress proxy; set HTTPS_PROXY to use it")
-	a.respond(resp.StatusCode)
+	resp := g.respond(r, a, refusal(http.StatusNotFound, "not-a-proxy-request", "this is an egress proxy; set HTTPS_PROXY to use it"), outcome{}, false, nil)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(resp.StatusCode)
-	n, _ := io.Copy(w, resp.Body)
-	a.sent.Add(n)
-	a.end()
+	io.Copy(w, resp.Body)
+	resp.Body.Close()
 }
 
 // connKey finds a request's *idleConn in its context.
@@ -382,152 +360,3 @@ type connKey struct{}
 
 // ServeHTTP lets a Gateway be mounted on any server (tests use it).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.proxy.ServeHTTP(w, r) }
-
-func parseOrigin(base string) (origin, error) {
-	rest, ok := strings.CutPrefix(base, "https://")
-	if !ok {
-		return origin{}, fmt.Errorf("gateway: module proxy %q is not an https URL", base)
-	}
-	host, path, _ := strings.Cut(rest, "/")
-	return origin{host: strings.ToLower(host), prefix: strings.TrimSuffix("/"+path, "/")}, nil
-}
-
-// idleListener wraps accepted connections in idleConn and tracks them.
-type idleListener struct {
-	net.Listener
-	g *Gateway
-}
-
-func (l idleListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return l.g.track(c), nil
-}
-
-// track wraps c in an idleConn that Shutdown will close.
-func (g *Gateway) track(c net.Conn) *idleConn {
-	ic := &idleConn{Conn: c, idle: g.cfg.IdleTimeout, g: g}
-	g.mu.Lock()
-	g.conns[ic] = true
-	g.mu.Unlock()
-	return ic
-}
-
-// idleConn closes a connection that moves no byte for idle: each read and
-// write pushes its own deadline forward, so slow-loris clients and stuck
-// tunnels are reaped and long downloads are not. A deadline set by the
-// server itself (such as the header timeout) still applies when earlier.
-type idleConn struct {
-	net.Conn
-	idle time.Duration
-	g    *Gateway // forgets the connection when it closes
-
-	mu                  sync.Mutex
-	readLimit, writeLim time.Time // deadlines set through the net.Conn methods
-
-	read, written atomic.Int64 // bytes from and to the client
-
-	hmu     sync.Mutex
-	onClose []func()      // run once, after the connection closes
-	closed  bool          // onClose has run
-	connect *connectAudit // a blind tunnel's CONNECT, until its dial
-}
-
-func (c *idleConn) Close() error {
-	c.g.mu.Lock()
-	delete(c.g.conns, c)
-	c.g.mu.Unlock()
-	err := c.Conn.Close()
-	c.hmu.Lock()
-	hooks := c.onClose
-	c.onClose, c.closed = nil, true
-	c.hmu.Unlock()
-	for _, f := range hooks {
-		f()
-	}
-	return err
-}
-
-// atClose runs f once the connection is closed (at once if it is).
-func (c *idleConn) atClose(f func()) {
-	c.hmu.Lock()
-	if !c.closed {
-		c.onClose = append(c.onClose, f)
-		f = nil
-	}
-	c.hmu.Unlock()
-	if f != nil {
-		f()
-	}
-}
-
-// setConnect hands a blind tunnel's CONNECT audit to its dial.
-func (c *idleConn) setConnect(a *connectAudit) {
-	c.hmu.Lock()
-	c.connect = a
-	c.hmu.Unlock()
-}
-
-// takeConnect returns the CONNECT audit setConnect left, once.
-func (c *idleConn) takeConnect() *connectAudit {
-	c.hmu.Lock()
-	defer c.hmu.Unlock()
-	a := c.connect
-	c.connect = nil
-	return a
-}
-
-// The deadline methods and Read/Write update the deadline under mu, so
-// that the server's own deadline changes cannot be lost between computing
-// a deadline and setting it. (They once were: http.Server aborts its
-// background read before a hijack by setting a past read deadline; a Read
-// that had computed "now + idle" just before, and set it just after,
-// blocked the CONNECT for the whole idle timeout.)
-func (c *idleConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.readLimit, c.writeLim = t, t
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *idleConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.readLimit = t
-	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *idleConn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.writeLim = t
-	return c.Conn.SetWriteDeadline(t)
-}
-
-func (c *idleConn) next(limit time.Time) time.Time {
-	d := time.Now().Add(c.idle)
-	if !limit.IsZero() && limit.Before(d) {
-		return limit
-	}
-	return d
-}
-
-func (c *idleConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	c.Conn.SetReadDeadline(c.next(c.readLimit))
-	c.mu.Unlock()
-	n, err := c.Conn.Read(p)
-	c.read.Add(int64(n))
-	return n, err
-}
-
-func (c *idleConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	c.Conn.SetWriteDeadline(c.next(c.writeLim))
-	c.mu.Unlock()
-	n, err := c.Conn.Write(p)
-	c.written.Add(int64(n))
-	return n, err
-}

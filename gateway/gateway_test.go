@@ -524,28 +524,6 @@ func TestDirectVCSIsAttributedAndPoliced(t *testing.T) {
 	}
 }
 
-func TestVCSModulePath(t *testing.T) {
-	for _, tt := range []struct{ host, url, want string }{
-		{"github.com", "/owner/repo/info/refs?service=git-upload-pack", "github.com/owner/repo"},
-		{"github.com", "/owner/repo.git/git-upload-pack", "github.com/owner/repo"},
-		{"github.com", "/owner/repo/sub/pkg?go-get=1", "github.com/owner/repo"},
-		{"git.example", "/a/b/c.git/info/refs?service=git-upload-pack", "git.example/a/b/c"},
-		{"github.com", "/owner/repo/blob/main/x.go", ""},
-		{"github.com", "/owner/repo/info/refs", ""},
-	} {
-		req := httptestRequest(tt.host, tt.url)
-		got, _ := gateway.VCSModulePath(tt.host, req)
-		if got != tt.want {
-			t.Errorf("%s%s: %q, want %q", tt.host, tt.url, got, tt.want)
-		}
-	}
-}
-
-func httptestRequest(host, target string) *http.Request {
-	r, _ := http.NewRequest(http.MethodGet, "https://"+host+target, nil)
-	return r
-}
-
 // TestIdleConnectionsAreReaped holds part of threat 13: a slow-loris
 // client and a stuck tunnel are closed once idle.
 func TestIdleConnectionsAreReaped(t *testing.T) {

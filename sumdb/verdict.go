@@ -2,7 +2,6 @@ package sumdb
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"golang.org/x/mod/module"
@@ -103,9 +102,36 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("%s (%s): %s", v.Module, v.Kind, v.Detail())
 }
 
-// Detail is [Verdict.String] without the module and kind.
+// Headline names the outcome in a few words ("checksum mismatch",
+// "malformed module zip"), and gives the detail that belongs with it (the
+// reason, for outcomes that have one; "" otherwise). It is the one place
+// that words an outcome: [Verdict.String] and the gateway's block
+// messages are both built from it.
+func (v Verdict) Headline() (headline, detail string) {
+	switch v.Outcome {
+	case Verified:
+		return "verified", ""
+	case Mismatch:
+		if v.Reason != "" {
+			return "malformed module zip", v.Reason
+		}
+		return "checksum mismatch", ""
+	case NotFound:
+		return "not in the checksum database", v.Reason
+	case Private:
+		return "private module, not looked up in the public checksum database", ""
+	case Unavailable:
+		return "checksum database unavailable", v.Reason
+	case SecurityError:
+		return "checksum database security error", v.Reason
+	}
+	return v.Outcome.String(), v.Reason
+}
+
+// Detail is [Verdict.String] without the module and kind: the headline,
+// both hashes and the reason, on one line.
 func (v Verdict) Detail() string {
-	var b strings.Builder
+	headline, detail := v.Headline()
 	tree := ""
 	if v.TreeSize > 0 {
 		tree = fmt.Sprintf(" (tree size %d)", v.TreeSize)
@@ -116,31 +142,30 @@ func (v Verdict) Detail() string {
 	}
 	switch v.Outcome {
 	case Verified:
-		fmt.Fprintf(&b, "verified: %s matches the checksum database%s", v.Got, tree)
+		return fmt.Sprintf("%s: %s matches the checksum database%s", headline, v.Got, tree)
 	case Mismatch:
-		if v.Reason != "" {
-			fmt.Fprintf(&b, "%s", v.Reason)
+		if detail != "" {
+			s := detail // the reason says what is malformed
 			if v.Want != "" {
-				fmt.Fprintf(&b, "; checksum database has %s%s", v.Want, tree)
+				s += fmt.Sprintf("; checksum database has %s%s", v.Want, tree)
 			}
-		} else {
-			fmt.Fprintf(&b, "checksum mismatch: downloaded %s, checksum database has %s%s", got, v.Want, tree)
+			return s
 		}
+		return fmt.Sprintf("%s: downloaded %s, checksum database has %s%s", headline, got, v.Want, tree)
 	case NotFound:
-		fmt.Fprintf(&b, "not in the checksum database: downloaded %s", got)
-		if v.Reason != "" {
-			fmt.Fprintf(&b, "; %s", v.Reason)
+		s := fmt.Sprintf("%s: downloaded %s", headline, got)
+		if detail != "" {
+			s += "; " + detail
 		}
+		return s
 	case Private:
-		fmt.Fprintf(&b, "private module, not looked up in the public checksum database: downloaded %s", got)
+		return fmt.Sprintf("%s: downloaded %s", headline, got)
 	case Unavailable:
-		fmt.Fprintf(&b, "checksum database unavailable: downloaded %s, not verified: %s", got, v.Reason)
+		return fmt.Sprintf("%s: downloaded %s, not verified: %s", headline, got, detail)
 	case SecurityError:
-		fmt.Fprintf(&b, "checksum database security error: %s", v.Reason)
-	default:
-		fmt.Fprintf(&b, "%v", v.Outcome)
+		return fmt.Sprintf("%s: %s", headline, detail)
 	}
-	return b.String()
+	return headline
 }
 
 // Advice tells a developer what to do about the verdict, in one or two

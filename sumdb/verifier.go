@@ -194,6 +194,9 @@ func (v *Verifier) Name() string { return v.name }
 // since when. While it is, every non-private check fails closed.
 func (v *Verifier) Alerted() (time.Time, bool) { return v.store.alerted() }
 
+// Private returns the private module path patterns, in GOPRIVATE syntax.
+func (v *Verifier) Private() string { return v.private }
+
 // IsPrivate reports whether path matches the private patterns.
 func (v *Verifier) IsPrivate(path string) bool {
 	return module.MatchPrefixPatterns(v.private, path)

@@ -32,10 +32,11 @@ const (
 	Cached   = attribute.Key("sumgate.sumdb.cached")    // the proof came from the local cache
 	SumDB    = attribute.Key("sumgate.sumdb.name")      // the checksum database's name
 
-	SpoolBytes  = attribute.Key("sumgate.spool.bytes")  // bytes spooled from upstream
-	BytesSent   = attribute.Key("sumgate.bytes.sent")   // response body bytes sent to the client
-	CacheHit    = attribute.Key("sumgate.cache.hit")    // served from the verified-file cache
-	FetchShared = attribute.Key("sumgate.fetch.shared") // joined another request's fetch and check
+	SpoolBytes  = attribute.Key("sumgate.spool.bytes")         // bytes spooled from upstream
+	BytesSent   = attribute.Key("sumgate.bytes.sent")          // response body bytes sent to the client
+	Incomplete  = attribute.Key("sumgate.delivery.incomplete") // the client went away before the whole body was sent
+	CacheHit    = attribute.Key("sumgate.cache.hit")           // served from the verified-file cache
+	FetchShared = attribute.Key("sumgate.fetch.shared")        // joined another request's fetch and check
 
 	VCSModule = attribute.Key("sumgate.vcs.module") // module path a direct VCS fetch is attributed to
 

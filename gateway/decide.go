@@ -1,0 +1,270 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/mod/module"
+
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// policy is the part of the configuration that decides requests. It is
+// built once, in New, and never changes.
+type policy struct {
+	intercept map[string]bool // canonical intercepted host names
+	origins   []origin        // module proxies, by host and path prefix
+	tunnel    string          // TunnelAllow or TunnelDeny
+	vcs       string          // VCSAllow, VCSPrivateOnly or VCSDeny
+	private   string          // GOPRIVATE-syntax patterns of private module paths
+}
+
+// origin is one module proxy: a host and a path prefix ("" or "/goproxy").
+type origin struct {
+	host, prefix string
+}
+
+// parseOrigin parses a module proxy base URL: https, a host, and an
+// optional path prefix.
+func parseOrigin(base string) (origin, error) {
+	rest, ok := strings.CutPrefix(base, "https://")
+	if !ok {
+		return origin{}, fmt.Errorf("gateway: module proxy %q is not an https URL", base)
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	return origin{host: canonicalHost(host), prefix: strings.TrimSuffix("/"+path, "/")}, nil
+}
+
+// canonicalHost is the one form of a host name that sumgate compares:
+// lower case, without a port, without IPv6 brackets and without the
+// trailing dot of a fully qualified name ("goproxy.cn." is "goproxy.cn").
+// Every host name that enters the gateway (CONNECT targets, SNI, Host
+// headers, request URLs, configuration) goes through it.
+func canonicalHost(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		hostport = h
+	}
+	hostport = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	return strings.ToLower(strings.TrimSuffix(hostport, "."))
+}
+
+// requestLine is what decides a request that is not a CONNECT.
+type requestLine struct {
+	method  string
+	scheme  string     // the request URL's scheme: "https" inside a tunnel
+	host    string     // the Host header, canonical
+	urlHost string     // the request URL's host, canonical
+	path    string     // the request URL's path, escaped exactly as sent
+	query   url.Values // the request URL's query, parsed
+	rawQ    string     // the request URL's query, exactly as sent
+	rawURL  string     // the request URL as sent, for plain http
+	tunnel  string     // the intercepted tunnel's host; "" for plain http
+}
+
+// lineOf is the requestLine of req, inside the tunnel to host ("" for
+// plain http).
+func lineOf(req *http.Request, host string) requestLine {
+	return requestLine{
+		method:  req.Method,
+		scheme:  req.URL.Scheme,
+		host:    canonicalHost(req.Host),
+		urlHost: canonicalHost(req.URL.Host),
+		path:    req.URL.EscapedPath(),
+		query:   req.URL.Query(),
+		rawQ:    req.URL.RawQuery,
+		rawURL:  req.URL.String(),
+		tunnel:  host,
+	}
+}
+
+// action is what sumgate does with a request.
+type action int
+
+const (
+	actRefuse  action = iota + 1 // answer status and reason; nothing goes upstream
+	actVerify                    // fetch the module file, verify it, pass it only if it passes
+	actPass                      // forward inside the tunnel and stream the answer back
+	actForward                   // forward plain http and stream the answer back
+)
+
+// A decision is what decideRequest concluded about one request.
+// Refusals carry status and reason; every other action carries the
+// upstream URL to use, exactly: the request goes upstream only as that
+// URL.
+type decision struct {
+	action action
+	rule   string         // the rule that decided, as docs/audit.md lists them
+	status int            // actRefuse: the status to answer
+	reason string         // actRefuse: the text to answer and record
+	mod    *moduleRequest // a module proxy request (verified, or metadata passed through)
+	vcs    string         // a direct VCS fetch: the module path it is attributed to
+	url    string         // the upstream URL
+}
+
+// auditName is the sumgate.decision value of d.
+func (d decision) auditName() string {
+	switch d.action {
+	case actRefuse:
+		return DecisionDeny
+	case actForward:
+		return DecisionForward
+	}
+	return DecisionIntercept
+}
+
+func refusal(status int, rule, format string, args ...any) decision {
+	return decision{action: actRefuse, rule: rule, status: status, reason: "sumgate: " + fmt.Sprintf(format, args...)}
+}
+
+// decide is the whole policy for a request that is not a CONNECT. It
+// reads nothing but r and the configuration, and never touches the
+// network.
+//
+// Plain http: intercepted hosts are reached over https only; other hosts
+// follow the tunnel policy. Inside an intercepted tunnel: the request
+// must name the tunnel's host and have a canonical path; module files
+// (.zip, .mod) on a module proxy are verified; other module proxy
+// requests (list, @latest, .info, /sumdb/) and everything else pass
+// through; git smart HTTP and go-get discovery are attributed to a module
+// path and decided by the vcs policy.
+func (p *policy) decide(r requestLine) decision {
+	if r.tunnel == "" {
+		switch {
+		case r.scheme != "http" || r.urlHost == "":
+			return refusal(http.StatusBadRequest, "not-a-proxy-request", "not a proxy request; set HTTPS_PROXY=http://<this address> to use sumgate")
+		case p.intercept[r.urlHost]:
+			return refusal(http.StatusForbidden, "https-only", "%s is reached over https only: use https://%s", r.urlHost, r.urlHost)
+		case p.tunnel != TunnelAllow:
+			return refusal(http.StatusForbidden, "tunnel: deny", "http://%s refused: only intercepted hosts are reachable (tunnel: deny)", r.urlHost)
+		}
+		return decision{action: actForward, rule: "tunnel: allow", url: r.rawURL}
+	}
+	if r.host != r.tunnel || r.urlHost != r.tunnel {
+		return refusal(http.StatusForbidden, "host-pin", "request for host %q inside a tunnel to %q refused", r.host, r.tunnel)
+	}
+	path, why := p.canonicalPath(r.tunnel, r.path)
+	if why != "" {
+		return refusal(http.StatusBadRequest, "path-canonical", "refused https://%s%s: the path is not canonical: %s", r.tunnel, r.path, why)
+	}
+	pass := "https://" + r.tunnel + r.path
+	if r.rawQ != "" {
+		pass += "?" + r.rawQ
+	}
+	if mr, ok, err := p.classify(r.tunnel, path); ok {
+		switch {
+		case err != nil:
+			return refusal(http.StatusBadRequest, "module-path", "%v", err)
+		case mr.kind != sumdb.KindZip && mr.kind != sumdb.KindMod:
+			return decision{action: actPass, rule: "pass-through", mod: &mr, url: pass}
+		case r.method != http.MethodGet && r.method != http.MethodHead:
+			d := refusal(http.StatusMethodNotAllowed, "module-method", "module files are fetched with GET, not %s", r.method)
+			d.mod = &mr
+			return d
+		}
+		// The query is not forwarded: the file is the path's.
+		return decision{action: actVerify, rule: "verify", mod: &mr, url: "https://" + r.tunnel + r.path}
+	}
+	if modPath, ok := vcsModulePath(r.tunnel, path, r.query); ok {
+		rule := "vcs: " + p.vcs
+		if p.vcs == VCSDeny || p.vcs == VCSPrivateOnly && !module.MatchPrefixPatterns(p.private, modPath) {
+			d := refusal(http.StatusForbidden, rule, "direct VCS access to %s refused (sumgate policy vcs: %s).\n"+
+				"Fetch public modules through a module proxy (the default GOPROXY), where sumgate verifies them.", modPath, p.vcs)
+			d.vcs = modPath
+			return d
+		}
+		return decision{action: actPass, rule: rule, vcs: modPath, url: pass}
+	}
+	return decision{action: actPass, rule: "pass-through", url: pass}
+}
+
+// vcsModulePath attributes git smart-HTTP traffic and go-get discovery to
+// a module path: github.com/<owner>/<repo> on github.com, the repository
+// path elsewhere. path is the decoded request path.
+func vcsModulePath(host, path string, query url.Values) (string, bool) {
+	path = strings.Trim(path, "/")
+	switch {
+	case query.Get("go-get") == "1":
+	case strings.HasSuffix(path, "/info/refs") && strings.HasPrefix(query.Get("service"), "git-"):
+		path = strings.TrimSuffix(path, "/info/refs")
+	case strings.HasSuffix(path, "/git-upload-pack"), strings.HasSuffix(path, "/git-receive-pack"):
+		path = path[:strings.LastIndexByte(path, '/')]
+	default:
+		return "", false
+	}
+	if host == "github.com" {
+		if parts := strings.SplitN(path, "/", 3); len(parts) >= 2 {
+			path = parts[0] + "/" + parts[1]
+		}
+	}
+	path = strings.TrimSuffix(path, ".git")
+	if path == "" {
+		return "", false
+	}
+	return host + "/" + path, true
+}
+
+// moduleRequest is a GOPROXY protocol request (go help goproxy).
+type moduleRequest struct {
+	mod    module.Version // decoded; as much of it as the request names
+	kind   sumdb.Kind     // KindZip or KindMod; 0 for list, @latest, .info and /sumdb/
+	file   string         // zip, mod, info, list, latest or sumdb
+	origin string         // the module proxy's base URL
+}
+
+// classify reports whether the decoded path on host is a module proxy
+// request, and which. A malformed module path or version, or an unknown
+// file under /@v/, is an error.
+func (p *policy) classify(host, path string) (moduleRequest, bool, error) {
+	for _, o := range p.origins {
+		if o.host != host {
+			continue
+		}
+		rest, ok := strings.CutPrefix(path, o.prefix+"/")
+		if !ok {
+			continue
+		}
+		base := "https://" + o.host + o.prefix
+		if strings.HasPrefix(rest, "sumdb/") {
+			return moduleRequest{file: "sumdb", origin: base}, true, nil
+		}
+		escPath, file, ok := strings.Cut(rest, "/@v/")
+		if !ok {
+			if escPath, ok = strings.CutSuffix(rest, "/@latest"); !ok {
+				return moduleRequest{}, false, nil
+			}
+			p, err := module.UnescapePath(escPath)
+			return moduleRequest{mod: module.Version{Path: p}, file: "latest", origin: base}, true, err
+		}
+		if file == "list" {
+			p, err := module.UnescapePath(escPath)
+			return moduleRequest{mod: module.Version{Path: p}, file: "list", origin: base}, true, err
+		}
+		var kind sumdb.Kind
+		escVers, ext, found := cutLast(file, ".")
+		switch {
+		case found && ext == "zip":
+			kind = sumdb.KindZip
+		case found && ext == "mod":
+			kind = sumdb.KindMod
+		case found && ext == "info":
+		default:
+			return moduleRequest{}, true, fmt.Errorf("unknown module proxy request %q", path)
+		}
+		m, err := sumdb.ParseEscaped(escPath, escVers)
+		if err != nil {
+			return moduleRequest{}, true, err
+		}
+		return moduleRequest{mod: m, kind: kind, file: ext, origin: base}, true, nil
+	}
+	return moduleRequest{}, false, nil
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// TestDecide is the request policy as a table: one request line in, one
+// decision out, no network.
+func TestDecide(t *testing.T) {
+	const proxy, aliyun = "proxy.golang.org", "mirrors.aliyun.com"
+	type want struct {
+		action action
+		rule   string
+		status int    // refusals
+		url    string // verify and pass-through: the exact upstream URL
+		mod    string // module@version, for module files
+		vcs    string
+	}
+	for _, tt := range []struct {
+		name   string
+		tunnel string // "" for plain http
+		method string
+		url    string // as sent
+		host   string // the Host header, when it differs from the URL's
+		policy func(*policy)
+		want   want
+	}{
+		{name: "zip", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actVerify, rule: "verify", url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip", mod: "example.com/m@v1.0.0"}},
+		{name: "zip, query not forwarded", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip?x=1",
+			want: want{action: actVerify, rule: "verify", url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip", mod: "example.com/m@v1.0.0"}},
+		{name: "mod under a prefix", tunnel: aliyun, url: "https://mirrors.aliyun.com/goproxy/example.com/m/@v/v1.0.0.mod",
+			want: want{action: actVerify, rule: "verify", url: "https://mirrors.aliyun.com/goproxy/example.com/m/@v/v1.0.0.mod", mod: "example.com/m@v1.0.0"}},
+		{name: "case-encoded, as the go command sends it", tunnel: proxy, url: "https://proxy.golang.org/github.com/%21azure/x/@v/v1.0.0.zip",
+			want: want{action: actVerify, rule: "verify", url: "https://proxy.golang.org/github.com/%21azure/x/@v/v1.0.0.zip", mod: "github.com/Azure/x@v1.0.0"}},
+		{name: "HEAD of a zip", tunnel: proxy, method: http.MethodHead, url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actVerify, rule: "verify", url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip", mod: "example.com/m@v1.0.0"}},
+		{name: "POST of a zip", tunnel: proxy, method: http.MethodPost, url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actRefuse, rule: "module-method", status: http.StatusMethodNotAllowed}},
+		{name: "list", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/list",
+			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/list"}},
+		{name: "sumdb through a proxy", tunnel: proxy, url: "https://proxy.golang.org/sumdb/sum.golang.org/latest",
+			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/sumdb/sum.golang.org/latest"}},
+		{name: "outside the prefix", tunnel: aliyun, url: "https://mirrors.aliyun.com/debian/dists/Release",
+			want: want{action: actPass, rule: "pass-through", url: "https://mirrors.aliyun.com/debian/dists/Release"}},
+		{name: "malformed version", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/v1.0.zip",
+			want: want{action: actRefuse, rule: "module-path", status: http.StatusBadRequest}},
+		{name: "unknown file", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.exe",
+			want: want{action: actRefuse, rule: "module-path", status: http.StatusBadRequest}},
+		{name: "another Host inside the tunnel", tunnel: proxy, url: "https://proxy.golang.org/x", host: "sum.golang.org",
+			want: want{action: actRefuse, rule: "host-pin", status: http.StatusForbidden}},
+		{name: "trailing-dot Host", tunnel: proxy, url: "https://proxy.golang.org./example.com/m/@v/list", host: "proxy.golang.org.:443",
+			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/list"}},
+		{name: "repeated slash", tunnel: aliyun, url: "https://mirrors.aliyun.com//goproxy/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actRefuse, rule: "path-canonical", status: http.StatusBadRequest}},
+		{name: "prefix case variant", tunnel: aliyun, url: "https://mirrors.aliyun.com/GOPROXY/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actRefuse, rule: "path-canonical", status: http.StatusBadRequest}},
+		{name: "git, allowed", tunnel: "github.com", url: "https://github.com/owner/repo/info/refs?service=git-upload-pack",
+			want: want{action: actPass, rule: "vcs: allow", url: "https://github.com/owner/repo/info/refs?service=git-upload-pack", vcs: "github.com/owner/repo"}},
+		{name: "git upload-pack", tunnel: "github.com", method: http.MethodPost, url: "https://github.com/owner/repo.git/git-upload-pack",
+			policy: func(p *policy) { p.vcs = VCSPrivateOnly },
+			want:   want{action: actRefuse, rule: "vcs: private-only", status: http.StatusForbidden, vcs: "github.com/owner/repo"}},
+		{name: "go-get of a private module", tunnel: "github.com", url: "https://github.com/corp.example/x?go-get=1",
+			policy: func(p *policy) { p.vcs, p.private = VCSPrivateOnly, "github.com/corp.example" },
+			want:   want{action: actPass, rule: "vcs: private-only", url: "https://github.com/corp.example/x?go-get=1", vcs: "github.com/corp.example/x"}},
+		{name: "go-get denied", tunnel: "github.com", url: "https://github.com/owner/repo/sub/pkg?go-get=1",
+			policy: func(p *policy) { p.vcs = VCSDeny },
+			want:   want{action: actRefuse, rule: "vcs: deny", status: http.StatusForbidden, vcs: "github.com/owner/repo"}},
+		{name: "not git", tunnel: "github.com", url: "https://github.com/owner/repo/info/refs",
+			want: want{action: actPass, rule: "pass-through", url: "https://github.com/owner/repo/info/refs"}},
+		{name: "plain http", url: "http://example.net/x?y=1",
+			want: want{action: actForward, rule: "tunnel: allow", url: "http://example.net/x?y=1"}},
+		{name: "plain http to an intercepted host", url: "http://proxy.golang.org/x",
+			want: want{action: actRefuse, rule: "https-only", status: http.StatusForbidden}},
+		{name: "plain http under tunnel: deny", url: "http://example.net/x", policy: func(p *policy) { p.tunnel = TunnelDeny },
+			want: want{action: actRefuse, rule: "tunnel: deny", status: http.StatusForbidden}},
+		{name: "not a proxy request", url: "/x",
+			want: want{action: actRefuse, rule: "not-a-proxy-request", status: http.StatusBadRequest}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testPolicy(t)
+			if tt.policy != nil {
+				tt.policy(p)
+			}
+			method := tt.method
+			if method == "" {
+				method = http.MethodGet
+			}
+			req, err := http.NewRequest(method, tt.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.host != "" {
+				req.Host = tt.host
+			}
+			d := p.decide(lineOf(req, tt.tunnel))
+			got := want{action: d.action, rule: d.rule, status: d.status, url: d.url, vcs: d.vcs}
+			if d.mod != nil && (d.mod.kind == sumdb.KindZip || d.mod.kind == sumdb.KindMod) && d.action == actVerify {
+				got.mod = d.mod.mod.String()
+			}
+			if got != tt.want {
+				t.Errorf("decision %+v, want %+v (reason %q)", got, tt.want, d.reason)
+			}
+			if d.action == actRefuse && !strings.HasPrefix(d.reason, "sumgate: ") {
+				t.Errorf("refusal without a reason: %q", d.reason)
+			}
+		})
+	}
+}

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// tunnel is what a CONNECT decided to intercept, carried to every request
+// inside it.
+type tunnel struct {
+	host     string        // the CONNECT target's host name, canonical
+	client   string        // the client's address
+	audit    *connectAudit // the CONNECT's span
+	headers  bool          // bound the reading of each request's headers (HTTP/1.1 tunnels)
+	requests atomic.Int64  // requests served inside
+
+	mu        sync.Mutex
+	sniName   string // the client's SNI
+	failed    string // why sumgate refused the handshake, if it did
+	handshake error  // why the handshake failed on the client's side, if it did
+}
+
+func (t *tunnel) sni() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sniName
+}
+
+func (t *tunnel) failure() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failed
+}
+
+func (t *tunnel) handshakeErr() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.handshake
+}
+
+// requestRead notes that a request's headers have arrived: its body may
+// be as slow as the idle timeout allows.
+func (t *tunnel) requestRead() {
+	if t.headers && t.audit.conn != nil {
+		t.audit.conn.headersRead()
+	}
+}
+
+// awaitRequest notes that the tunnel waits for its next request, whose
+// headers must arrive within the header timeout of its first byte.
+func (t *tunnel) awaitRequest() {
+	if t.headers && t.audit.conn != nil {
+		t.audit.conn.awaitHeaders()
+	}
+}
+
+// unused explains an intercepted tunnel that carried no request, and
+// whether that is a failure. A client that rejected sumgate's certificate
+// says so with a TLS alert (bad_certificate, unknown_ca, …), which is a
+// failure: it does not trust the enterprise root. A client that closed
+// the connection before or during the handshake without an alert, or
+// after it without a request, is not: the go command opens connections it
+// then does not use.
+func (t *tunnel) unused() (reason string, failed bool) {
+	if f := t.failure(); f != "" {
+		return f, true
+	}
+	err := t.handshakeErr()
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && !strings.Contains(oe.Err.Error(), "user canceled") {
+		return fmt.Sprintf("the client rejected sumgate's certificate in the TLS handshake (%v): does it trust the enterprise root?", oe.Err), true
+	}
+	if err != nil {
+		return fmt.Sprintf("the client closed the tunnel during the TLS handshake, without an alert (%v)", err), false
+	}
+	return "the client closed the tunnel without making a request", false
+}
+
+// handshakes finds the intercepted tunnels whose handshake is under way
+// by goproxy's session number, the only thing goproxy reports a failed
+// client handshake with.
+type handshakes struct {
+	mu sync.Mutex
+	m  map[int64][]*tunnel // session & 0xFFFF, as goproxy logs it -> tunnels
+}
+
+func (h *handshakes) add(session int64, t *tunnel) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[int64][]*tunnel{}
+	}
+	h.m[session&0xFFFF] = append(h.m[session&0xFFFF], t)
+}
+
+func (h *handshakes) remove(session int64, t *tunnel) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ts := h.m[session&0xFFFF]
+	for i, x := range ts {
+		if x == t {
+			ts = append(ts[:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(ts) == 0 {
+		delete(h.m, session&0xFFFF)
+	} else {
+		h.m[session&0xFFFF] = ts
+	}
+}
+
+// failed records err on the tunnel to host, of goproxy's session (masked),
+// that has not carried a request yet.
+func (h *handshakes) failed(masked int64, host string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range h.m[masked] {
+		if t.host == canonicalHost(host) && t.requests.Load() == 0 {
+			t.mu.Lock()
+			if t.handshake == nil {
+				t.handshake = err
+			}
+			t.mu.Unlock()
+			return
+		}
+	}
+}
+
+// goproxyLog receives goproxy's log lines. It keeps one: a client's
+// failed TLS handshake in an intercepted tunnel ("Cannot handshake client
+// %v %v", with the session, the CONNECT host and the error), which goproxy
+// reports nowhere else. The rest is goproxy's debugging, and dropped.
+type goproxyLog struct{ g *Gateway }
+
+func (l goproxyLog) Printf(format string, v ...any) {
+	if !strings.Contains(format, "Cannot handshake client") || len(v) < 3 {
+		return
+	}
+	session, ok1 := v[0].(int64)
+	host, ok2 := v[1].(string)
+	err, ok3 := v[2].(error)
+	if ok1 && ok2 && ok3 {
+		l.g.hs.failed(session, host, err)
+	}
+}
