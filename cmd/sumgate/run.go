@@ -18,9 +18,6 @@ import (
 	"github.com/sumgate/sumgate/internal/upstream"
 )
 
-// drainTimeout bounds how long SIGTERM waits for in-flight downloads.
-const drainTimeout = 30 * time.Second
-
 // runCmd implements 'sumgate run': the gateway, until SIGTERM or SIGINT.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -102,6 +99,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		OnUnverified:   cfg.OnUnverified,
 		VCS:            cfg.VCS,
 		CacheMaxBytes:  cacheBytes(cfg.CacheMaxMB),
+		IdleTimeout:    cfg.Timeouts.Idle,
+		HeaderTimeout:  cfg.Timeouts.Header,
+		FetchTimeout:   cfg.Timeouts.Fetch,
 		Resolve:        cfg.Upstream.Resolve,
 		DataDir:        cfg.DataDir,
 		Verifier:       v,
@@ -181,8 +181,8 @@ Audit spans: %s
 		return fail(err)
 	case <-ctx.Done():
 	}
-	logger.Info("draining", "timeout", drainTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	logger.Info("draining", "timeout_s", cfg.Timeouts.Drain.Seconds())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain)
 	defer cancel()
 	if err := gw.Shutdown(sctx); err != nil {
 		logger.Warn("drain incomplete", "err", err)

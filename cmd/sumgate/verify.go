@@ -10,14 +10,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/module"
-	modzip "golang.org/x/mod/zip"
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
 	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
@@ -66,6 +65,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 		return exitError
 	}
+	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	v, err := newVerifier(cfg, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
@@ -90,25 +90,42 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return exitError
 		}
 		defer os.RemoveAll(tmp)
-		files, err = download(ctx, client, cfg.ModuleProxies, m, tmp)
+		f, err := gateway.NewFetcher(gateway.FetcherConfig{Client: client, Verifier: v, SpoolDir: tmp,
+			Timeout: cfg.Timeouts.Fetch, StallTimeout: cfg.Timeouts.Idle, Logger: quiet})
 		if err != nil {
 			fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 			return exitError
 		}
+		return printVerdicts(stdout, stderr, *asJSON, func(kind sumdb.Kind) (sumdb.Verdict, error) {
+			return fetchVerdict(ctx, f, cfg.ModuleProxies, m, kind)
+		})
 	}
-
-	status := exitOK
-	for _, kind := range []sumdb.Kind{sumdb.KindZip, sumdb.KindMod} {
+	return printVerdicts(stdout, stderr, *asJSON, func(kind sumdb.Kind) (sumdb.Verdict, error) {
 		file, ok := files[kind]
 		if !ok {
+			return sumdb.Verdict{}, errSkip
+		}
+		return v.Check(ctx, m, kind, file)
+	})
+}
+
+// errSkip is a kind of file that was not asked for.
+var errSkip = errors.New("not asked for")
+
+// printVerdicts prints the verdict that check gives for the zip and the
+// go.mod, and returns the exit status they add up to.
+func printVerdicts(stdout, stderr io.Writer, asJSON bool, check func(sumdb.Kind) (sumdb.Verdict, error)) int {
+	status := exitOK
+	for _, kind := range []sumdb.Kind{sumdb.KindZip, sumdb.KindMod} {
+		vd, err := check(kind)
+		if errors.Is(err, errSkip) {
 			continue
 		}
-		vd, err := v.Check(ctx, m, kind, file)
 		if err != nil {
 			fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
 			return exitError
 		}
-		printVerdict(stdout, stderr, vd, *asJSON)
+		printVerdict(stdout, stderr, vd, asJSON)
 		switch vd.Outcome {
 		case sumdb.Verified, sumdb.Private:
 		case sumdb.Unavailable:
@@ -188,33 +205,39 @@ func printVerdict(stdout, stderr io.Writer, vd sumdb.Verdict, asJSON bool) {
 	}
 }
 
-// download fetches m's zip and go.mod into dir from the first proxy that
-// has them, falling through on 404 and 410 as the go command does, and on
-// failures. A body is cut off one byte past the go command's size limit,
-// so that an oversized file is reported by the check rather than filling
-// the disk.
-func download(ctx context.Context, client *http.Client, proxies []string, m module.Version, dir string) (map[sumdb.Kind]string, error) {
+// fetchVerdict fetches kind of m from the first module proxy that has it,
+// with the gateway's own fetcher (redirects, gzip, size limits, spool and
+// check), falling through on 404 and 410 as the go command does, and on
+// failures. What a proxy served decides: a mismatch is not retried
+// elsewhere.
+func fetchVerdict(ctx context.Context, f *gateway.Fetcher, proxies []string, m module.Version, kind sumdb.Kind) (sumdb.Verdict, error) {
 	escPath, err := module.EscapePath(m.Path)
 	if err != nil {
-		return nil, err
+		return sumdb.Verdict{}, err
 	}
 	escVers, err := module.EscapeVersion(m.Version)
 	if err != nil {
-		return nil, err
+		return sumdb.Verdict{}, err
+	}
+	ext := ".zip"
+	if kind == sumdb.KindMod {
+		ext = ".mod"
 	}
 	var errs []error
 	for _, proxy := range proxies {
-		base := strings.TrimSuffix(proxy, "/") + "/" + escPath + "/@v/" + escVers
-		files := map[sumdb.Kind]string{
-			sumdb.KindMod: filepath.Join(dir, "go.mod"),
-			sumdb.KindZip: filepath.Join(dir, "module.zip"),
-		}
-		err := fetchFile(ctx, client, base+".mod", files[sumdb.KindMod], modzip.MaxGoMod+1)
-		if err == nil {
-			err = fetchFile(ctx, client, base+".zip", files[sumdb.KindZip], modzip.MaxZipFile+1)
-		}
-		if err == nil {
-			return files, nil
+		url := strings.TrimSuffix(proxy, "/") + "/" + escPath + "/@v/" + escVers + ext
+		res, err := f.Fetch(ctx, url, m, kind)
+		res.Close()
+		var be *gateway.BlockedError
+		switch {
+		case err == nil && res.Verdict != nil:
+			return *res.Verdict, nil
+		case errors.As(err, &be) && be.Verdict != nil:
+			return *be.Verdict, nil
+		case errors.As(err, &be):
+			return sumdb.Verdict{Module: m, Kind: kind, Outcome: sumdb.Mismatch, Reason: be.Reason}, nil
+		case err == nil:
+			err = fmt.Errorf("%s: no verdict", url)
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
@@ -222,36 +245,7 @@ func download(ctx context.Context, client *http.Client, proxies []string, m modu
 		}
 	}
 	if len(errs) == 0 {
-		return nil, errors.New("no module proxy configured")
+		return sumdb.Verdict{}, errors.New("no module proxy configured")
 	}
-	return nil, fmt.Errorf("downloading %s: %w", m, errors.Join(errs...))
-}
-
-// fetchFile GETs url into file, keeping at most limit bytes.
-func fetchFile(ctx context.Context, client *http.Client, url, file string, limit int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return &sumdb.StatusError{URL: url, Status: resp.StatusCode, Body: strings.TrimSpace(string(body))}
-	}
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, io.LimitReader(resp.Body, limit))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	return nil
+	return sumdb.Verdict{}, fmt.Errorf("downloading %s (%s): %w", m, kind, errors.Join(errs...))
 }

@@ -74,6 +74,24 @@ type Config struct {
 	TransparentListen string `yaml:"transparent_listen"`
 	// Transparent configures transparent mode.
 	Transparent Transparent `yaml:"transparent"`
+	// Timeouts bounds how long clients and upstreams may take.
+	Timeouts Timeouts `yaml:"timeouts"`
+}
+
+// Timeouts bounds the time spent on clients and upstreams.
+type Timeouts struct {
+	// Idle closes a client connection (tunnels included) that moves no
+	// byte for this long, and ends a module download whose upstream sends
+	// no byte for this long (the client gets a 504).
+	Idle time.Duration `yaml:"idle"`
+	// Header bounds the reading of a request's headers from their first
+	// byte, on the listener and inside intercepted tunnels.
+	Header time.Duration `yaml:"header"`
+	// Fetch bounds one module file's download and check: the longest a
+	// client waits for a verified file.
+	Fetch time.Duration `yaml:"fetch"`
+	// Drain is how long SIGTERM lets requests in flight finish.
+	Drain time.Duration `yaml:"drain"`
 }
 
 // Transparent configures transparent mode; see deploy/transparent.
@@ -178,6 +196,7 @@ func Default() *Config {
 		LogFormat:    "json",
 		Audit:        Audit{FileMaxMB: 100, FileBackups: 10, QueueSize: 8192},
 		Transparent:  Transparent{NoSNI: "deny", SNIMismatch: "deny", PeekTimeout: 10 * time.Second},
+		Timeouts:     Timeouts{Idle: 5 * time.Minute, Header: 30 * time.Second, Fetch: 10 * time.Minute, Drain: 30 * time.Second},
 	}
 }
 
@@ -398,6 +417,20 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if c.Transparent.SNIMismatch != "deny" && c.Transparent.SNIMismatch != "intercept" {
 		return fail("transparent.sni_mismatch", "%q: want deny or intercept", c.Transparent.SNIMismatch)
+	}
+	for _, t := range []struct {
+		key      string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"timeouts.idle", c.Timeouts.Idle, time.Second, 24 * time.Hour},
+		{"timeouts.header", c.Timeouts.Header, 100 * time.Millisecond, 10 * time.Minute},
+		{"timeouts.fetch", c.Timeouts.Fetch, time.Second, 24 * time.Hour},
+		{"timeouts.drain", c.Timeouts.Drain, 0, time.Hour},
+	} {
+		if t.v < t.min || t.v > t.max {
+			return fail(t.key, "%v: want between %v and %v", t.v, t.min, t.max)
+		}
 	}
 	if c.Transparent.PeekTimeout < 100*time.Millisecond || c.Transparent.PeekTimeout > time.Minute {
 		return fail("transparent.peek_timeout", "%v: want between 100ms and 1m", c.Transparent.PeekTimeout)

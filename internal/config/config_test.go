@@ -95,6 +95,8 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"bad no_sni", "transparent:\n  no_sni: allow\n", `c.yaml:2: transparent.no_sni: "allow": want deny or splice`},
 		{"bad sni_mismatch", "transparent:\n  sni_mismatch: warn\n", `c.yaml:2: transparent.sni_mismatch: "warn": want deny or intercept`},
 		{"peek timeout too long", "transparent:\n  peek_timeout: 1h\n", `c.yaml:2: transparent.peek_timeout: 1h0m0s: want between 100ms and 1m`},
+		{"fetch timeout too short", "timeouts:\n  idle: 1m\n  fetch: 10ms\n", `c.yaml:3: timeouts.fetch: 10ms: want between 1s and 24h0m0s`},
+		{"negative drain", "timeouts:\n  drain: -1s\n", `c.yaml:2: timeouts.drain: -1s: want between 0s and 1h0m0s`},
 		{"negative mark", "transparent:\n  mark: -1\n", `c.yaml:2: transparent.mark: -1: want 0 to 4294967295`},
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
