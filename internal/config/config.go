@@ -32,7 +32,8 @@ import (
 // Config is the whole configuration file. Each field's yaml tag is its key.
 type Config struct {
 	// DataDir holds all persistent state: the checksum database's tree head,
-	// tiles and proven hashes, and (later) the CA and spool files.
+	// tiles and proven hashes, the CA, the spool, the verified-file cache and the
+	// audit file.
 	DataDir string `yaml:"data_dir"`
 	// ModuleProxies are the module proxy base URLs sumgate knows, in order,
 	// each with an optional path prefix.
