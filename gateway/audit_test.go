@@ -539,6 +539,9 @@ func TestFailedHandshakesAreErrors(t *testing.T) {
 	if err := untrusting.Handshake(); err == nil {
 		t.Fatal("a client without the enterprise root completed the handshake")
 	}
+	// The client has sent its alert; sumgate reads it, then closes.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, c)
 	c.Close()
 	var reasons []string
 	for _, s := range otlptest.Servers(tr.flush(t)) {

@@ -55,7 +55,7 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 				if why == "" {
 					why = "no SNI"
 				}
-				return g.reject(pctx, audit, http.StatusForbidden, "transparent: no-sni "+g.cfg.Transparent.NoSNI,
+				return g.reject(pctx, audit, http.StatusForbidden, "transparent: no-sni "+string(g.cfg.Transparent.NoSNI),
 					"redirected connection to %s refused: %s (transparent.no_sni: %s)", info.dst, why, g.cfg.Transparent.NoSNI)
 			}
 			audit.span.SetAttributes(auditkey.Reason.String(info.peeked))

@@ -17,8 +17,8 @@ import (
 type policy struct {
 	intercept map[string]bool // canonical intercepted host names
 	origins   []origin        // module proxies, by host and path prefix
-	tunnel    string          // TunnelAllow or TunnelDeny
-	vcs       string          // VCSAllow, VCSPrivateOnly or VCSDeny
+	tunnel    TunnelPolicy    // TunnelAllow or TunnelDeny
+	vcs       VCSPolicy       // VCSAllow, VCSPrivateOnly or VCSDeny
 	private   string          // GOPRIVATE-syntax patterns of private module paths
 }
 
@@ -168,7 +168,7 @@ func (p *policy) decide(r requestLine) decision {
 		return decision{action: actVerify, rule: "verify", mod: &mr, url: "https://" + r.tunnel + r.path}
 	}
 	if modPath, ok := vcsModulePath(r.tunnel, path, r.query); ok {
-		rule := "vcs: " + p.vcs
+		rule := "vcs: " + string(p.vcs)
 		if p.vcs == VCSDeny || p.vcs == VCSPrivateOnly && !module.MatchPrefixPatterns(p.private, modPath) {
 			d := refusal(http.StatusForbidden, rule, "direct VCS access to %s refused (sumgate policy vcs: %s).\n"+
 				"Fetch public modules through a module proxy (the default GOPROXY), where sumgate verifies them.", modPath, p.vcs)

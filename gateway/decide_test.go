@@ -111,3 +111,26 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownPoliciesAreRefused: a policy value that is not one of its
+// constants ("Allow", a typo) is an error, never read as permissive.
+func TestUnknownPoliciesAreRefused(t *testing.T) {
+	valid := Config{Tunnel: TunnelAllow, OnUnverified: UnverifiedBlock, VCS: VCSPrivateOnly,
+		Transparent: TransparentConfig{NoSNI: NoSNIDeny, SNIMismatch: SNIMismatchDeny}}
+	if err := valid.checkPolicies(); err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(*Config){
+		"Tunnel":                  func(c *Config) { c.Tunnel = "Allow" },
+		"OnUnverified":            func(c *Config) { c.OnUnverified = "pass" },
+		"VCS":                     func(c *Config) { c.VCS = "private" },
+		"Transparent.NoSNI":       func(c *Config) { c.Transparent.NoSNI = "allow" },
+		"Transparent.SNIMismatch": func(c *Config) { c.Transparent.SNIMismatch = "warn" },
+	} {
+		c := valid
+		edit(&c)
+		if err := c.checkPolicies(); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -43,7 +43,7 @@ type FetcherConfig struct {
 	// OnUnverified is UnverifiedBlock (zero value) or UnverifiedAllow:
 	// whether a file the checksum database does not know, or cannot
 	// answer for, is handed out.
-	OnUnverified string
+	OnUnverified UnverifiedPolicy
 	// Timeout bounds one fetch and check, from the request to the verdict.
 	// Zero means 10 minutes.
 	Timeout time.Duration
@@ -326,7 +326,7 @@ func (f *Fetcher) fetchAndCheck(ctx context.Context, url string, m module.Versio
 // passes is the verify-before-pass policy: verified and private pass; not
 // found and unavailable pass only with on_unverified: allow; a mismatch or
 // a security error never does.
-func passes(vd sumdb.Verdict, onUnverified string) bool {
+func passes(vd sumdb.Verdict, onUnverified UnverifiedPolicy) bool {
 	switch vd.Outcome {
 	case sumdb.Verified, sumdb.Private:
 		return true

@@ -34,17 +34,27 @@ import (
 	"github.com/sumgate/sumgate/sumdb"
 )
 
+// TunnelPolicy decides CONNECT to hosts that are not intercepted.
+type TunnelPolicy string
+
+// UnverifiedPolicy decides module files the checksum database does not
+// know, or cannot answer for. A mismatch and a fork are always blocked.
+type UnverifiedPolicy string
+
+// VCSPolicy decides direct VCS fetches (git smart HTTP, ?go-get=1).
+type VCSPolicy string
+
 // Policies.
 const (
-	TunnelAllow = "allow" // CONNECT to a non-intercepted public host is spliced blindly
-	TunnelDeny  = "deny"  // CONNECT to a non-intercepted host is refused
+	TunnelAllow TunnelPolicy = "allow" // CONNECT to a non-intercepted public host is spliced blindly
+	TunnelDeny  TunnelPolicy = "deny"  // CONNECT to a non-intercepted host is refused
 
-	UnverifiedBlock = "block" // versions the database does not know, or cannot answer for, are blocked
-	UnverifiedAllow = "allow" // ... are passed (and recorded); a mismatch is still blocked
+	UnverifiedBlock UnverifiedPolicy = "block" // versions the database does not know, or cannot answer for, are blocked
+	UnverifiedAllow UnverifiedPolicy = "allow" // ... are passed (and recorded); a mismatch is still blocked
 
-	VCSAllow       = "allow"        // direct VCS fetches (git, ?go-get=1) pass, attributed to a module path
-	VCSPrivateOnly = "private-only" // ... only for private module paths: public ones must use a module proxy
-	VCSDeny        = "deny"         // ... never
+	VCSAllow       VCSPolicy = "allow"        // direct VCS fetches (git, ?go-get=1) pass, attributed to a module path
+	VCSPrivateOnly VCSPolicy = "private-only" // ... only for private module paths: public ones must use a module proxy
+	VCSDeny        VCSPolicy = "deny"         // ... never
 )
 
 // Config configures a [Gateway]. Verifier, CA, Upstream and DataDir are
@@ -56,11 +66,11 @@ type Config struct {
 	// prefixes) whose traffic is parsed as the GOPROXY protocol.
 	ModuleProxies []string
 	// Tunnel is TunnelAllow (zero value) or TunnelDeny.
-	Tunnel string
+	Tunnel TunnelPolicy
 	// OnUnverified is UnverifiedBlock (zero value) or UnverifiedAllow.
-	OnUnverified string
+	OnUnverified UnverifiedPolicy
 	// VCS is VCSAllow (zero value), VCSPrivateOnly or VCSDeny.
-	VCS string
+	VCS VCSPolicy
 	// Resolve maps host names to "ip:port" the operator chose; those
 	// addresses are exempt from the internal-address check.
 	Resolve map[string]string
@@ -152,6 +162,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.VCS == "" {
 		cfg.VCS = VCSAllow
 	}
+	if cfg.Transparent.NoSNI == "" {
+		cfg.Transparent.NoSNI = NoSNIDeny
+	}
+	if cfg.Transparent.SNIMismatch == "" {
+		cfg.Transparent.SNIMismatch = SNIMismatchDeny
+	}
 	if cfg.CacheMaxBytes == 0 {
 		cfg.CacheMaxBytes = 10 << 30
 	}
@@ -175,19 +191,8 @@ func New(cfg Config) (*Gateway, error) {
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
 		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: upstream.MarkControl(cfg.Mark)}}
-	switch cfg.Transparent.NoSNI {
-	case "":
-		g.cfg.Transparent.NoSNI = NoSNIDeny
-	case NoSNIDeny, NoSNISplice:
-	default:
-		return nil, fmt.Errorf("gateway: Transparent.NoSNI %q: want deny or splice", cfg.Transparent.NoSNI)
-	}
-	switch cfg.Transparent.SNIMismatch {
-	case "":
-		g.cfg.Transparent.SNIMismatch = SNIMismatchDeny
-	case SNIMismatchDeny, SNIMismatchIntercept:
-	default:
-		return nil, fmt.Errorf("gateway: Transparent.SNIMismatch %q: want deny or intercept", cfg.Transparent.SNIMismatch)
+	if err := cfg.checkPolicies(); err != nil {
+		return nil, err
 	}
 	metrics, err := newInstruments(cfg.MeterProvider)
 	if err != nil {
@@ -360,3 +365,24 @@ type connKey struct{}
 
 // ServeHTTP lets a Gateway be mounted on any server (tests use it).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.proxy.ServeHTTP(w, r) }
+
+// checkPolicies refuses a policy value that is not one of its constants:
+// an unknown value must never be read as a permissive one.
+func (cfg *Config) checkPolicies() error {
+	for _, p := range []struct {
+		name, value string
+		valid       bool
+	}{
+		{"Tunnel", string(cfg.Tunnel), cfg.Tunnel == TunnelAllow || cfg.Tunnel == TunnelDeny},
+		{"OnUnverified", string(cfg.OnUnverified), cfg.OnUnverified == UnverifiedBlock || cfg.OnUnverified == UnverifiedAllow},
+		{"VCS", string(cfg.VCS), cfg.VCS == VCSAllow || cfg.VCS == VCSPrivateOnly || cfg.VCS == VCSDeny},
+		{"Transparent.NoSNI", string(cfg.Transparent.NoSNI), cfg.Transparent.NoSNI == NoSNIDeny || cfg.Transparent.NoSNI == NoSNISplice},
+		{"Transparent.SNIMismatch", string(cfg.Transparent.SNIMismatch),
+			cfg.Transparent.SNIMismatch == SNIMismatchDeny || cfg.Transparent.SNIMismatch == SNIMismatchIntercept},
+	} {
+		if !p.valid {
+			return fmt.Errorf("gateway: %s %q is not a policy value (see the constants of its type)", p.name, p.value)
+		}
+	}
+	return nil
+}

@@ -191,8 +191,8 @@ func TestGoCommandThroughGateway(t *testing.T) {
 // TestDatabaseOutageMidRun holds threat 3 end to end: with the database
 // down, on_unverified decides; a genuine download still matches.
 func TestDatabaseOutageMidRun(t *testing.T) {
-	for _, policy := range []string{gateway.UnverifiedBlock, gateway.UnverifiedAllow} {
-		t.Run(policy, func(t *testing.T) {
+	for _, policy := range []gateway.UnverifiedPolicy{gateway.UnverifiedBlock, gateway.UnverifiedAllow} {
+		t.Run(string(policy), func(t *testing.T) {
 			e := start(t, func(c *gateway.Config) { c.OnUnverified = policy })
 			if d := e.download(t, e.w.ProxyURL, testworld.GoodPath+"@v1.0.0"); d.Error != "" {
 				t.Fatalf("before the outage: %s", d.Error)
@@ -502,8 +502,8 @@ func (e *env) gitLsRemote(t testing.TB, repoURL string) (string, error) {
 // attributed to a module path, and vcs: private-only forces public
 // modules onto the verified proxy path.
 func TestDirectVCSIsAttributedAndPoliced(t *testing.T) {
-	for _, policy := range []string{gateway.VCSAllow, gateway.VCSPrivateOnly, gateway.VCSDeny} {
-		t.Run(policy, func(t *testing.T) {
+	for _, policy := range []gateway.VCSPolicy{gateway.VCSAllow, gateway.VCSPrivateOnly, gateway.VCSDeny} {
+		t.Run(string(policy), func(t *testing.T) {
 			e := start(t, func(c *gateway.Config) { c.VCS = policy })
 			e.w.ServeGit(t, "public/repo")
 			e.w.ServeGit(t, "corp/private")

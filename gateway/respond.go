@@ -195,7 +195,7 @@ const (
 // prints: what was blocked and why, both hashes, and what to do. The
 // words for each outcome are the verdict's own ([sumdb.Verdict.Headline],
 // [sumdb.Verdict.Advice]).
-func blockMessage(vd sumdb.Verdict, onUnverified string) string {
+func blockMessage(vd sumdb.Verdict, onUnverified UnverifiedPolicy) string {
 	headline, detail := vd.Headline()
 	// The first line stays whole, however long the module path, so that it
 	// names the module, version and file in one piece.
@@ -218,7 +218,7 @@ func blockMessage(vd sumdb.Verdict, onUnverified string) string {
 		lines = append(lines, d...)
 	}
 	if vd.Outcome == sumdb.NotFound || vd.Outcome == sumdb.Unavailable {
-		lines = append(lines, "(sumgate policy on_unverified: "+onUnverified+")")
+		lines = append(lines, "(sumgate policy on_unverified: "+string(onUnverified)+")")
 	}
 	lines = append(lines, wrap(vd.Advice())...)
 	return fitDetail(lines)

@@ -17,13 +17,20 @@ import (
 	"time"
 )
 
+// NoSNIPolicy decides redirected connections with no SNI, or no TLS.
+type NoSNIPolicy string
+
+// SNIMismatchPolicy decides an intercepted SNI that does not resolve to
+// the redirected connection's destination.
+type SNIMismatchPolicy string
+
 // Transparent-mode policies.
 const (
-	NoSNIDeny   = "deny"   // no SNI, or not TLS: the connection is closed (zero value)
-	NoSNISplice = "splice" // ... spliced to its original destination, under the tunnel policy
+	NoSNIDeny   NoSNIPolicy = "deny"   // no SNI, or not TLS: the connection is closed (zero value)
+	NoSNISplice NoSNIPolicy = "splice" // ... spliced to its original destination, under the tunnel policy
 
-	SNIMismatchDeny      = "deny"      // an intercepted SNI that does not resolve to the destination is refused (zero value)
-	SNIMismatchIntercept = "intercept" // ... is intercepted anyway: sumgate dials the name itself
+	SNIMismatchDeny      SNIMismatchPolicy = "deny"      // an intercepted SNI that does not resolve to the destination is refused (zero value)
+	SNIMismatchIntercept SNIMismatchPolicy = "intercept" // ... is intercepted anyway: sumgate dials the name itself
 )
 
 // TransparentConfig configures [Gateway.ServeTransparent]: connections
@@ -32,12 +39,12 @@ const (
 type TransparentConfig struct {
 	// NoSNI decides connections whose first bytes are not a TLS
 	// ClientHello naming a server: NoSNIDeny (zero value) or NoSNISplice.
-	NoSNI string
+	NoSNI NoSNIPolicy
 	// SNIMismatch decides an intercepted SNI whose name does not resolve
 	// to the connection's original destination: SNIMismatchDeny (zero
 	// value) or SNIMismatchIntercept. A splice is always refused then:
 	// the SNI must name the destination it is spliced to.
-	SNIMismatch string
+	SNIMismatch SNIMismatchPolicy
 	// PeekTimeout bounds the wait for the ClientHello. Zero means 10s.
 	PeekTimeout time.Duration
 	// OriginalDst returns where the client meant to connect. Zero means

@@ -1,12 +1,20 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sumgate/sumgate/internal/auditkey"
 )
 
 // tunnel is what a CONNECT decided to intercept, carried to every request
@@ -147,4 +155,71 @@ func (l goproxyLog) Printf(format string, v ...any) {
 	if ok1 && ok2 && ok3 {
 		l.g.hs.failed(session, host, err)
 	}
+}
+
+// countingConn is the upstream side of a blind tunnel: it counts the bytes
+// each way and ends the CONNECT span when closed. goproxy closes it after
+// both directions are done.
+type countingConn struct {
+	net.Conn
+	audit       *connectAudit
+	read, wrote atomic.Int64
+	closed      atomic.Bool
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.wrote.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.Swap(true) {
+		return err // counted already
+	}
+	up, down := c.wrote.Load(), c.read.Load()
+	ctx := context.Background()
+	c.audit.g.metrics.bytes.Add(ctx, up, c.audit.g.metrics.direction("tunnel_to_server"))
+	c.audit.g.metrics.bytes.Add(ctx, down, c.audit.g.metrics.direction("tunnel_to_client"))
+	c.audit.finish(http.StatusOK, "", auditkey.TunnelUp.Int64(up), auditkey.TunnelDown.Int64(down))
+	return err
+}
+
+// dialTunnel dials a blind tunnel's pinned address, in a child span of
+// the CONNECT's span, and hands back a connection that ends that span.
+func (g *Gateway) dialTunnel(req *http.Request, network, addr string) (net.Conn, error) {
+	ic, _ := req.Context().Value(connKey{}).(*idleConn)
+	var audit *connectAudit
+	if ic != nil {
+		audit = ic.takeConnect()
+	}
+	ctx := req.Context()
+	if audit != nil {
+		ctx = audit.ctx
+	}
+	ctx, span := g.tracer.Start(ctx, "dial", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(semconv.NetworkPeerAddress(addr)))
+	c, err := g.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+		if audit != nil {
+			reason := fmt.Sprintf("dialling %s failed: %v", addr, err)
+			audit.span.SetAttributes(auditkey.Reason.String(reason))
+			audit.finish(http.StatusBadGateway, reason)
+		}
+		return nil, err
+	}
+	span.End()
+	if audit == nil {
+		return c, nil
+	}
+	return &countingConn{Conn: c, audit: audit}, nil
 }

@@ -95,9 +95,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	gw, err := gateway.New(gateway.Config{
 		Intercept:      cfg.Intercept,
 		ModuleProxies:  cfg.ModuleProxies,
-		Tunnel:         cfg.Tunnel,
-		OnUnverified:   cfg.OnUnverified,
-		VCS:            cfg.VCS,
+		Tunnel:         gateway.TunnelPolicy(cfg.Tunnel),
+		OnUnverified:   gateway.UnverifiedPolicy(cfg.OnUnverified),
+		VCS:            gateway.VCSPolicy(cfg.VCS),
 		CacheMaxBytes:  cacheBytes(cfg.CacheMaxMB),
 		IdleTimeout:    cfg.Timeouts.Idle,
 		HeaderTimeout:  cfg.Timeouts.Header,
@@ -111,8 +111,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,
 		Transparent: gateway.TransparentConfig{
-			NoSNI:       cfg.Transparent.NoSNI,
-			SNIMismatch: cfg.Transparent.SNIMismatch,
+			NoSNI:       gateway.NoSNIPolicy(cfg.Transparent.NoSNI),
+			SNIMismatch: gateway.SNIMismatchPolicy(cfg.Transparent.SNIMismatch),
 			PeekTimeout: cfg.Transparent.PeekTimeout,
 		},
 		Mark: cfg.Transparent.Mark,
