@@ -74,9 +74,11 @@ func testPolicy(t testing.TB) *policy {
 	return g
 }
 
-// FuzzCanonicalPath holds threat 24: a path sumgate accepts on a module
-// proxy's host is never read as a module file by an upstream that
-// normalises it unless sumgate verifies that same file.
+// FuzzCanonicalPath holds threat 24 on the decision itself: a request
+// that sumgate passes through on a module proxy's host is never read as a
+// module file by an upstream that normalises its path, and one it
+// verifies is verified as the file any normalisation reads, at exactly
+// the URL it was sent to.
 func FuzzCanonicalPath(f *testing.F) {
 	for _, s := range []string{
 		"/goproxy/example.com/m/@v/v1.0.0.zip", "//goproxy/example.com/m/@v/v1.0.0.zip",
@@ -91,27 +93,33 @@ func FuzzCanonicalPath(f *testing.F) {
 			f.Add(host, s)
 		}
 	}
-	g := testPolicy(f)
+	pol := testPolicy(f)
 	f.Fuzz(func(t *testing.T, host, p string) {
 		if host != "proxy.golang.org" && host != "mirrors.aliyun.com" {
 			return
 		}
-		d, why := g.canonicalPath(host, p)
-		if why != "" {
-			return // refused: never forwarded
+		d := pol.decide(requestLine{method: "GET", scheme: "https", host: host, urlHost: host, path: p, tunnel: host})
+		switch d.action {
+		case actRefuse:
+			return // never forwarded
+		case actVerify:
+			if d.url != "https://"+host+p {
+				t.Fatalf("https://%s%s is verified, but %s is what goes upstream", host, p, d.url)
+			}
+		case actPass:
+		default:
+			t.Fatalf("https://%s%s: action %v inside a tunnel", host, p, d.action)
 		}
-		mr, ok, err := g.classify(host, d)
-		verified := ok && err == nil && (mr.kind == sumdb.KindZip || mr.kind == sumdb.KindMod)
 		for _, n := range normalised(p) {
-			nr, nok, nerr := g.classify(host, n)
-			if !nok || nerr != nil || (nr.kind != sumdb.KindZip && nr.kind != sumdb.KindMod) {
+			nr, ok, err := pol.classify(host, n)
+			if !ok || err != nil || (nr.kind != sumdb.KindZip && nr.kind != sumdb.KindMod) {
 				continue
 			}
-			if !verified {
-				t.Fatalf("https://%s%s is accepted unverified, but normalises to %s, the module file %s (%s)", host, p, n, nr.mod, nr.kind)
+			if d.action != actVerify {
+				t.Fatalf("https://%s%s is passed through unverified, but normalises to %s, the module file %s (%s)", host, p, n, nr.mod, nr.kind)
 			}
-			if nr.mod != mr.mod || nr.kind != mr.kind || nr.origin != mr.origin {
-				t.Fatalf("https://%s%s is verified as %s (%s) but normalises to %s (%s)", host, p, mr.mod, mr.kind, nr.mod, nr.kind)
+			if nr.mod != d.mod.mod || nr.kind != d.mod.kind || nr.origin != d.mod.origin {
+				t.Fatalf("https://%s%s is verified as %s (%s) but normalises to %s (%s)", host, p, d.mod.mod, d.mod.kind, nr.mod, nr.kind)
 			}
 		}
 	})
