@@ -237,6 +237,7 @@ func New(cfg Config) (*Gateway, error) {
 	p.Tr = &http.Transport{Proxy: nil, DialContext: g.safeDial, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second}
 	g.plainTr = upstream.Traced(p.Tr, cfg.TracerProvider, nil)
 	p.ConnectDialWithReq = g.dialTunnel
+	p.ConnectionErrHandler = connectError
 	p.NonproxyHandler = http.HandlerFunc(g.notAProxyRequest)
 	p.AllowHTTP2 = cfg.ClientHTTP2
 	p.OnRequest().HandleConnectFunc(g.decideConnect)

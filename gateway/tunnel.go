@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/elazarl/goproxy"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -210,10 +212,10 @@ func (g *Gateway) dialTunnel(req *http.Request, network, addr string) (net.Conn,
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
+		err = &dialError{addr: addr, err: err}
 		if audit != nil {
-			reason := fmt.Sprintf("dialling %s failed: %v", addr, err)
-			audit.span.SetAttributes(auditkey.Reason.String(reason))
-			audit.finish(http.StatusBadGateway, reason)
+			audit.span.SetAttributes(auditkey.Reason.String(err.Error()))
+			audit.finish(http.StatusBadGateway, err.Error())
 		}
 		return nil, err
 	}
@@ -222,4 +224,27 @@ func (g *Gateway) dialTunnel(req *http.Request, network, addr string) (net.Conn,
 		return c, nil
 	}
 	return &countingConn{Conn: c, audit: audit}, nil
+}
+
+// dialError is a blind tunnel's failed dial.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return fmt.Sprintf("dialling %s failed: %v", e.addr, e.err) }
+func (e *dialError) Unwrap() error { return e.err }
+
+// connectError answers a CONNECT whose tunnel could not be dialled with a
+// 502 whose reason phrase, which is what clients print, says why.
+// goproxy calls it for failures in established tunnels too: those get
+// nothing, as a response written into a tunnel would corrupt its stream.
+func connectError(w io.Writer, _ *goproxy.ProxyCtx, err error) {
+	var de *dialError
+	if !errors.As(err, &de) {
+		return
+	}
+	msg := "sumgate: CONNECT failed: " + de.Error()
+	fmt.Fprintf(w, "HTTP/1.1 502 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n",
+		reasonPhrase(msg), len(msg)+1, msg)
 }
