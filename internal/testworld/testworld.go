@@ -3,7 +3,9 @@
 // database sum.golang.org and github.com, all served over TLS on 127.0.0.1
 // under their real host names, with a throwaway root CA and a throwaway
 // database signing key. Its fixed corpus holds honest, tampered, unknown,
-// private and hostile modules (see the *Path constants).
+// private and hostile modules (see the *Path constants). A download host,
+// CDNHost, serves the corpus too, and Override makes any host misbehave for
+// a path.
 //
 // A World makes no network connection beyond 127.0.0.1 and keeps no
 // package-level state; any number may run in parallel.
@@ -39,14 +41,22 @@ import (
 // GitHubHost is the code host the world serves go-get discovery for.
 const GitHubHost = "github.com"
 
+// CDNHost is a download host of the world that is not a module proxy: it
+// serves the corpus at the GOPROXY paths (/<escaped path>/@v/<version>.zip,
+// .mod, .info), as the storage a proxy redirects downloads to would. It is
+// not in Resolve, so a gateway that intercepts the hosts of Resolve does
+// not intercept it; HTTPClient dials it at Addr all the same.
+const CDNHost = "cdn.testworld.example"
+
 // A World is a running hermetic test world. Its exported fields are set by
 // New and must not be modified. All methods are safe for concurrent use.
 type World struct {
 	// Addr is the "127.0.0.1:port" of the one TLS listener that serves
 	// every host in Resolve, routed by the request's Host.
 	Addr string
-	// Resolve maps every served host name to Addr: sum.golang.org, the
-	// public proxy host, goproxy.cn, goproxy.io, mirrors.aliyun.com, github.com.
+	// Resolve maps every served host name but CDNHost to Addr:
+	// sum.golang.org, the public proxy host, goproxy.cn, goproxy.io,
+	// mirrors.aliyun.com, github.com.
 	Resolve map[string]string
 	// RootsFile is a PEM file (in a t.TempDir()) holding the throwaway root
 	// CA certificate that signs the world's server certificate.
@@ -70,6 +80,7 @@ type World struct {
 	routes  map[string]http.Handler
 	mu      sync.Mutex
 	counts  map[string]map[string]int // host -> URL path -> requests
+	over    map[string][]*override    // host -> handlers replacing its own (Override)
 	leaks   map[string][]string       // internal header -> "host/path: value" it arrived with
 	git     map[string]http.Handler   // "owner/name" -> git smart-HTTP handler
 	clients []*http.Transport         // closed at cleanup
@@ -98,6 +109,7 @@ func New(t testing.TB) *World {
 	w.routes = map[string]http.Handler{
 		config.SumDBName: http.HandlerFunc(w.serveSumDB),
 		GitHubHost:       http.HandlerFunc(w.serveGitHub),
+		CDNHost:          w.proxyHandler(""),
 	}
 	for _, base := range append([]string{w.ProxyURL}, w.MirrorURLs...) {
 		u, err := url.Parse(base)
@@ -127,7 +139,9 @@ func New(t testing.TB) *World {
 	w.Addr = ln.Addr().String()
 	w.Resolve = make(map[string]string)
 	for _, h := range hosts {
-		w.Resolve[h] = w.Addr
+		if h != CDNHost {
+			w.Resolve[h] = w.Addr
+		}
 	}
 
 	srv := &http.Server{
@@ -214,7 +228,8 @@ func (w *World) Leaks() map[string][]string {
 	return out
 }
 
-// route counts the request and hands it to its host's handler.
+// route counts the request and hands it to its override (Override), if
+// any, else to its host's handler.
 func (w *World) route(rw http.ResponseWriter, r *http.Request) {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -231,9 +246,13 @@ func (w *World) route(rw http.ResponseWriter, r *http.Request) {
 			w.leaks[name] = append(w.leaks[name], host+r.URL.Path+": "+strings.Join(v, ", "))
 		}
 	}
+	h := w.overrideFor(host, r.URL.Path)
 	w.mu.Unlock()
 
-	if h := w.routes[host]; h != nil {
+	if h == nil {
+		h = w.routes[host]
+	}
+	if h != nil {
 		h.ServeHTTP(rw, r)
 		return
 	}
@@ -247,8 +266,9 @@ func (w *World) route(rw http.ResponseWriter, r *http.Request) {
 }
 
 // HTTPClient returns a new client that trusts only Roots, dials every host
-// in Resolve at Addr whatever port the URL names, refuses to dial any other
-// host, ignores proxy environment variables, and times out after 30s.
+// in Resolve, and CDNHost, at Addr whatever port the URL names, refuses to
+// dial any other host, ignores proxy environment variables, and times out
+// after 30s.
 func (w *World) HTTPClient() *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	tr := &http.Transport{
@@ -258,6 +278,9 @@ func (w *World) HTTPClient() *http.Client {
 				return nil, err
 			}
 			target, ok := w.Resolve[strings.ToLower(host)]
+			if strings.EqualFold(host, CDNHost) {
+				target, ok = w.Addr, true
+			}
 			if !ok {
 				return nil, fmt.Errorf("testworld: refusing to dial %s: not a host of the test world", addr)
 			}

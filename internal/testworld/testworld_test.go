@@ -593,3 +593,51 @@ func TestServeGit(t *testing.T) {
 		}
 	}
 }
+
+func TestCDNHostServesCorpusOutsideResolve(t *testing.T) {
+	w := testworld.New(t)
+	if _, ok := w.Resolve[testworld.CDNHost]; ok {
+		t.Errorf("Resolve holds %s; a gateway built from it would intercept it", testworld.CDNHost)
+	}
+	m := w.Module(testworld.GoodPath, testworld.Version)
+	code, body := get(t, w.HTTPClient(), modURL(t, "https://"+testworld.CDNHost, m.Version, ".zip"))
+	if code != http.StatusOK || !bytes.Equal(body, m.Zip) {
+		t.Errorf("CDN zip: status %d, %d bytes, want the corpus zip", code, len(body))
+	}
+	if n := w.Requests(testworld.CDNHost, "/example.com/good/"); n != 1 {
+		t.Errorf("CDN requests counted: %d, want 1", n)
+	}
+}
+
+func TestOverrideReplacesAHostForAPrefixUntilTheTestEnds(t *testing.T) {
+	w := testworld.New(t)
+	c := w.HTTPClient()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	good, tampered := w.Module(testworld.GoodPath, testworld.Version), w.Module(testworld.TamperedZipPath, testworld.Version)
+	zipURL := modURL(t, w.ProxyURL, good.Version, ".zip")
+	t.Run("overridden", func(t *testing.T) {
+		w.Override(t, config.PublicProxyHost, "/example.com/good/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			http.Error(rw, "gone", http.StatusGone)
+		}))
+		w.Override(t, config.PublicProxyHost, "/example.com/good/@v/v1.0.0.zip", http.RedirectHandler("https://"+testworld.CDNHost+"/x", http.StatusFound))
+		for _, tt := range []struct {
+			url  string
+			code int
+		}{
+			{zipURL, http.StatusFound},                                        // the longest prefix wins
+			{modURL(t, w.ProxyURL, good.Version, ".mod"), http.StatusGone},    // the shorter one
+			{modURL(t, w.ProxyURL, tampered.Version, ".zip"), http.StatusOK},  // other paths: the host's own
+			{modURL(t, w.MirrorURLs[0], good.Version, ".zip"), http.StatusOK}, // other hosts: their own
+		} {
+			if code, _ := get(t, c, tt.url); code != tt.code {
+				t.Errorf("GET %s: %d, want %d", tt.url, code, tt.code)
+			}
+		}
+		if n := w.Requests(config.PublicProxyHost, "/example.com/good/"); n != 2 {
+			t.Errorf("overridden requests counted: %d, want 2", n)
+		}
+	})
+	if code, body := get(t, c, zipURL); code != http.StatusOK || !bytes.Equal(body, good.Zip) {
+		t.Errorf("after the subtest: %d, %d bytes; the override outlived its test", code, len(body))
+	}
+}
