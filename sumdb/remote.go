@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // maxRemoteBody bounds one response from the checksum database. A lookup
@@ -30,22 +33,58 @@ func (e *StatusError) Error() string {
 	return msg
 }
 
-// authoritative reports whether the answer is the server's word about the
-// path (such as 404 Not Found) rather than a sign that it is unwell.
-func (e *StatusError) authoritative() bool {
-	return e.Status < 500 && e.Status != http.StatusTooManyRequests && e.Status != http.StatusRequestTimeout
+// final reports whether err, from fetching path, is the database's last
+// word rather than one source failing: a 404 or 410 to a /lookup/ path,
+// which says the database has no record of that module version. Any other
+// status (401, 403, 429, 5xx, …), and a 404 for a tile or /latest, is only
+// that source's failure.
+func final(path string, err error) bool {
+	se := (*StatusError)(nil)
+	return errors.As(err, &se) && strings.HasPrefix(path, "/lookup/") &&
+		(se.Status == http.StatusNotFound || se.Status == http.StatusGone)
 }
 
-// A remote fetches paths from the checksum database, over the first base
-// URL that answers. With explicit URLs it tries those in order. Otherwise
-// it tries https://<name> and then, like the go command, <proxy>/sumdb/<name>
-// on each module proxy that answers 200 to /sumdb/<name>/supported. It
-// remembers which base last worked and tries it first.
+// plausibleAnswer refuses a 200 body that cannot be the database's answer
+// to path, so that a firewall's or an outage's 200 page is a failure of
+// that source rather than the database's word: /latest must be a tree head
+// signed with the database's key, a /lookup/ a record followed by such a
+// tree head, and a hash tile exactly its width of hashes. The x/mod client
+// then checks every answer against the stored tree, as before.
+func plausibleAnswer(verifiers note.Verifiers, path string, data []byte) error {
+	var err error
+	switch {
+	case path == "/latest":
+		_, err = note.Open(data, verifiers)
+	case strings.HasPrefix(path, "/lookup/"):
+		var tree []byte
+		if _, _, tree, err = tlog.ParseRecord(data); err == nil {
+			_, err = note.Open(tree, verifiers)
+		}
+	case strings.HasPrefix(path, "/tile/"):
+		var t tlog.Tile
+		if t, err = tlog.ParseTilePath(path[1:]); err == nil && t.L >= 0 && len(data) != t.W*tlog.HashSize {
+			err = fmt.Errorf("%d bytes, want %d", len(data), t.W*tlog.HashSize)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("not an answer of the checksum database: %w", err)
+	}
+	return nil
+}
+
+// A remote fetches paths from the checksum database, over the first
+// source (base URL) that answers. With explicit URLs it tries those in
+// order. Otherwise it tries https://<name> and then, like the go command,
+// <proxy>/sumdb/<name> on each module proxy that answers 200 to
+// /sumdb/<name>/supported. It remembers which base last answered and
+// tries it first; a base that fails is passed over, and the next one to
+// answer takes its place.
 type remote struct {
 	client  *http.Client
 	name    string
-	bases   []string // fixed base URLs, in order
-	proxies []string // module proxies that may serve the database, in order
+	bases   []string                             // fixed base URLs, in order
+	proxies []string                             // module proxies that may serve the database, in order
+	accept  func(path string, data []byte) error // vets a 200 body before it counts as an answer; nil accepts all
 
 	mu        sync.Mutex
 	preferred string          // base that last answered
@@ -67,36 +106,44 @@ func newRemote(client *http.Client, name string, urls, proxies []string) *remote
 	return r
 }
 
-// get returns the body served at path, trying each base in turn while the
-// previous one is unreachable or failing. An authoritative non-200 answer
-// (such as 404) is returned as a *StatusError at once.
+// source returns the base that last answered, "" if none has.
+func (r *remote) source() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.preferred
+}
+
+// get returns the body served at path, asking each source in turn until
+// one answers. Only two things are answers: a 200 whose body r.accept
+// takes (the x/mod client then authenticates it), which makes that source
+// the preferred one; and a 404 or 410 to a /lookup/ path ([final]),
+// returned as a *StatusError at once. Every other failure of a source
+// moves on to the next; when all have failed, the error says so.
 func (r *remote) get(ctx context.Context, path string) ([]byte, error) {
 	var errs []error
 	tried := map[string]bool{}
 	try := func(base string) ([]byte, bool, error) {
-		if tried[base] {
-			return nil, false, nil
-		}
 		tried[base] = true
 		data, err := r.fetch(ctx, base+path)
-		if err == nil {
+		if err == nil && r.accept != nil {
+			if aerr := r.accept(path, data); aerr != nil {
+				err = fmt.Errorf("GET %s: %w", base+path, aerr)
+			}
+		}
+		switch {
+		case err == nil:
 			r.mu.Lock()
 			r.preferred = base
 			r.mu.Unlock()
 			return data, true, nil
-		}
-		if se := (*StatusError)(nil); errors.As(err, &se) && se.authoritative() {
+		case final(path, err):
 			return nil, true, err
 		}
 		errs = append(errs, err)
 		return nil, false, nil
 	}
-	r.mu.Lock()
-	preferred := r.preferred
-	r.mu.Unlock()
-	candidates := append([]string{preferred}, r.bases...)
-	for _, base := range candidates {
-		if base == "" {
+	for _, base := range append([]string{r.source()}, r.bases...) {
+		if base == "" || tried[base] || ctx.Err() != nil {
 			continue
 		}
 		if data, done, err := try(base); done {
@@ -115,7 +162,11 @@ func (r *remote) get(ctx context.Context, path string) ([]byte, error) {
 			return data, err
 		}
 	}
-	if len(errs) == 0 {
+	switch {
+	case len(errs) > 0:
+	case ctx.Err() != nil:
+		errs = append(errs, ctx.Err())
+	default:
 		errs = append(errs, fmt.Errorf("no module proxy serves checksum database %s", r.name))
 	}
 	if len(errs) == 1 {

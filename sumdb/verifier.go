@@ -50,7 +50,10 @@ type Config struct {
 	DataDir string
 	// URLs, if set, are the database's base URLs, tried in order.
 	// Otherwise the verifier tries https://<name>, then
-	// <proxy>/sumdb/<name> on the first of ModuleProxies that supports it.
+	// <proxy>/sumdb/<name> on each of ModuleProxies that supports it, in
+	// order. Only a 200 or a 404/410 to a lookup is an answer; any other
+	// failure of one URL moves on to the next (see README, "Where the
+	// checksum database is read").
 	URLs []string
 	// ModuleProxies are module proxy base URLs that may serve the database.
 	ModuleProxies []string
@@ -130,17 +133,20 @@ func New(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sumdb: %w", err)
 	}
+	verifiers := note.VerifierList(verifier)
+	remote := newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies)
+	remote.accept = func(path string, data []byte) error { return plausibleAnswer(verifiers, path, data) }
 	return &Verifier{
 		key:       cfg.Key,
 		name:      verifier.Name(),
-		verifiers: note.VerifierList(verifier),
+		verifiers: verifiers,
 		private:   cfg.Private,
 		timeout:   cfg.LookupTimeout,
 		workers:   cfg.HashWorkers,
 		maxFiles:  cfg.MaxZipEntries,
 		log:       cfg.Logger.With("sumdb", verifier.Name()),
 		store:     st,
-		remote:    newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies),
+		remote:    remote,
 		tracer:    cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/sumdb"),
 	}, nil
 }
@@ -189,6 +195,15 @@ func (v *Verifier) Reached() bool { return v.reached.Load() }
 
 // Name returns the checksum database's name, such as "sum.golang.org".
 func (v *Verifier) Name() string { return v.name }
+
+// Source returns the base URL the database was last read from: the last
+// source whose 200 answer (to a probe, a lookup or a tile) carried what it
+// should, such as "https://sum.golang.org" or
+// "https://goproxy.io/sumdb/sum.golang.org". It is "" until one has
+// answered since New; checks answered from disk do not change it. A
+// source that then fails keeps the name until another one answers. The
+// next request is sent to this source first.
+func (v *Verifier) Source() string { return v.remote.source() }
 
 // Alerted reports whether a checksum-database fork is on record, and
 // since when. While it is, every non-private check fails closed.
@@ -504,8 +519,7 @@ func (o *clientOps) securityErr() string {
 // ReadRemote fetches path from the database.
 func (o *clientOps) ReadRemote(path string) ([]byte, error) {
 	data, err := o.v.remote.get(o.ctx, path)
-	if se := (*StatusError)(nil); errors.As(err, &se) && strings.HasPrefix(path, "/lookup/") &&
-		(se.Status == http.StatusNotFound || se.Status == http.StatusGone) {
+	if final(path, err) {
 		o.mu.Lock()
 		o.notFound = true
 		o.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -251,6 +252,61 @@ func TestFallbackToProxySumDB(t *testing.T) {
 	}
 	if n := w.Requests(config.PublicProxyHost, "/sumdb/"+config.SumDBName+"/lookup/"); n != 1 {
 		t.Errorf("proxy answered %d lookups, want 1", n)
+	}
+}
+
+// TestBlockedDatabaseIsReadThroughProxies: sum.golang.org answering 403
+// to everything (a corporate firewall) is one source failing, not the
+// database's word: genuine modules still verify through a module proxy's
+// /sumdb/, tampered ones are still blocked, an unknown version is still
+// not found, and Source names the proxy.
+func TestBlockedDatabaseIsReadThroughProxies(t *testing.T) {
+	checks := []struct {
+		path string
+		kind sumdb.Kind
+		want sumdb.Outcome
+	}{
+		{testworld.GoodPath, sumdb.KindZip, sumdb.Verified},
+		{testworld.GoodPath, sumdb.KindMod, sumdb.Verified},
+		{testworld.TamperedZipPath, sumdb.KindZip, sumdb.Mismatch},
+		{testworld.TamperedModPath, sumdb.KindMod, sumdb.Mismatch},
+		{testworld.UnknownPath, sumdb.KindZip, sumdb.NotFound},
+	}
+	for _, tt := range []struct {
+		name   string
+		forbid bool // sum.golang.org answers 403 to everything
+	}{
+		{"honest", false},
+		{"sum.golang.org forbidden", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := testworld.New(t)
+			source := "https://" + config.SumDBName
+			if tt.forbid {
+				w.Override(t, config.SumDBName, "/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+					http.Error(rw, "Forbidden by corporate policy", http.StatusForbidden)
+				}))
+				source = w.ProxyURL + "/sumdb/" + config.SumDBName
+			}
+			v := newVerifier(t, w, "", nil)
+			if s := v.Source(); s != "" {
+				t.Fatalf("Source() = %q before any answer, want \"\"", s)
+			}
+			for _, c := range checks {
+				if vd := check(t, w, v, c.path, testworld.Version, c.kind); vd.Outcome != c.want {
+					t.Errorf("verdict %s, want %v", vd, c.want)
+				}
+			}
+			if s := v.Source(); s != source {
+				t.Errorf("Source() = %q, want %q", s, source)
+			}
+			if n := w.Requests(config.SumDBName, "/lookup/"); n == 0 {
+				t.Error("sum.golang.org was never asked")
+			}
+			if err := v.Probe(context.Background()); err != nil {
+				t.Errorf("Probe: %v", err)
+			}
+		})
 	}
 }
 

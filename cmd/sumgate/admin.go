@@ -18,8 +18,10 @@ import (
 //	/metrics  Prometheus text format
 //	/healthz  200 while the process runs
 //	/readyz   200 once the CA is loaded, the checksum database has
-//	          answered at least once and the proxy listener is serving;
-//	          otherwise 503 with the reasons. A fork on record does not
+//	          answered at least once and the proxy listener is serving,
+//	          saying which source it was last read from ("ready: checksum
+//	          database sum.golang.org via https://…"); otherwise 503 with
+//	          the reasons. A fork on record does not
 //	          make sumgate unready: it keeps answering every download with
 //	          a 403 that says why, which taking it out of a load balancer
 //	          would hide (sumgate_sumdb_alert says it instead).
@@ -45,7 +47,7 @@ func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, 
 			fmt.Fprintln(w, errors.Join(errs...))
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		fmt.Fprintln(w, "ready: "+databaseSource(v))
 	})
 	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
@@ -63,7 +65,7 @@ func probeUntilReached(ctx context.Context, v *sumdb.Verifier, log *slog.Logger)
 		err := v.Probe(pctx)
 		cancel()
 		if err == nil {
-			log.Info("checksum database reached", "sumdb", v.Name())
+			log.Info("checksum database reached", "sumdb", v.Name(), "source", v.Source())
 			return
 		}
 		log.Warn("checksum database not reachable yet: not ready", "sumdb", v.Name(), "err", err, "retry_in", wait)
@@ -74,4 +76,12 @@ func probeUntilReached(ctx context.Context, v *sumdb.Verifier, log *slog.Logger)
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// databaseSource says which checksum database v reads, and from where.
+func databaseSource(v *sumdb.Verifier) string {
+	if s := v.Source(); s != "" {
+		return fmt.Sprintf("checksum database %s via %s", v.Name(), s)
+	}
+	return "checksum database " + v.Name()
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sumgate/sumgate/internal/config"
 	"github.com/sumgate/sumgate/internal/otlptest"
 	"github.com/sumgate/sumgate/internal/testworld"
 )
@@ -232,7 +233,9 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 	admin := &http.Client{Timeout: 10 * time.Second}
-	waitReady(t, admin, r.admin, 200)
+	if body, want := waitReady(t, admin, r.admin, 200), "ready: checksum database sum.golang.org via https://sum.golang.org\n"; body != want {
+		t.Errorf("/readyz says %q, want %q", body, want)
+	}
 	if status, body := fetch(t, admin, r.admin+"/healthz"); status != 200 {
 		t.Errorf("/healthz: %d %s", status, body)
 	}
@@ -311,4 +314,46 @@ func TestReadyzWaitsForTheDatabase(t *testing.T) {
 	}
 	w.SetSumDB(testworld.SumDBHonest)
 	waitReady(t, admin, r.admin, http.StatusOK)
+}
+
+// TestReadyzNamesTheDatabaseSource: with sum.golang.org answering 403 to
+// everything (a corporate firewall), sumgate reads the checksum database
+// through a module proxy's /sumdb/, becomes ready, says so at start-up and
+// in /readyz, and still verifies and blocks.
+func TestReadyzNamesTheDatabaseSource(t *testing.T) {
+	clearOTELEnv(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	w := testworld.New(t)
+	w.Override(t, config.SumDBName, "/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		http.Error(rw, "Forbidden by corporate policy", http.StatusForbidden)
+	}))
+	source := w.ProxyURL + "/sumdb/" + config.SumDBName
+	r := startRun(t, w, "")
+	body := waitReady(t, &http.Client{Timeout: 10 * time.Second}, r.admin, http.StatusOK)
+	if want := "ready: checksum database " + config.SumDBName + " via " + source + "\n"; body != want {
+		t.Errorf("/readyz says %q, want %q", body, want)
+	}
+	logged := func() bool {
+		for _, line := range strings.Split(r.logs.String(), "\n") {
+			if strings.Contains(line, `"msg":"checksum database reached"`) && strings.Contains(line, `"source":"`+source+`"`) {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !logged() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !logged() {
+		t.Errorf("the start-up log does not name the source %s:\n%s", source, r.logs)
+	}
+	c := r.client()
+	for path, status := range map[string]int{testworld.GoodPath: 200, testworld.TamperedZipPath: 403} {
+		if got, body := fetch(t, c, w.ProxyURL+"/"+path+"/@v/v1.0.0.zip"); got != status {
+			t.Errorf("%s: %d %.200s, want %d", path, got, body, status)
+		}
+	}
+	if n := w.Requests(config.SumDBName, ""); n == 0 {
+		t.Error("sum.golang.org was never asked")
+	}
 }

@@ -160,8 +160,8 @@ type SumDB struct {
 	// Key is the database's note verifier key; its name is the database's name.
 	Key string `yaml:"key"`
 	// URLs, if set, are the database's base URLs, tried in order. If empty,
-	// sumgate uses https://<name>, then <proxy>/sumdb/<name> on the first
-	// module proxy that supports it.
+	// sumgate uses https://<name>, then <proxy>/sumdb/<name> on each module
+	// proxy that supports it, in order, moving on while one fails.
 	URLs []string `yaml:"urls"`
 	// MaxZipEntries bounds the files in a module zip; a zip that may hold
 	// more is blocked as malformed before it is parsed.
