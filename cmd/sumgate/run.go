@@ -76,7 +76,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// No total timeout: the gateway bounds each request with its context.
 	client := upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Timeout: -1,
-		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Mark: cfg.Transparent.Mark})
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Mark: cfg.Transparent.Mark, Origins: cfg.Origins()})
 	v, err := newVerifier(cfg, client, logger, tel.TracerProvider)
 	if err != nil {
 		return fail(err)

@@ -173,7 +173,7 @@ func upstreamClient(cfg *config.Config) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve}), nil
+	return upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Origins: cfg.Origins()}), nil
 }
 
 // jsonVerdict is the -json form of a verdict.

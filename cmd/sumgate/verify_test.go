@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sumgate/sumgate/internal/testworld"
 )
@@ -157,5 +160,53 @@ func TestUnknownCommand(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if status := run([]string{"frobnicate"}, &stdout, &stderr); status != 2 || !strings.Contains(stderr.String(), "unknown command") {
 		t.Fatalf("status %d, stderr %q", status, &stderr)
+	}
+}
+
+// TestUpstreamClientKnowsTheOperatorOrigins: run and verify build their
+// upstream client with the origins of module_proxies and sumdb.urls, so
+// that those may be internal proxies. A listed origin at a loopback
+// address is still refused (no packet is sent), and the refusal says it
+// is refused although listed, which only a client that knows the origins
+// can say.
+func TestUpstreamClientKnowsTheOperatorOrigins(t *testing.T) {
+	clearOTELEnv(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	w := testworld.New(t)
+	const refusal = "refusing to dial 127.0.0.1:1: 127.0.0.1 resolves to the internal address 127.0.0.1, which even a module_proxies or sumdb.urls origin may not reach"
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sumgate.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "data_dir: %s\nsumdb:\n  key: %s\n  urls: [https://127.0.0.1:1/sumdb/sum.golang.org]\nlisten: 127.0.0.1:0\nadmin_listen: \"off\"\n",
+		filepath.Join(dir, "data"), w.SumDBKey), 0o600)
+	for _, tt := range []struct {
+		name string
+		run  func(t *testing.T) string // what the command said
+	}{
+		{"verify", func(t *testing.T) string {
+			var stdout, stderr bytes.Buffer
+			mod := w.Module(testworld.GoodPath, testworld.Version).WriteMod(t)
+			if status := run([]string{"verify", "-config", cfg, "-mod", mod, testworld.GoodPath + "@" + testworld.Version}, &stdout, &stderr); status != 2 {
+				t.Errorf("exit status %d, want 2", status)
+			}
+			return stdout.String() + stderr.String()
+		}},
+		{"run", func(t *testing.T) string {
+			logs := &testworld.Buffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan int, 1)
+			go func() { done <- runCmd(ctx, []string{"-config", cfg}, io.Discard, logs) }()
+			for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "not reachable yet") && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			cancel()
+			<-done
+			return logs.String()
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if out := tt.run(t); !strings.Contains(out, refusal) {
+				t.Errorf("output lacks %q:\n%s", refusal, out)
+			}
+		})
 	}
 }

@@ -36,7 +36,11 @@ type Config struct {
 	// audit file.
 	DataDir string `yaml:"data_dir"`
 	// ModuleProxies are the module proxy base URLs sumgate knows, in order,
-	// each with an optional path prefix.
+	// each with an optional path prefix. Being the operator's choice, their
+	// hosts may resolve to private addresses (RFC 1918, RFC 4193 unique
+	// local, CGNAT), such as an internal Artifactory's; never to loopback,
+	// link-local, cloud metadata, unspecified, multicast or reserved ones
+	// unless pinned in upstream.resolve. See [Config.Origins].
 	ModuleProxies []string `yaml:"module_proxies"`
 	// Private lists module path patterns in GOPRIVATE syntax. Matching
 	// modules are never looked up in the public checksum database.
@@ -161,7 +165,9 @@ type SumDB struct {
 	Key string `yaml:"key"`
 	// URLs, if set, are the database's base URLs, tried in order. If empty,
 	// sumgate uses https://<name>, then <proxy>/sumdb/<name> on each module
-	// proxy that supports it, in order, moving on while one fails.
+	// proxy that supports it, in order, moving on while one fails. Like
+	// module_proxies, their hosts may resolve to private addresses (see
+	// [Config.Origins]); https://<name> may not.
 	URLs []string `yaml:"urls"`
 	// MaxZipEntries bounds the files in a module zip; a zip that may hold
 	// more is blocked as malformed before it is parsed.
@@ -175,8 +181,35 @@ type Upstream struct {
 	// always verified; this is the only way to trust more.
 	Roots string `yaml:"roots"`
 	// Resolve maps a host name to the "ip:port" sumgate dials instead of
-	// host:443. It is never applied to IP literals.
+	// host:443. It is never applied to IP literals. A pinned name is
+	// dialled where it says, whatever the address: the only way to reach
+	// loopback or link-local addresses, or a private one from a host that
+	// is not in module_proxies or sumdb.urls.
 	Resolve map[string]string `yaml:"resolve"`
+}
+
+// Origins returns the operator's own upstream origins as "host:port":
+// those of module_proxies and sumdb.urls, in that order, without repeats,
+// the host in lower case and the port 443 unless the URL names another.
+// sumgate may dial these at private addresses (upstream.Options.Origins);
+// every other host, redirect targets included, only at public ones. The
+// checksum database's default https://<name> is not among them.
+func (c *Config) Origins() []string {
+	var out []string
+	for _, s := range append(slices.Clone(c.ModuleProxies), c.SumDB.URLs...) {
+		u, err := url.Parse(s)
+		if err != nil || u.Hostname() == "" {
+			continue // validate refuses it
+		}
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		if o := net.JoinHostPort(strings.ToLower(u.Hostname()), port); !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // Default returns the configuration used when no file is given.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,4 +147,31 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted config does not validate: %v", err)
 		}
 	})
+}
+
+// TestOrigins: the hosts sumgate may reach at private addresses are
+// exactly those of module_proxies and sumdb.urls.
+func TestOrigins(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		want []string
+	}{
+		{"defaults", "", []string{PublicProxyHost + ":443", "goproxy.cn:443", "goproxy.io:443", "mirrors.aliyun.com:443"}},
+		{"internal proxy and mirror", `module_proxies: [https://Artifactory.Corp.example/api/go/golang, https://artifactory.corp.example/api/go/other, https://10.1.2.3:8443/go]
+sumdb:
+  urls: [https://sumdb.corp.example:8443/sumdb/sum.golang.org, "https://[fd12::5]/sumdb"]
+`, []string{"artifactory.corp.example:443", "10.1.2.3:8443", "sumdb.corp.example:8443", "[fd12::5]:443"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("sumgate.yaml", []byte(tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Origins(); !slices.Equal(got, tt.want) {
+				t.Errorf("Origins() = %q, want %q", got, tt.want)
+			}
+		})
+	}
 }

@@ -5,6 +5,12 @@
 // Upstream TLS is always verified, against the system roots plus any extra
 // roots the operator configured. There is deliberately no way to turn
 // verification off.
+//
+// Which addresses a client may dial: a name the operator pinned
+// (Options.Resolve) goes where it says; one of the operator's own origins
+// (Options.Origins) goes to a public or private address, never loopback,
+// link-local or cloud metadata; every other host, redirect targets
+// included, goes to public addresses only ([Internal]).
 package upstream
 
 import (
@@ -17,6 +23,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -48,6 +55,20 @@ type Options struct {
 	// so that a transparent-mode redirect rule can exempt sumgate's own
 	// traffic.
 	Mark int
+	// Origins are the operator's own upstream origins, "host:port" (port
+	// 443 unless another is named): the module proxies and checksum
+	// database URLs of the configuration (config.Config.Origins). A dial
+	// to one of them may reach a private address (RFC 1918, RFC 4193
+	// unique local, CGNAT), such as an internal module proxy's; never
+	// loopback, link-local (cloud metadata included), unspecified,
+	// multicast or reserved ones. Every other host, a redirect target
+	// included, is dialled at public addresses only. Resolve comes first
+	// and overrides both.
+	Origins []string
+	// LookupNetIP resolves the names Resolve does not pin. Zero means
+	// net.DefaultResolver.LookupNetIP; tests set it so that no query
+	// leaves the machine.
+	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 // Roots returns the system roots plus the certificates in the PEM file at
@@ -84,7 +105,7 @@ func NewClient(opts Options) *http.Client {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: MarkControl(opts.Mark)}
 	t := &http.Transport{
 		Proxy:                 nil, // sumgate is the egress; never chain through $HTTPS_PROXY
-		DialContext:           Dialer(d, opts.Resolve),
+		DialContext:           Dialer(d, opts),
 		TLSClientConfig:       &tls.Config{RootCAs: opts.Roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
@@ -130,20 +151,43 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 }
 
 // Dialer wraps d so that a dial of host:443, where host is a key of
-// resolve, goes to resolve[host] instead, and every other dial goes only to
-// a public address ([PublicAddr]), checked and dialled as one step so that
-// the name cannot be rebound in between. An upstream that redirects sumgate
-// to an internal address therefore gets nothing.
-func Dialer(d *net.Dialer, resolve map[string]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// opts.Resolve, goes to opts.Resolve[host] instead; a dial of one of
+// opts.Origins goes only to a public or private address
+// ([originAllowed]); and every other dial goes only to a public address
+// ([Internal]). The name is checked and dialled as one step, by address,
+// so that it cannot be rebound in between. Each dial is judged by its own
+// host: an upstream that redirects sumgate to an internal address gets
+// nothing, even from an operator origin. A refusal says how the operator
+// may allow it.
+func Dialer(d *net.Dialer, opts Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	origins := make(map[string]bool, len(opts.Origins))
+	for _, o := range opts.Origins {
+		if host, port, err := net.SplitHostPort(o); err == nil {
+			origins[net.JoinHostPort(strings.ToLower(host), port)] = true
+		}
+	}
+	lookup := opts.LookupNetIP
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupNetIP
+	}
+	public := func(a netip.Addr) bool { return !Internal(a) }
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if to := Resolve(resolve, addr); to != addr {
+		if to := Resolve(opts.Resolve, addr); to != addr {
 			return d.DialContext(ctx, network, to)
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
 		}
-		a, err := PublicAddr(ctx, host)
+		origin := origins[net.JoinHostPort(strings.ToLower(host), port)]
+		allowed := public
+		if origin {
+			allowed = originAllowed
+		}
+		a, err := lookupAllowed(ctx, lookup, host, allowed)
+		if re := (*refusedError)(nil); errors.As(err, &re) {
+			err = fmt.Errorf("%w%s", err, refusalHint(origin, re.addr, host, port))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("refusing to dial %s: %w", addr, err)
 		}
@@ -151,18 +195,63 @@ func Dialer(d *net.Dialer, resolve map[string]string) func(ctx context.Context, 
 	}
 }
 
+// refusalHint tells the operator how a dial of host:port, refused at
+// address a, could be allowed, if it can.
+func refusalHint(origin bool, a netip.Addr, host, port string) string {
+	pin := "" // upstream.resolve pins names on port 443 only
+	if _, err := netip.ParseAddr(host); err != nil && port == "443" {
+		pin = "pin it in upstream.resolve"
+	}
+	switch {
+	case origin:
+		hint := ", which even a module_proxies or sumdb.urls origin may not reach (loopback, link-local, cloud metadata, reserved)"
+		if pin != "" {
+			hint += "; " + pin + " if that is meant"
+		}
+		return hint
+	case originAllowed(a):
+		u := strings.TrimSuffix("https://"+net.JoinHostPort(host, port), ":443")
+		if pin != "" {
+			pin = ", or " + pin
+		}
+		return "; to allow it, list " + u + " in module_proxies or sumdb.urls" + pin
+	case pin != "":
+		return "; to allow it, " + pin
+	}
+	return ""
+}
+
 // PublicAddr resolves host (or parses it, if it is an IP literal) and
 // returns its first address, failing if any of its addresses is internal:
 // a name that resolves to both a public and an internal address is refused
 // as a whole.
 func PublicAddr(ctx context.Context, host string) (netip.Addr, error) {
+	return lookupAllowed(ctx, net.DefaultResolver.LookupNetIP, host, func(a netip.Addr) bool { return !Internal(a) })
+}
+
+// refusedError says that host resolves to an address the dial may not
+// reach.
+type refusedError struct {
+	host string
+	addr netip.Addr
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("%s resolves to the internal address %s", e.host, e.addr)
+}
+
+// lookupAllowed resolves host with lookup (or parses it, if it is an IP
+// literal) and returns its first address, failing with a *refusedError if
+// allowed refuses any of its addresses: a name that resolves to both an
+// allowed and a refused address is refused as a whole.
+func lookupAllowed(ctx context.Context, lookup func(ctx context.Context, network, host string) ([]netip.Addr, error), host string, allowed func(netip.Addr) bool) (netip.Addr, error) {
 	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{a}
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
+		if addrs, err = lookup(ctx, "ip", host); err != nil {
 			return netip.Addr{}, fmt.Errorf("cannot resolve %s: %v", host, err)
 		}
 	}
@@ -170,11 +259,46 @@ func PublicAddr(ctx context.Context, host string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("%s has no address", host)
 	}
 	for _, a := range addrs {
-		if Internal(a) {
-			return netip.Addr{}, fmt.Errorf("%s resolves to the internal address %s", host, a)
+		if !allowed(a) {
+			return netip.Addr{}, &refusedError{host: host, addr: a}
 		}
 	}
 	return addrs[0].Unmap(), nil
+}
+
+// originPrefixes are the internal ranges where an operator's own module
+// proxy or checksum-database mirror may live, beyond what netip classifies
+// as private.
+var originPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"), // carrier-grade NAT
+}
+
+// metadataPrefix is the cloud metadata range inside fc00::/7, which
+// netip classifies as private.
+var metadataPrefix = netip.MustParsePrefix("fd00:ec2::/32")
+
+// originAllowed reports whether an operator origin may be dialled at a:
+// any public address, and the private ranges (RFC 1918, RFC 4193 unique
+// local, CGNAT); never loopback, link-local (169.254.0.0/16 and
+// fd00:ec2::/32, cloud metadata included), unspecified, multicast or
+// reserved ranges.
+func originAllowed(a netip.Addr) bool {
+	a = a.Unmap()
+	if !Internal(a) {
+		return true
+	}
+	if metadataPrefix.Contains(a) {
+		return false
+	}
+	if a.IsPrivate() {
+		return true
+	}
+	for _, p := range originPrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // internalPrefixes are the ranges an egress proxy must never reach for a
