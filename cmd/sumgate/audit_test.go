@@ -243,8 +243,16 @@ func TestAdminEndpoints(t *testing.T) {
 	if _, body := fetch(t, admin, r.admin+"/ca.pem"); !strings.HasPrefix(string(body), "-----BEGIN CERTIFICATE-----") || !strings.Contains(string(bundle), string(body)) {
 		t.Errorf("/ca.pem is not the enterprise root: %s", body)
 	}
-	_, body := fetch(t, admin, r.admin+"/metrics")
-	text := string(body)
+	// A request is counted when its response body has been sent, which
+	// is after the client has the last byte: wait for all four.
+	var text string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, body := fetch(t, admin, r.admin+"/metrics")
+		text = string(body)
+		if n, _ := metricValue(text, "sumgate_request_duration_seconds_count"); n >= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
 	for _, m := range []struct {
 		name   string
 		labels []string
