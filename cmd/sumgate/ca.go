@@ -22,6 +22,8 @@ const caUsage = `usage: sumgate ca <init|export|bundle> [-config FILE]
   bundle   print the system roots followed by the root, PEM: a file clients
            can use as SSL_CERT_FILE and still reach hosts sumgate does not
            intercept
+
+Flags:
 `
 
 // caCmd implements 'sumgate ca'.
@@ -32,12 +34,17 @@ func caCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("ca "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, caUsage); fs.PrintDefaults() }
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	systemRoots := fs.String("system-roots", "", "bundle: read the system roots from this PEM `file`")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError
+	switch sub {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, caUsage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return exitOK
+	}
+	if err := parseFlags(fs, caUsage, args[1:], stdout, stderr); err != nil {
+		return flagStatus(err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sumgate ca %s: %v\n", sub, err)

@@ -18,17 +18,30 @@ import (
 	"github.com/sumgate/sumgate/internal/upstream"
 )
 
+const runUsage = `usage: sumgate run [-config FILE] [-listen ADDR] [-transparent-listen ADDR] [-admin-listen ADDR|off] [-data-dir DIR]
+
+Starts the gateway: it intercepts TLS to the configured hosts and passes a
+module zip or go.mod on only once the Go checksum database has vouched for
+it. On start it prints how to point clients at it. SIGTERM or SIGINT stops
+accepting, lets downloads in flight finish (timeouts.drain), flushes the
+audit spans and exits 0.
+
+Exit status: 0 after SIGTERM or SIGINT, 2 if it cannot start or stops
+serving.
+
+Flags:
+`
+
 // runCmd implements 'sumgate run': the gateway, until SIGTERM or SIGINT.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	listen := fs.String("listen", "", "listen `address`, overriding the file's listen")
 	adminListen := fs.String("admin-listen", "", "admin `address` (or off), overriding the file's admin_listen")
 	transparentListen := fs.String("transparent-listen", "", "transparent-mode `address`, overriding the file's transparent_listen")
 	dataDir := fs.String("data-dir", "", "data `directory`, overriding the file's data_dir")
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if err := parseFlags(fs, runUsage, args, stdout, stderr); err != nil {
+		return flagStatus(err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sumgate run: %v\n", err)

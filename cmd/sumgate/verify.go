@@ -37,14 +37,12 @@ Flags:
 // verifyCmd implements 'sumgate verify'.
 func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, verifyUsage); fs.PrintDefaults() }
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	zipFile := fs.String("zip", "", "check this local module zip `file`")
 	modFile := fs.String("mod", "", "check this local go.mod `file`")
 	asJSON := fs.Bool("json", false, "print one JSON object per file instead of text")
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if err := parseFlags(fs, verifyUsage, args, stdout, stderr); err != nil {
+		return flagStatus(err)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
