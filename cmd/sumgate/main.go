@@ -7,7 +7,7 @@
 //
 //	sumgate run [-config FILE] [-listen ADDR] [-transparent-listen ADDR] [-admin-listen ADDR|off] [-data-dir DIR]
 //	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
-//	sumgate ca init|export|bundle [-config FILE] [-system-roots FILE]
+//	sumgate ca init|export|bundle [-config FILE] [-data-dir DIR] [-system-roots FILE]
 //
 // See the README for the configuration file and the gateway.
 package main
