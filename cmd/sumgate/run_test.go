@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -207,5 +208,48 @@ func TestBannerSettingsServeGOPROXYDirect(t *testing.T) {
 	out, err := testworld.GoModDownload(t, append(slices.Clone(r.exports), "GOPROXY=direct"), testworld.GitHubHost+"/owner/repo@v1.0.0")
 	if err != nil || strings.Contains(string(out), `"Error"`) {
 		t.Fatalf("go mod download with GOPROXY=direct and the banner's %v: %v\n%s", r.exports, err, out)
+	}
+}
+
+// TestRunLogsDurationsWithUnits: a duration in the JSON log names its unit
+// in the field, as duration_ms does, and is never bare nanoseconds.
+func TestRunLogsDurationsWithUnits(t *testing.T) {
+	w := testworld.New(t)
+	w.SetSumDB(testworld.SumDBDown) // the readiness probe logs when it retries
+	defer w.SetSumDB(testworld.SumDBHonest)
+	r := startRun(t, w, "")
+	fetch(t, r.client(), w.ProxyURL+"/"+testworld.GoodPath+"/@v/list") // mints a leaf
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.logs.String(), "not reachable yet"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe logged no retry:\n%s", r.logs)
+		}
+	}
+	if s := r.stop(t); s != 0 {
+		t.Fatalf("run exited %d", s)
+	}
+	for _, tt := range []struct {
+		msg, field, bare string
+		min, max         float64
+	}{
+		{"minted a leaf", "took_ms", "took", 0, 60e3},
+		{"checksum database not reachable yet: not ready", "retry_in_s", "retry_in", 1, 1},
+		{"draining", "timeout_s", "timeout", 30, 30},
+	} {
+		var rec map[string]any
+		for line := range strings.Lines(r.logs.String()) {
+			var l map[string]any
+			if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == tt.msg {
+				rec = l
+				break
+			}
+		}
+		if rec == nil {
+			t.Errorf("no %q line in the log:\n%s", tt.msg, r.logs)
+			continue
+		}
+		v, ok := rec[tt.field].(float64)
+		if _, bare := rec[tt.bare]; !ok || bare || v < tt.min || v > tt.max {
+			t.Errorf("%q line: %s = %v, want a number in [%v, %v], and no %q: %v", tt.msg, tt.field, rec[tt.field], tt.min, tt.max, tt.bare, rec)
+		}
 	}
 }
