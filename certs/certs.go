@@ -328,7 +328,7 @@ func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certm
 	c.issued.Add(1)
 	outcome = "ok"
 	c.log.InfoContext(ctx, "minted a leaf", "host", csr.DNSNames[0], "serial", resp.Certificate.SerialNumber.Text(16),
-		"not_after", resp.Certificate.NotAfter, "took", time.Since(start))
+		"not_after", resp.Certificate.NotAfter, "took_ms", float64(time.Since(start).Microseconds())/1000)
 	var chainPEM []byte
 	chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: resp.Certificate.Raw})...)
 	chain := resp.CertificateChain

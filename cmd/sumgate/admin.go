@@ -68,7 +68,7 @@ func probeUntilReached(ctx context.Context, v *sumdb.Verifier, log *slog.Logger)
 			log.Info("checksum database reached", "sumdb", v.Name(), "source", v.Source())
 			return
 		}
-		log.Warn("checksum database not reachable yet: not ready", "sumdb", v.Name(), "err", err, "retry_in", wait)
+		log.Warn("checksum database not reachable yet: not ready", "sumdb", v.Name(), "err", err, "retry_in_s", wait.Seconds())
 		select {
 		case <-ctx.Done():
 			return

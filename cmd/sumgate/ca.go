@@ -14,14 +14,18 @@ import (
 	"github.com/sumgate/sumgate/internal/config"
 )
 
-const caUsage = `usage: sumgate ca <init|export|bundle> [-config FILE]
+const caUsage = `usage: sumgate ca <init|export|bundle> [-config FILE] [-data-dir DIR] [-system-roots FILE]
 
   init     create the embedded CA (or check the imported one, or the step-ca)
            and print the root's SHA-256 fingerprint
   export   print the root certificate, PEM
   bundle   print the system roots followed by the root, PEM: a file clients
-           can use as SSL_CERT_FILE and still reach hosts sumgate does not
-           intercept
+           can use as SSL_CERT_FILE (and git as GIT_SSL_CAINFO) and still
+           reach hosts sumgate does not intercept
+
+Give the same -config and -data-dir as 'sumgate run' to reach its CA.
+
+Flags:
 `
 
 // caCmd implements 'sumgate ca'.
@@ -32,12 +36,18 @@ func caCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("ca "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, caUsage); fs.PrintDefaults() }
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
+	dataDir := fs.String("data-dir", "", "data `directory`, overriding the file's data_dir")
 	systemRoots := fs.String("system-roots", "", "bundle: read the system roots from this PEM `file`")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError
+	switch sub {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, caUsage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return exitOK
+	}
+	if err := parseFlags(fs, caUsage, args[1:], stdout, stderr); err != nil {
+		return flagStatus(err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sumgate ca %s: %v\n", sub, err)
@@ -50,6 +60,9 @@ func caCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*configFile)
 	if err != nil {
 		return fail(err)
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
 	}
 	ccfg, err := caConfig(cfg)
 	if err != nil {

@@ -5,15 +5,17 @@
 //
 // Usage:
 //
-//	sumgate run [-config FILE] [-listen ADDR] [-data-dir DIR]
+//	sumgate run [-config FILE] [-listen ADDR] [-transparent-listen ADDR] [-admin-listen ADDR|off] [-data-dir DIR]
 //	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
-//	sumgate ca init|export|bundle [-config FILE]
+//	sumgate ca init|export|bundle [-config FILE] [-data-dir DIR] [-system-roots FILE]
 //
 // See the README for the configuration file and the gateway.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -72,4 +74,35 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "devel"
+}
+
+// parseFlags parses args into fs, whose usage is usage followed by the
+// flags. It returns nil to go on. Asked for help (-h, -help), it prints
+// that on stdout and returns flag.ErrHelp; on a bad flag, flag's message
+// and the usage go to stderr and it returns the error. [flagStatus] is
+// the exit status for the error.
+func parseFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	printUsage := func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.Usage = func() {} // flag calls it on help and on errors alike; printed below
+	err := fs.Parse(args)
+	fs.Usage = printUsage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
+	case err != nil:
+		fs.Usage()
+	}
+	return err
+}
+
+// flagStatus is the exit status for an error from [parseFlags]: asking
+// for help is not a failure.
+func flagStatus(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitError
 }

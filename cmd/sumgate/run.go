@@ -18,17 +18,30 @@ import (
 	"github.com/sumgate/sumgate/internal/upstream"
 )
 
+const runUsage = `usage: sumgate run [-config FILE] [-listen ADDR] [-transparent-listen ADDR] [-admin-listen ADDR|off] [-data-dir DIR]
+
+Starts the gateway: it intercepts TLS to the configured hosts and passes a
+module zip or go.mod on only once the Go checksum database has vouched for
+it. On start it prints how to point clients at it. SIGTERM or SIGINT stops
+accepting, lets downloads in flight finish (timeouts.drain), flushes the
+audit spans and exits 0.
+
+Exit status: 0 after SIGTERM or SIGINT, 2 if it cannot start or stops
+serving.
+
+Flags:
+`
+
 // runCmd implements 'sumgate run': the gateway, until SIGTERM or SIGINT.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	listen := fs.String("listen", "", "listen `address`, overriding the file's listen")
 	adminListen := fs.String("admin-listen", "", "admin `address` (or off), overriding the file's admin_listen")
 	transparentListen := fs.String("transparent-listen", "", "transparent-mode `address`, overriding the file's transparent_listen")
 	dataDir := fs.String("data-dir", "", "data `directory`, overriding the file's data_dir")
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if err := parseFlags(fs, runUsage, args, stdout, stderr); err != nil {
+		return flagStatus(err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sumgate run: %v\n", err)
@@ -150,26 +163,35 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pctx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go probeUntilReached(pctx, v, logger)
-	bundle := filepath.Join(cfg.DataDir, "ca", "bundle.pem")
-	if abs, err := filepath.Abs(bundle); err == nil {
-		bundle = abs // the banner is pasted into other shells, in other folders
-	}
+	dir := absPath(cfg.DataDir) // the banner is pasted into other shells, in other folders
+	bundle := filepath.Join(dir, "ca", "bundle.pem")
 	if b, err := certs.Bundle(ca.Root(), ""); err == nil {
 		os.WriteFile(bundle, b, 0o644)
 	} else {
 		bundle = filepath.Join(filepath.Dir(bundle), "root.pem")
 		os.WriteFile(bundle, certs.PEM(ca.Root()), 0o644)
 	}
+	// What 'sumgate ca export' needs to find this root: the same file and
+	// data directory.
+	export := "sumgate ca export"
+	if *configFile != "" {
+		export += " -config " + absPath(*configFile)
+	}
+	export += " -data-dir " + dir
 	fmt.Fprintf(stdout, `sumgate is listening on %s
 Point clients at it:
     export HTTPS_PROXY=http://%s
     export SSL_CERT_FILE=%s
-(or install the root in the system trust store: sumgate ca export)
+    export GIT_SSL_CAINFO=%s
+(git, which GOPROXY=direct and private modules use, ignores SSL_CERT_FILE;
+instead of GIT_SSL_CAINFO: git config --global http.sslCAInfo %s)
+(or install the root in the system trust store: %s)
 Enterprise root SHA-256: %s
 Transparent: %s
 Admin (metrics, health, /ca.pem): %s
 Audit spans: %s
-`, l.Addr(), l.Addr(), bundle, certs.Fingerprint(ca.Root()), transparentAddr, adminAddr, tel.Destination)
+`, l.Addr(), l.Addr(), bundle, bundle, bundle, export,
+		certs.Fingerprint(ca.Root()), transparentAddr, adminAddr, tel.Destination)
 
 	done := make(chan error, 2)
 	go func() { done <- gw.Serve(l) }()
@@ -188,6 +210,14 @@ Audit spans: %s
 		logger.Warn("drain incomplete", "err", err)
 	}
 	return exitOK
+}
+
+// absPath is path made absolute, or path itself if that fails.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // cacheBytes maps cache_max_mb (0 disables) to gateway.Config.CacheMaxBytes

@@ -3,13 +3,18 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,26 +24,28 @@ import (
 
 // running is a 'sumgate run' started by startRun.
 type running struct {
-	proxyURL    string // HTTPS_PROXY
-	bundle      string // SSL_CERT_FILE
-	admin       string // admin base URL, "off" when disabled
-	audit       string // where spans go, from the banner
-	transparent string // the transparent listener, "off" when disabled
+	proxyURL    string   // HTTPS_PROXY
+	bundle      string   // SSL_CERT_FILE
+	admin       string   // admin base URL, "off" when disabled
+	audit       string   // where spans go, from the banner
+	transparent string   // the transparent listener, "off" when disabled
+	banner      []string // the banner's lines
+	exports     []string // the banner's "export K=V" lines, as K=V
 	roots       *x509.CertPool
 	cancel      context.CancelFunc
 	status      chan int
 	logs        *testworld.Buffer // what it logged
 }
 
-// startRun starts 'sumgate run' against w, with extra configuration,
-// and reads its banner.
-func startRun(t testing.TB, w *testworld.World, extra string) *running {
+// startRun starts 'sumgate run' against w, with extra configuration and
+// args after -config, and reads its banner.
+func startRun(t testing.TB, w *testworld.World, extra string, args ...string) *running {
 	t.Helper()
-	return startRunResolve(t, w, w.Resolve, extra)
+	return startRunResolve(t, w, w.Resolve, extra, args...)
 }
 
 // startRunResolve is startRun with upstream.resolve set to resolve.
-func startRunResolve(t testing.TB, w *testworld.World, resolve map[string]string, extra string) *running {
+func startRunResolve(t testing.TB, w *testworld.World, resolve map[string]string, extra string, args ...string) *running {
 	t.Helper()
 	var hosts []string
 	for h := range w.Resolve {
@@ -50,13 +57,17 @@ func startRunResolve(t testing.TB, w *testworld.World, resolve map[string]string
 	pr, pw := io.Pipe()
 	r := &running{cancel: cancel, status: make(chan int, 1), logs: &testworld.Buffer{}}
 	go func() {
-		r.status <- runCmd(ctx, []string{"-config", cfg}, pw, r.logs)
+		r.status <- runCmd(ctx, append([]string{"-config", cfg}, args...), pw, r.logs)
 		pw.Close()
 	}()
 	t.Cleanup(func() { r.stop(t) })
 	banner := bufio.NewScanner(pr)
 	for banner.Scan() {
 		line := strings.TrimSpace(banner.Text())
+		r.banner = append(r.banner, line)
+		if v, ok := strings.CutPrefix(line, "export "); ok {
+			r.exports = append(r.exports, v)
+		}
 		if v, ok := strings.CutPrefix(line, "export HTTPS_PROXY="); ok {
 			r.proxyURL = v
 		}
@@ -128,5 +139,117 @@ func TestRunServesAndDrains(t *testing.T) {
 	}
 	if s := r.stop(t); s != 0 {
 		t.Fatalf("run exited %d after SIGTERM, want 0", s)
+	}
+}
+
+// TestRunBannerPointsAtItsOwnCA: started with a relative -data-dir, run's
+// banner gives absolute paths, the git setting beside SSL_CERT_FILE, and a
+// 'sumgate ca export' command that prints, from any folder, the root run
+// created there.
+func TestRunBannerPointsAtItsOwnCA(t *testing.T) {
+	w := testworld.New(t)
+	t.Chdir(t.TempDir())
+	r := startRun(t, w, "", "-data-dir", "state")
+	dir, err := filepath.Abs("state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(dir, "ca", "bundle.pem")
+	for _, want := range []string{
+		"export SSL_CERT_FILE=" + bundle,
+		"export GIT_SSL_CAINFO=" + bundle,
+		"git config --global http.sslCAInfo " + bundle,
+		" -data-dir " + dir + ")",
+	} {
+		if !slices.ContainsFunc(r.banner, func(line string) bool { return strings.Contains(line, want) }) {
+			t.Errorf("the banner lacks %q:\n%s", want, strings.Join(r.banner, "\n"))
+		}
+	}
+	var hint []string
+	var fingerprint string
+	for _, line := range r.banner {
+		if _, cmd, ok := strings.Cut(line, "trust store: "); ok {
+			hint = strings.Fields(strings.TrimSuffix(cmd, ")"))
+		}
+		if v, ok := strings.CutPrefix(line, "Enterprise root SHA-256: "); ok {
+			fingerprint = v
+		}
+	}
+	if len(hint) < 3 || hint[0] != "sumgate" || hint[1] != "ca" || hint[2] != "export" {
+		t.Fatalf("no 'sumgate ca export' hint in the banner:\n%s", strings.Join(r.banner, "\n"))
+	}
+
+	t.Chdir(t.TempDir()) // a client's shell is elsewhere
+	status, exported, stderr := runCLI(hint[1:]...)
+	block, _ := pem.Decode([]byte(exported))
+	if status != 0 || block == nil {
+		t.Fatalf("%s: status %d\n%s%s", strings.Join(hint, " "), status, exported, stderr)
+	}
+	if sum := sha256.Sum256(block.Bytes); hex.EncodeToString(sum[:]) != fingerprint {
+		t.Errorf("%s printed a root with fingerprint %x; run serves with %s", strings.Join(hint, " "), sum, fingerprint)
+	}
+	system := filepath.Join(t.TempDir(), "system.pem")
+	os.WriteFile(system, []byte(exported), 0o644) // any PEM stands in for the system roots
+	status, b, stderr := runCLI(append([]string{"ca", "bundle", "-system-roots", system}, hint[3:]...)...)
+	if status != 0 || !strings.HasSuffix(b, exported) {
+		t.Errorf("ca bundle with the hint's flags: status %d, it does not end with the root\n%s%s", status, b, stderr)
+	}
+}
+
+// TestBannerSettingsServeGOPROXYDirect: a client that sets exactly what
+// the banner exports fetches a module straight from its git repository
+// through the gateway with the real go command and git (GOPROXY=direct).
+// git ignores SSL_CERT_FILE: without GIT_SSL_CAINFO it fails with
+// "server certificate verification failed".
+func TestBannerSettingsServeGOPROXYDirect(t *testing.T) {
+	w := testworld.New(t)
+	w.ServeGit(t, "owner/repo")
+	r := startRun(t, w, "")
+	out, err := testworld.GoModDownload(t, append(slices.Clone(r.exports), "GOPROXY=direct"), testworld.GitHubHost+"/owner/repo@v1.0.0")
+	if err != nil || strings.Contains(string(out), `"Error"`) {
+		t.Fatalf("go mod download with GOPROXY=direct and the banner's %v: %v\n%s", r.exports, err, out)
+	}
+}
+
+// TestRunLogsDurationsWithUnits: a duration in the JSON log names its unit
+// in the field, as duration_ms does, and is never bare nanoseconds.
+func TestRunLogsDurationsWithUnits(t *testing.T) {
+	w := testworld.New(t)
+	w.SetSumDB(testworld.SumDBDown) // the readiness probe logs when it retries
+	defer w.SetSumDB(testworld.SumDBHonest)
+	r := startRun(t, w, "")
+	fetch(t, r.client(), w.ProxyURL+"/"+testworld.GoodPath+"/@v/list") // mints a leaf
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.logs.String(), "not reachable yet"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe logged no retry:\n%s", r.logs)
+		}
+	}
+	if s := r.stop(t); s != 0 {
+		t.Fatalf("run exited %d", s)
+	}
+	for _, tt := range []struct {
+		msg, field, bare string
+		min, max         float64
+	}{
+		{"minted a leaf", "took_ms", "took", 0, 60e3},
+		{"checksum database not reachable yet: not ready", "retry_in_s", "retry_in", 1, 1},
+		{"draining", "timeout_s", "timeout", 30, 30},
+	} {
+		var rec map[string]any
+		for line := range strings.Lines(r.logs.String()) {
+			var l map[string]any
+			if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == tt.msg {
+				rec = l
+				break
+			}
+		}
+		if rec == nil {
+			t.Errorf("no %q line in the log:\n%s", tt.msg, r.logs)
+			continue
+		}
+		v, ok := rec[tt.field].(float64)
+		if _, bare := rec[tt.bare]; !ok || bare || v < tt.min || v > tt.max {
+			t.Errorf("%q line: %s = %v, want a number in [%v, %v], and no %q: %v", tt.msg, tt.field, rec[tt.field], tt.min, tt.max, tt.bare, rec)
+		}
 	}
 }

@@ -28,8 +28,13 @@ Checks a module version's zip and go.mod against the Go checksum database.
 With -zip and/or -mod it checks those local files; otherwise it downloads
 both from the configured module proxies, in order.
 
-Exit status: 0 verified (or private), 1 blocked (mismatch, not in the
-checksum database, security error), 2 usage error or database unreachable.
+It prints one line per file, and on standard error what to do about
+anything blocked. With -json it prints one JSON object per file instead,
+and an object with "outcome": "error" for an error (see the README).
+
+Exit status: 0 verified (or private), 1 blocked (mismatch, malformed zip,
+not in the checksum database, security error), 2 usage or configuration
+error, download failed, or checksum database unavailable.
 
 Flags:
 `
@@ -37,39 +42,40 @@ Flags:
 // verifyCmd implements 'sumgate verify'.
 func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, verifyUsage); fs.PrintDefaults() }
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
 	zipFile := fs.String("zip", "", "check this local module zip `file`")
 	modFile := fs.String("mod", "", "check this local go.mod `file`")
-	asJSON := fs.Bool("json", false, "print one JSON object per file instead of text")
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	asJSON := fs.Bool("json", false, "print one JSON object per file (or error) instead of text")
+	err := parseFlags(fs, verifyUsage, args, stdout, stderr)
+	out := &verifyOutput{stdout: stdout, stderr: stderr, json: *asJSON} // -json counts if it came before a bad flag
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			out.errorObject(0, fmt.Errorf("usage: %w", err))
+		}
+		return flagStatus(err)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
+		out.errorObject(0, fmt.Errorf("usage: want one MODULE@VERSION argument, got %d", fs.NArg()))
 		return exitError
 	}
 	m, err := parseModuleArg(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-		return exitError
+		return out.fail(0, err)
 	}
+	out.m = m
 	cfg, err := config.Load(*configFile)
 	if err != nil {
-		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-		return exitError
+		return out.fail(0, err)
 	}
 	client, err := upstreamClient(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-		return exitError
+		return out.fail(0, err)
 	}
 	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	v, err := newVerifier(cfg, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-		return exitError
+		return out.fail(0, err)
 	}
 
 	files := map[sumdb.Kind]string{}
@@ -81,26 +87,24 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if len(files) == 0 {
 		if v.IsPrivate(m.Path) {
-			fmt.Fprintf(stdout, "%s: private module: not looked up in the public checksum database and not downloaded from public module proxies; pass -zip or -mod to hash local files\n", m)
+			out.private()
 			return exitOK
 		}
 		tmp, err := os.MkdirTemp("", "sumgate-verify-")
 		if err != nil {
-			fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-			return exitError
+			return out.fail(0, err)
 		}
 		defer os.RemoveAll(tmp)
 		f, err := gateway.NewFetcher(gateway.FetcherConfig{Client: client, Verifier: v, SpoolDir: tmp,
 			Timeout: cfg.Timeouts.Fetch, StallTimeout: cfg.Timeouts.Idle, Logger: quiet})
 		if err != nil {
-			fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-			return exitError
+			return out.fail(0, err)
 		}
-		return printVerdicts(stdout, stderr, *asJSON, func(kind sumdb.Kind) (sumdb.Verdict, error) {
+		return out.verdicts(func(kind sumdb.Kind) (sumdb.Verdict, error) {
 			return fetchVerdict(ctx, f, cfg.ModuleProxies, m, kind)
 		})
 	}
-	return printVerdicts(stdout, stderr, *asJSON, func(kind sumdb.Kind) (sumdb.Verdict, error) {
+	return out.verdicts(func(kind sumdb.Kind) (sumdb.Verdict, error) {
 		file, ok := files[kind]
 		if !ok {
 			return sumdb.Verdict{}, errSkip
@@ -112,9 +116,19 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 // errSkip is a kind of file that was not asked for.
 var errSkip = errors.New("not asked for")
 
-// printVerdicts prints the verdict that check gives for the zip and the
-// go.mod, and returns the exit status they add up to.
-func printVerdicts(stdout, stderr io.Writer, asJSON bool, check func(sumdb.Kind) (sumdb.Verdict, error)) int {
+// verifyOutput prints what 'sumgate verify' found: in text, one line per
+// file on stdout, and advice and errors on stderr; with -json, one
+// object per file or error on stdout too (errors and usage still go to
+// stderr as well).
+type verifyOutput struct {
+	stdout, stderr io.Writer
+	json           bool           // -json
+	m              module.Version // the module version, once parsed
+}
+
+// verdicts prints the verdict that check gives for the zip and the
+// go.mod, and returns the exit status they add up to. An error stops it.
+func (o *verifyOutput) verdicts(check func(sumdb.Kind) (sumdb.Verdict, error)) int {
 	status := exitOK
 	for _, kind := range []sumdb.Kind{sumdb.KindZip, sumdb.KindMod} {
 		vd, err := check(kind)
@@ -122,10 +136,9 @@ func printVerdicts(stdout, stderr io.Writer, asJSON bool, check func(sumdb.Kind)
 			continue
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "sumgate verify: %v\n", err)
-			return exitError
+			return o.fail(kind, err)
 		}
-		printVerdict(stdout, stderr, vd, asJSON)
+		o.verdict(vd)
 		switch vd.Outcome {
 		case sumdb.Verified, sumdb.Private:
 		case sumdb.Unavailable:
@@ -137,6 +150,85 @@ func printVerdicts(stdout, stderr io.Writer, asJSON bool, check func(sumdb.Kind)
 		}
 	}
 	return status
+}
+
+// jsonVerdict is the -json form of a verdict.
+type jsonVerdict struct {
+	Module   string        `json:"module"`
+	Version  string        `json:"version"`
+	Kind     sumdb.Kind    `json:"kind"`
+	Outcome  sumdb.Outcome `json:"outcome"`
+	Got      string        `json:"got,omitempty"`
+	Want     string        `json:"want,omitempty"`
+	TreeSize int64         `json:"tree_size,omitempty"`
+	LookupMS float64       `json:"lookup_ms"`
+	Cached   bool          `json:"cached"`
+	Reason   string        `json:"reason,omitempty"` // why the outcome is not verified, in words
+}
+
+// jsonError is the -json form of an error: the file, or the whole
+// command, has no verdict.
+type jsonError struct {
+	Module  string `json:"module"`         // "" when the argument could not be parsed
+	Version string `json:"version"`        // "" likewise
+	Kind    string `json:"kind,omitempty"` // the file the error is about, if one
+	Outcome string `json:"outcome"`        // always "error"
+	Error   string `json:"error"`
+}
+
+// verdict prints one file's verdict: its line, and on stderr the advice
+// for a blocked one; or, with -json, its object, with a reason whenever the
+// outcome is not verified.
+func (o *verifyOutput) verdict(vd sumdb.Verdict) {
+	if !o.json {
+		fmt.Fprintln(o.stdout, vd.String())
+		if a := vd.Advice(); a != "" {
+			fmt.Fprintf(o.stderr, "%s (%s): %s\n", vd.Module, vd.Kind, a)
+		}
+		return
+	}
+	reason := vd.Reason
+	if reason == "" && !vd.Pass() {
+		reason = vd.Detail() // a checksum mismatch: both hashes
+	}
+	json.NewEncoder(o.stdout).Encode(jsonVerdict{
+		Module: vd.Module.Path, Version: vd.Module.Version, Kind: vd.Kind, Outcome: vd.Outcome,
+		Got: vd.Got, Want: vd.Want, TreeSize: vd.TreeSize,
+		LookupMS: float64(vd.Lookup.Microseconds()) / 1000, Cached: vd.Cached, Reason: reason,
+	})
+}
+
+// private reports a private module that was neither looked up nor
+// downloaded: one line, or one object per file.
+func (o *verifyOutput) private() {
+	const why = "not looked up in the public checksum database and not downloaded from public module proxies; pass -zip or -mod to hash local files"
+	if !o.json {
+		fmt.Fprintf(o.stdout, "%s: private module: %s\n", o.m, why)
+		return
+	}
+	for _, kind := range []sumdb.Kind{sumdb.KindZip, sumdb.KindMod} {
+		json.NewEncoder(o.stdout).Encode(jsonVerdict{Module: o.m.Path, Version: o.m.Version, Kind: kind, Outcome: sumdb.Private, Reason: why})
+	}
+}
+
+// fail reports err, about the file kind (0: about no one file), and
+// returns exitError.
+func (o *verifyOutput) fail(kind sumdb.Kind, err error) int {
+	fmt.Fprintf(o.stderr, "sumgate verify: %v\n", err)
+	o.errorObject(kind, err)
+	return exitError
+}
+
+// errorObject prints err's JSON object, with -json.
+func (o *verifyOutput) errorObject(kind sumdb.Kind, err error) {
+	if !o.json {
+		return
+	}
+	e := jsonError{Module: o.m.Path, Version: o.m.Version, Outcome: "error", Error: err.Error()}
+	if kind != 0 {
+		e.Kind = kind.String()
+	}
+	json.NewEncoder(o.stdout).Encode(e)
 }
 
 // parseModuleArg parses MODULE@VERSION, with the path either as written
@@ -174,35 +266,6 @@ func upstreamClient(cfg *config.Config) (*http.Client, error) {
 		return nil, err
 	}
 	return upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Origins: cfg.Origins()}), nil
-}
-
-// jsonVerdict is the -json form of a verdict.
-type jsonVerdict struct {
-	Module   string        `json:"module"`
-	Version  string        `json:"version"`
-	Kind     sumdb.Kind    `json:"kind"`
-	Outcome  sumdb.Outcome `json:"outcome"`
-	Got      string        `json:"got,omitempty"`
-	Want     string        `json:"want,omitempty"`
-	TreeSize int64         `json:"tree_size,omitempty"`
-	LookupMS float64       `json:"lookup_ms"`
-	Cached   bool          `json:"cached"`
-	Reason   string        `json:"reason,omitempty"`
-}
-
-func printVerdict(stdout, stderr io.Writer, vd sumdb.Verdict, asJSON bool) {
-	if asJSON {
-		json.NewEncoder(stdout).Encode(jsonVerdict{
-			Module: vd.Module.Path, Version: vd.Module.Version, Kind: vd.Kind, Outcome: vd.Outcome,
-			Got: vd.Got, Want: vd.Want, TreeSize: vd.TreeSize,
-			LookupMS: float64(vd.Lookup.Microseconds()) / 1000, Cached: vd.Cached, Reason: vd.Reason,
-		})
-		return
-	}
-	fmt.Fprintln(stdout, vd.String())
-	if a := vd.Advice(); a != "" {
-		fmt.Fprintf(stderr, "%s (%s): %s\n", vd.Module, vd.Kind, a)
-	}
 }
 
 // fetchVerdict fetches kind of m from the first module proxy that has it,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,32 +128,100 @@ func TestVerifyCommand(t *testing.T) {
 	}
 }
 
-func TestVerifyJSON(t *testing.T) {
+// TestVerifyJSONPrintsEveryOutcome: with -json, every outcome, errors
+// included, is one JSON object per line on standard output, per file or
+// per error, and a file that did not pass says why.
+func TestVerifyJSONPrintsEveryOutcome(t *testing.T) {
 	w := testworld.New(t)
-	cfg := writeConfig(t, w, []string{w.ProxyURL}, "")
-	var stdout, stderr bytes.Buffer
-	if status := run([]string{"verify", "-json", "-config", cfg, testworld.TamperedZipPath + "@v1.0.0"}, &stdout, &stderr); status != 1 {
-		t.Fatalf("exit status %d, want 1; stderr:\n%s", status, &stderr)
+	cfg := func() string { return writeConfig(t, w, []string{w.ProxyURL}, "") } // a fresh data directory
+	good := w.Module(testworld.GoodPath, testworld.Version)
+	tampered := w.Module(testworld.TamperedZipPath, testworld.Version)
+	badKey := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(badKey, []byte("data_dir: x\nsumdb:\n  kee: y\n"), 0o600)
+
+	type object struct{ kind, outcome, text string } // text: in reason, or in error
+	tests := []struct {
+		name       string
+		args       []string
+		mode       testworld.SumDBMode
+		wantStatus int
+		module     string // every object's module@version; "@" when unknown
+		want       []object
+	}{
+		{name: "verified", args: []string{"-config", cfg(), testworld.GoodPath + "@v1.0.0"}, wantStatus: 0, module: testworld.GoodPath + "@v1.0.0",
+			want: []object{{"zip", "verified", ""}, {"go.mod", "verified", ""}}},
+		{name: "checksum mismatch", args: []string{"-config", cfg(), testworld.TamperedZipPath + "@v1.0.0"}, wantStatus: 1, module: testworld.TamperedZipPath + "@v1.0.0",
+			want: []object{{"zip", "mismatch", "checksum mismatch: downloaded h1:"}, {"zip", "mismatch", "checksum database has " + tampered.ZipHash}, {"go.mod", "verified", ""}}},
+		{name: "malformed zip", args: []string{"-config", cfg(), testworld.HostileSymlinkPath + "@v1.0.0"}, wantStatus: 1, module: testworld.HostileSymlinkPath + "@v1.0.0",
+			want: []object{{"zip", "mismatch", "symlink"}, {"go.mod", "verified", ""}}},
+		{name: "not found", args: []string{"-config", cfg(), testworld.UnknownPath + "@v1.0.0"}, wantStatus: 1, module: testworld.UnknownPath + "@v1.0.0",
+			want: []object{{"zip", "not-found", "has no record of"}, {"go.mod", "not-found", "has no record of"}}},
+		{name: "database down", args: []string{"-config", cfg(), testworld.GoodPath + "@v1.0.0"}, mode: testworld.SumDBDown, wantStatus: 2, module: testworld.GoodPath + "@v1.0.0",
+			want: []object{{"zip", "unavailable", "503"}, {"go.mod", "unavailable", "503"}}},
+		{name: "private", args: []string{"-config", cfg(), testworld.PrivatePath + "@v1.0.0"}, wantStatus: 0, module: testworld.PrivatePath + "@v1.0.0",
+			want: []object{{"zip", "private", "not looked up"}, {"go.mod", "private", "not looked up"}}},
+		{name: "local genuine zip", args: []string{"-config", cfg(), "-zip", good.WriteZip(t), testworld.GoodPath + "@v1.0.0"}, wantStatus: 0, module: testworld.GoodPath + "@v1.0.0",
+			want: []object{{"zip", "verified", ""}}},
+		{name: "download failed", args: []string{"-config", cfg(), "example.com/nowhere@v1.0.0"}, wantStatus: 2, module: "example.com/nowhere@v1.0.0",
+			want: []object{{"zip", "error", "downloading example.com/nowhere@v1.0.0 (zip): "}}},
+		{name: "missing local file", args: []string{"-config", cfg(), "-mod", "/nonexistent.mod", testworld.GoodPath + "@v1.0.0"}, wantStatus: 2, module: testworld.GoodPath + "@v1.0.0",
+			want: []object{{"go.mod", "error", "/nonexistent.mod"}}},
+		{name: "configuration error", args: []string{"-config", badKey, testworld.GoodPath + "@v1.0.0"}, wantStatus: 2, module: testworld.GoodPath + "@v1.0.0",
+			want: []object{{"", "error", `bad.yaml:3: unknown key "sumdb.kee"`}}},
+		{name: "bad argument", args: []string{testworld.GoodPath + "@v1.0"}, wantStatus: 2, module: "@",
+			want: []object{{"", "error", "not canonical"}}},
+		{name: "no argument", args: []string{"-config", cfg()}, wantStatus: 2, module: "@",
+			want: []object{{"", "error", "want one MODULE@VERSION argument, got 0"}}},
+		{name: "bad flag after -json", args: []string{"-frob", testworld.GoodPath + "@v1.0.0"}, wantStatus: 2, module: "@",
+			want: []object{{"", "error", "flag provided but not defined: -frob"}}},
 	}
-	m := w.Module(testworld.TamperedZipPath, testworld.Version)
-	type verdict struct {
-		Kind, Outcome, Got, Want string
-		TreeSize                 int64 `json:"tree_size"`
-	}
-	var got []verdict
-	dec := json.NewDecoder(&stdout)
-	for dec.More() {
-		var v verdict
-		if err := dec.Decode(&v); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, v)
-	}
-	if len(got) != 2 || got[0].Kind != "zip" || got[0].Outcome != "mismatch" || got[0].Want != m.ZipHash || got[0].Got == m.ZipHash {
-		t.Fatalf("JSON verdicts: %+v", got)
-	}
-	if got[1].Outcome != "verified" || got[1].TreeSize == 0 {
-		t.Fatalf("go.mod verdict: %+v", got[1])
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w.SetSumDB(tt.mode)
+			defer w.SetSumDB(testworld.SumDBHonest)
+			var stdout, stderr bytes.Buffer
+			status := run(append([]string{"verify", "-json"}, tt.args...), &stdout, &stderr)
+			if status != tt.wantStatus {
+				t.Errorf("exit status %d, want %d\nstderr:\n%s", status, tt.wantStatus, &stderr)
+			}
+			lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+			var got []map[string]any
+			for _, line := range lines {
+				var obj map[string]any
+				if err := json.Unmarshal([]byte(line), &obj); err != nil {
+					t.Fatalf("stdout line %q is not one JSON object: %v\nstdout:\n%s", line, err, &stdout)
+				}
+				got = append(got, obj)
+			}
+			for _, want := range tt.want {
+				i := slices.IndexFunc(got, func(obj map[string]any) bool {
+					kind, _ := obj["kind"].(string) // absent from an error about no one file
+					return kind == want.kind && obj["outcome"] == want.outcome
+				})
+				if i < 0 {
+					t.Errorf("no %s object with outcome %s in:\n%s", want.kind, want.outcome, &stdout)
+					continue
+				}
+				obj := got[i]
+				if m := fmt.Sprint(obj["module"], "@", obj["version"]); m != tt.module {
+					t.Errorf("%s: module@version %q, want %q", want.kind, m, tt.module)
+				}
+				field := "reason"
+				if want.outcome == "error" {
+					field = "error"
+				}
+				text, _ := obj[field].(string)
+				if want.text == "" && text != "" || !strings.Contains(text, want.text) {
+					t.Errorf("%s %s: %s %q, want it to contain %q", want.kind, want.outcome, field, text, want.text)
+				}
+				if want.outcome == "verified" && (obj["got"] != obj["want"] || obj["tree_size"] == nil) {
+					t.Errorf("verified %s: %v", want.kind, obj)
+				}
+			}
+			if n := len(slices.CompactFunc(slices.Clone(tt.want), func(a, b object) bool { return a.kind == b.kind })); len(got) != n {
+				t.Errorf("%d objects, want %d (one per file or error):\n%s", len(got), n, &stdout)
+			}
+		})
 	}
 }
 

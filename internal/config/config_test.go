@@ -3,11 +3,15 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sumgate/sumgate/sumdb"
 )
@@ -174,4 +178,57 @@ sumdb:
 			}
 		})
 	}
+}
+
+// TestREADMEShowsEveryKeyWithItsDefault: the README's configuration block
+// names every key of the file, and what it shows is the default.
+func TestREADMEShowsEveryKeyWithItsDefault(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Configuration\n")
+	_, block, ok2 := strings.Cut(section, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md has no ```yaml block under ## Configuration")
+	}
+	// The README names the public proxy in words.
+	block = strings.NewReplacer("<the public Go module proxy's host>", PublicProxyHost, "<the public Go module proxy>", PublicProxyHost).Replace(block)
+	c, err := Parse("README.md", []byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := yaml.Marshal(c) // nil and empty maps and lists alike
+	want, _ := yaml.Marshal(Default())
+	if string(got) != string(want) {
+		t.Errorf("the README's block is not the defaults:\n%s\nwant:\n%s", got, want)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(block), &doc); err != nil {
+		t.Fatal(err)
+	}
+	documented := keyLines{}
+	if err := walk("README.md", doc.Content[0], reflect.TypeFor[Config](), "", documented); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range allKeys(reflect.TypeFor[Config](), "") {
+		if _, ok := documented[key]; !ok {
+			t.Errorf("the README's configuration block lacks %s", key)
+		}
+	}
+}
+
+// allKeys returns the dotted keys of the struct type t, parents before
+// their children.
+func allKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for f := range t.Fields() {
+		key := prefix + yamlTag(f)
+		out = append(out, key)
+		if f.Type.Kind() == reflect.Struct {
+			out = append(out, allKeys(f.Type, key+".")...)
+		}
+	}
+	return out
 }
