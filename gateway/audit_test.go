@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"golang.org/x/mod/module"
+	modzip "golang.org/x/mod/zip"
 
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
@@ -608,5 +611,162 @@ func TestTunnelDialFailureIsAnErrorSpan(t *testing.T) {
 	if s == nil || s.StatusCode != tracepb.Status_STATUS_CODE_ERROR || s.Int("http.response.status_code") != 502 ||
 		!strings.Contains(s.Str("sumgate.reason"), "dialling "+dead+" failed") || s.Str("sumgate.decision") != "tunnel" {
 		t.Fatalf("CONNECT span: %+v", s)
+	}
+}
+
+// TestUnusedTunnelsAreNotErrors: the go command opens intercepted
+// tunnels it then closes unused; those are not failures, and the audit
+// trail's errors stay for what is one (a client rejecting sumgate's
+// certificate). Every unused tunnel still says why it carried nothing.
+func TestUnusedTunnelsAreNotErrors(t *testing.T) {
+	tr := startOTLP(t, "grpc", 0, nil)
+	hello := clientHello(t, config.PublicProxyHost)
+	cases := []struct {
+		name    string
+		use     func(c net.Conn) // what the client does inside the tunnel, before it closes
+		isError bool
+		reason  string
+	}{
+		{name: "closed without a byte", use: func(net.Conn) {},
+			reason: "the client closed the tunnel without making a request"},
+		{name: "half a ClientHello", use: func(c net.Conn) { c.Write(hello[:len(hello)/2]) },
+			reason: "the client closed the tunnel during the TLS handshake, without an alert"},
+		{name: "handshake, no request", use: func(c net.Conn) {
+			if err := tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost, RootCAs: pool(tr.root)}).Handshake(); err != nil {
+				t.Errorf("a trusting client's handshake: %v", err)
+			}
+		}, reason: "the client closed the tunnel without making a request"},
+		{name: "client without the enterprise root", use: func(c net.Conn) {
+			tls.Client(c, &tls.Config{ServerName: config.PublicProxyHost}).Handshake() // system roots only
+			// The client has sent its alert; sumgate reads it, then closes.
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			io.Copy(io.Discard, c)
+		}, isError: true, reason: "rejected sumgate's certificate"},
+	}
+	byPort := map[int64]int{} // client port -> case
+	for i, tc := range cases {
+		status, c := tr.connect(t, config.PublicProxyHost+":443")
+		if status != http.StatusOK {
+			t.Fatalf("%s: CONNECT: %d", tc.name, status)
+		}
+		byPort[int64(c.LocalAddr().(*net.TCPAddr).Port)] = i
+		tc.use(c)
+		c.Close()
+	}
+	seen := map[int]bool{}
+	for _, s := range otlptest.Servers(tr.flush(t)) {
+		i, ok := byPort[s.Int("client.port")]
+		if s.Name != "CONNECT" || !ok {
+			t.Errorf("unexpected server span %s from port %d", s.Name, s.Int("client.port"))
+			continue
+		}
+		tc := cases[i]
+		if seen[i] {
+			t.Errorf("%s: more than one CONNECT span", tc.name)
+		}
+		seen[i] = true
+		if isErr := s.StatusCode == tracepb.Status_STATUS_CODE_ERROR; isErr != tc.isError {
+			t.Errorf("%s: span status %v (%q), want error=%v", tc.name, s.StatusCode, s.StatusMsg, tc.isError)
+		}
+		if !strings.Contains(s.Str("sumgate.reason"), tc.reason) {
+			t.Errorf("%s: sumgate.reason %q, want it to say %q", tc.name, s.Str("sumgate.reason"), tc.reason)
+		}
+	}
+	if len(seen) != len(cases) {
+		t.Errorf("CONNECT spans for %d of %d tunnels", len(seen), len(cases))
+	}
+}
+
+// TestCleanGoCommandRunHasNoErrorSpans: after the real go command, with
+// its checksum database on as a developer has it, downloads genuine
+// modules through sumgate, the README's query for every blocked or
+// refused request (server spans with status error) finds nothing.
+func TestCleanGoCommandRunHasNoErrorSpans(t *testing.T) {
+	tr := startOTLP(t, "grpc", 0, nil)
+	mods := []string{testworld.GoodPath + "@" + testworld.Version, testworld.GoodPath + "@" + testworld.NextVersion,
+		testworld.UpperPath + "@" + testworld.Version, testworld.PrivatePath + "@" + testworld.Version}
+	// GOSUMDB and GONOSUMDB replace GoModDownload's (the last value wins).
+	out, err := testworld.GoModDownload(t, []string{"GOPROXY=" + tr.w.ProxyURL, "HTTPS_PROXY=http://" + tr.addr, "SSL_CERT_FILE=" + tr.rootFile,
+		"GOSUMDB=" + tr.w.SumDBKey, "GONOSUMDB=" + testworld.PrivatePattern}, mods...)
+	if err != nil || strings.Contains(string(out), `"Error"`) {
+		t.Fatalf("go mod download: %v\n%s", err, out)
+	}
+	servers := otlptest.Servers(tr.flush(t))
+	connects := 0
+	for _, s := range servers {
+		if s.Name == "CONNECT" {
+			connects++
+		}
+		if s.StatusCode == tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("%s %s: an Error span in a clean run: %q (sumgate.reason %q)", s.Name, s.Str("url.full"), s.StatusMsg, s.Str("sumgate.reason"))
+		}
+	}
+	if connects == 0 {
+		t.Error("no CONNECT span: the go command did not go through sumgate")
+	}
+}
+
+// publishRandom publishes path@v1.0.0 in w with size bytes of random,
+// incompressible content, so that its zip is about as large.
+func publishRandom(t testing.TB, w *testworld.World, path string, size int) *testworld.Module {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	m := module.Version{Path: path, Version: testworld.Version}
+	mod := []byte("module " + path + "\n")
+	var zip bytes.Buffer
+	if err := modzip.Create(&zip, m, []modzip.File{memFile{"go.mod", mod}, memFile{"random.bin", data}}); err != nil {
+		t.Fatal(err)
+	}
+	return w.Publish(t, m, zip.Bytes(), mod)
+}
+
+// TestIncompleteDeliveryIsAnError: a client that hangs up mid-body did
+// not get the module; its request span says so (an Error, with the bytes
+// sent of those owed), where a whole delivery of the same file is clean.
+func TestIncompleteDeliveryIsAnError(t *testing.T) {
+	tr := startOTLP(t, "grpc", 0, nil)
+	m := publishRandom(t, tr.w, "example.com/large", 8<<20)
+	path := "/example.com/large/@v/" + testworld.Version + ".zip"
+
+	tc := tr.intercepted(t, config.PublicProxyHost)
+	fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, config.PublicProxyHost)
+	tc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(m.Zip)) {
+		t.Fatalf("status %d, length %d, want 200 and %d", resp.StatusCode, resp.ContentLength, len(m.Zip))
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	tc.Close() // mid-body
+
+	if status, body := get(t, tr.oneShot(), tr.w.ProxyURL+path); status != http.StatusOK || !bytes.Equal(body, m.Zip) {
+		t.Fatalf("whole download: status %d, %d of %d bytes", status, len(body), len(m.Zip))
+	}
+
+	var spans []otlptest.Span // the two GETs, in the order sent
+	for _, s := range otlptest.Servers(tr.flush(t)) {
+		if s.Name == http.MethodGet && s.Str("url.full") == tr.w.ProxyURL+path {
+			spans = append(spans, s)
+		}
+	}
+	if len(spans) != 2 {
+		t.Fatalf("%d request spans for the zip, want 2", len(spans))
+	}
+	cut, whole := spans[0], spans[1]
+	wantReason := fmt.Sprintf("incomplete delivery: the client went away after %d of %d bytes", cut.Int("sumgate.bytes.sent"), len(m.Zip))
+	if cut.Attrs["sumgate.delivery.incomplete"] != true || cut.StatusCode != tracepb.Status_STATUS_CODE_ERROR ||
+		cut.Str("sumgate.reason") != wantReason || cut.Int("sumgate.bytes.sent") >= int64(len(m.Zip)) {
+		t.Errorf("cut-short delivery: incomplete %v, status %v, reason %q (want %q), bytes sent %d",
+			cut.Attrs["sumgate.delivery.incomplete"], cut.StatusCode, cut.Str("sumgate.reason"), wantReason, cut.Int("sumgate.bytes.sent"))
+	}
+	if _, ok := whole.Attrs["sumgate.delivery.incomplete"]; ok || whole.StatusCode == tracepb.Status_STATUS_CODE_ERROR ||
+		whole.Int("sumgate.bytes.sent") != int64(len(m.Zip)) {
+		t.Errorf("whole delivery: incomplete %v, status %v (%q), bytes sent %d of %d",
+			whole.Attrs["sumgate.delivery.incomplete"], whole.StatusCode, whole.StatusMsg, whole.Int("sumgate.bytes.sent"), len(m.Zip))
 	}
 }

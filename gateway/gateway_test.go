@@ -437,11 +437,13 @@ func TestPlainHTTPFollowsHostPolicy(t *testing.T) {
 	}
 }
 
-// truncating cuts a response body short for paths ending in suffix,
-// failing the read the way a dropped connection does.
+// truncating cuts a response body short after 100 bytes for paths ending
+// in suffix: it fails the read the way a dropped connection does, or,
+// with stall, sends nothing more until the request is cancelled.
 type truncating struct {
 	base   http.RoundTripper
 	suffix string
+	stall  bool
 }
 
 func (tr truncating) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -449,10 +451,14 @@ func (tr truncating) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil || !strings.HasSuffix(r.URL.Path, tr.suffix) {
 		return resp, err
 	}
+	var rest io.Reader = errReader{io.ErrUnexpectedEOF}
+	if tr.stall {
+		rest = ctxReader{r.Context()}
+	}
 	resp.Body = struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(io.LimitReader(resp.Body, 100), errReader{io.ErrUnexpectedEOF}), resp.Body}
+	}{io.MultiReader(io.LimitReader(resp.Body, 100), rest), resp.Body}
 	return resp, nil
 }
 
@@ -460,11 +466,19 @@ type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
+// ctxReader blocks until ctx ends.
+type ctxReader struct{ ctx context.Context }
+
+func (c ctxReader) Read([]byte) (int, error) {
+	<-c.ctx.Done()
+	return 0, c.ctx.Err()
+}
+
 // TestTruncatedUpstreamNeverGivesAPartialBody holds threat 13.
 func TestTruncatedUpstreamNeverGivesAPartialBody(t *testing.T) {
 	var e *env
 	e = start(t, func(c *gateway.Config) {
-		c.Upstream = &http.Client{Transport: truncating{c.Upstream.Transport, ".zip"}}
+		c.Upstream = &http.Client{Transport: truncating{base: c.Upstream.Transport, suffix: ".zip"}}
 	})
 	resp, err := e.proxyClient(pool(e.root)).Get(e.w.ProxyURL + "/example.com/good/@v/v1.0.0.zip")
 	if err != nil {
