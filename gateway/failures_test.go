@@ -237,7 +237,7 @@ func closedBy(r io.Reader) <-chan struct{} {
 // A client that pauses between prompt requests is not cut: the clock
 // starts with a request, not at the end of the one before.
 func TestSlowHeadersInsideTunnelAreCut(t *testing.T) {
-	const headerTimeout = 500 * time.Millisecond
+	const headerTimeout = 2 * time.Second // room for a handshake under -race on a loaded machine
 	e := start(t, func(c *gateway.Config) {
 		c.HeaderTimeout = headerTimeout
 		c.IdleTimeout = 30 * time.Second
@@ -287,7 +287,7 @@ func TestSlowHeadersInsideTunnelAreCut(t *testing.T) {
 		br := bufio.NewReader(tc)
 		for i := range 2 {
 			if i > 0 {
-				time.Sleep(2 * headerTimeout) // idle, but not inside a request
+				time.Sleep(headerTimeout + time.Second) // idle, but not inside a request
 			}
 			if _, err := io.WriteString(tc, request+"\r\n"); err != nil {
 				t.Fatalf("request %d: %v", i+1, err)
