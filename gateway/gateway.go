@@ -5,8 +5,14 @@
 // the checksum database before a byte reaches the client. Other hosts are
 // tunnelled blindly or refused, by policy, and never to internal addresses.
 //
-// The decision is made in one place ([Gateway.decideConnect]); the
-// plumbing that carries it out is goproxy's.
+// Every request is decided before anything is done with it: a CONNECT by
+// decideConnect (connect.go), every other request by policy.decide
+// (decide.go), a pure function of the request and the configuration.
+// Then the decision is carried out (a module file through the [Fetcher]:
+// fetch, spool, verify, cache; anything else forwarded to exactly the
+// decided URL) and answered by respond (respond.go), the one place that
+// builds answers and writes audit records. goproxy is the plumbing: it
+// hijacks CONNECTs and terminates TLS; docs/architecture.md draws the flow.
 package gateway
 
 import (
