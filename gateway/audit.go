@@ -340,7 +340,7 @@ func (g *Gateway) startConnect(req *http.Request, hostport string) *connectAudit
 		semconv.NetworkProtocolVersion(protoVersion(req)),
 	}
 	if h, p, err := net.SplitHostPort(hostport); err == nil {
-		attrs = append(attrs, semconv.ServerAddress(h))
+		attrs = append(attrs, semconv.ServerAddress(canonicalHost(h)))
 		if n, err := strconv.Atoi(p); err == nil {
 			attrs = append(attrs, semconv.ServerPort(n))
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // canonicalPath returns the decoded form of the escaped request path p,
@@ -19,6 +20,7 @@ import (
 // as something else (threat 24). Every such path is refused:
 //
 //   - it must start with "/";
+//   - once decoded, valid UTF-8;
 //   - no percent-encoded unreserved character (RFC 3986, section 6.2.2.2:
 //     letters, digits, "-", ".", "_", "~"), and no encoded "/", "\",
 //     "%", "?", "#", ";" or control character; other escapes (the go
@@ -29,7 +31,9 @@ import (
 //   - on a module proxy's host, a path under the proxy's prefix (compared
 //     without case) must carry the prefix exactly, and no upper-case
 //     letter: the GOPROXY protocol case-encodes module paths and versions
-//     ("!a" for "A"), so the go command never sends one.
+//     ("!a" for "A"), so the go command never sends one; and nothing but
+//     ASCII, so that no look-alike of "/" or "@" reaches a server that
+//     maps Unicode to ASCII.
 func (pol *policy) canonicalPath(host, p string) (decoded, why string) {
 	if !strings.HasPrefix(p, "/") {
 		return "", "it does not start with /"
@@ -51,6 +55,9 @@ func (pol *policy) canonicalPath(host, p string) (decoded, why string) {
 	if err != nil {
 		return "", "it has a malformed percent-encoding"
 	}
+	if !utf8.ValidString(d) {
+		return "", "it is not valid UTF-8 once decoded (an overlong or broken encoding)"
+	}
 	if strings.Contains(d, "//") {
 		return "", "it has repeated slashes"
 	}
@@ -71,6 +78,12 @@ func (pol *policy) canonicalPath(host, p string) (decoded, why string) {
 		}
 		if strings.IndexFunc(d, func(r rune) bool { return 'A' <= r && r <= 'Z' }) >= 0 {
 			return "", `it has upper-case letters, which module proxy paths case-encode ("!a" for "A")`
+		}
+		// Module paths and versions are ASCII: anything else here is a
+		// look-alike ("／", "＠") or an overlong encoding ("%C0%AF") that a
+		// best-fit or Unicode-normalising upstream could read as "/" or "@".
+		if strings.IndexFunc(d, func(r rune) bool { return r >= 0x80 }) >= 0 {
+			return "", "it has non-ASCII characters, which module proxy paths never have"
 		}
 	}
 	return d, ""

@@ -143,7 +143,11 @@ func (p *policy) decide(r requestLine) decision {
 		return decision{action: actForward, rule: "tunnel: allow", url: r.rawURL}
 	}
 	if r.host != r.tunnel || r.urlHost != r.tunnel {
-		return refusal(http.StatusForbidden, "host-pin", "request for host %q inside a tunnel to %q refused", r.host, r.tunnel)
+		other := r.host
+		if other == r.tunnel {
+			other = r.urlHost
+		}
+		return refusal(http.StatusForbidden, "host-pin", "request for host %q inside a tunnel to %q refused: a tunnel carries requests for its own host only", other, r.tunnel)
 	}
 	path, why := p.canonicalPath(r.tunnel, r.path)
 	if why != "" {

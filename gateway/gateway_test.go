@@ -407,6 +407,9 @@ func TestBlockMessagesFitTheGoCommand(t *testing.T) {
 		if !strings.HasPrefix(msg, "sumgate: blocked "+vd.Module.String()) || (vd.Got != "" && !strings.Contains(msg, vd.Got)) || (vd.Want != "" && !strings.Contains(msg, vd.Want)) {
 			t.Errorf("%v: message lacks the module or a hash:\n%s", vd.Outcome, msg)
 		}
+		if !strings.Contains(strings.ReplaceAll(msg, "\n", " "), vd.Advice()) {
+			t.Errorf("%v: the advice is cut:\n%s", vd.Outcome, msg)
+		}
 	}
 }
 

@@ -72,6 +72,9 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 		resp = fileResponse(req, d.mod.kind, out.res)
 	default:
 		resp = out.resp
+		// Only sumgate says what it verified: an upstream cannot.
+		resp.Header.Del("X-Sumgate-Verdict")
+		resp.Header.Del("X-Sumgate-Cache")
 	}
 	if resp.Body == nil {
 		resp.Body = http.NoBody
@@ -210,18 +213,49 @@ func blockMessage(vd sumdb.Verdict, onUnverified UnverifiedPolicy) string {
 		}
 		lines = append(lines, "checksum database has "+vd.Want+tree)
 	}
-	if detail != "" {
-		d := wrap(detail)
-		if len(d) > 2 {
-			d = append(d[:2:2], "...")
-		}
-		lines = append(lines, d...)
-	}
+	var tail []string
 	if vd.Outcome == sumdb.NotFound || vd.Outcome == sumdb.Unavailable {
-		lines = append(lines, "(sumgate policy on_unverified: "+string(onUnverified)+")")
+		tail = append(tail, "(sumgate policy on_unverified: "+string(onUnverified)+")")
 	}
-	lines = append(lines, wrap(vd.Advice())...)
-	return fitDetail(lines)
+	tail = append(tail, wrap(vd.Advice())...)
+	if detail != "" {
+		// The detail gets the room the advice leaves, so that what to do is
+		// never cut off; a cut detail ends in "...".
+		rows, bytes := maxDetailLines-len(lines)-len(tail), maxDetailBytes-size(lines)-size(tail)
+		d := wrap(detail)
+		for i, l := range d {
+			last := i == len(d)-1
+			if !last && (rows == 1 || len(l)+1 > bytes-len(" ...")) {
+				if l = cut(l); len(l)+1 <= bytes && rows > 0 {
+					lines = append(lines, l)
+				}
+				break
+			}
+			if rows == 0 || len(l)+1 > bytes {
+				break
+			}
+			lines = append(lines, l)
+			rows, bytes = rows-1, bytes-len(l)-1
+		}
+	}
+	return fitDetail(append(lines, tail...))
+}
+
+// size is the bytes lines take, one newline each.
+func size(lines []string) int {
+	n := 0
+	for _, l := range lines {
+		n += len(l) + 1
+	}
+	return n
+}
+
+// cut marks a line as cut short.
+func cut(line string) string {
+	if len(line)+4 > wrapColumn {
+		line = line[:wrapColumn-4]
+	}
+	return line + " ..."
 }
 
 // fitDetail joins lines, dropping blank ones and whole lines from the end
