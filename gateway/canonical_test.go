@@ -63,7 +63,7 @@ func TestNonCanonicalPathsAreNeverForwarded(t *testing.T) {
 		{e.w.ProxyURL, "/" + zip},
 		{e.w.ProxyURL, "/Example.com/tampered/zip/@v/v1.0.0.zip"},
 		{e.w.ProxyURL, "/example.com/tampered/zip/@v/../@v/v1.0.0.zip"},
-		{e.w.ProxyURL, "/example.com/tampered/zip%C0%AF@v/v1.0.0.zip"},   // overlong "/"
+		{e.w.ProxyURL, "/example.com/tampered/zip%C0%AF@v/v1.0.0.zip"},    // overlong "/"
 		{e.w.ProxyURL, "/example.com/tampered/zip/%EF%BC%A0v/v1.0.0.zip"}, // fullwidth "@"
 		{e.w.ProxyURL, "/example.com/tampered/zip%EF%BC%8F@v/v1.0.0.zip"}, // fullwidth "/"
 	} {
