@@ -418,6 +418,25 @@ func (c *Config) validate(at func(key string) string) error {
 			return fail("intercept", "%v", err)
 		}
 	}
+	// A module proxy sumgate does not intercept is reached through a blind
+	// tunnel: nothing from it would be verified. Refuse that here rather
+	// than fail open in the gateway.
+	intercepted := map[string]bool{}
+	for _, h := range c.Intercept {
+		intercepted[strings.ToLower(strings.TrimSuffix(h, "."))] = true
+	}
+	for _, p := range c.ModuleProxies {
+		u, _ := url.Parse(p) // checked above
+		host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+		switch {
+		case u.Port() != "" && u.Port() != "443":
+			return fail("module_proxies", "%s: port %s: sumgate intercepts port 443 only, so it could not verify this proxy", p, u.Port())
+		case !intercepted[host]:
+			return fail("module_proxies", "%s: %s is not in intercept, so its files would pass through a blind tunnel unverified: add it to intercept", p, host)
+		case u.Path != strings.ToLower(u.Path):
+			return fail("module_proxies", "%s: the path prefix has upper case; module proxy paths are case-encoded, so write it in lower case", p)
+		}
+	}
 	if err := c.CA.validate(fail); err != nil {
 		return err
 	}

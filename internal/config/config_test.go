@@ -102,6 +102,12 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"peek timeout too long", "transparent:\n  peek_timeout: 1h\n", `c.yaml:2: transparent.peek_timeout: 1h0m0s: want between 100ms and 1m`},
 		{"fetch timeout too short", "timeouts:\n  idle: 1m\n  fetch: 10ms\n", `c.yaml:3: timeouts.fetch: 10ms: want between 1s and 24h0m0s`},
 		{"negative drain", "timeouts:\n  drain: -1s\n", `c.yaml:2: timeouts.drain: -1s: want between 0s and 1h0m0s`},
+		{"module proxy not intercepted", "module_proxies: [https://mirror.corp.example/go]\n",
+			`c.yaml:1: module_proxies: https://mirror.corp.example/go: mirror.corp.example is not in intercept, so its files would pass through a blind tunnel unverified: add it to intercept`},
+		{"module proxy on another port", "module_proxies: [https://goproxy.io:8443]\n",
+			`c.yaml:1: module_proxies: https://goproxy.io:8443: port 8443: sumgate intercepts port 443 only, so it could not verify this proxy`},
+		{"module proxy prefix in upper case", "module_proxies: [https://mirrors.aliyun.com/GoProxy]\n",
+			`c.yaml:1: module_proxies: https://mirrors.aliyun.com/GoProxy: the path prefix has upper case; module proxy paths are case-encoded, so write it in lower case`},
 		{"negative mark", "transparent:\n  mark: -1\n", `c.yaml:2: transparent.mark: -1: want 0 to 4294967295`},
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
@@ -162,10 +168,11 @@ func TestOrigins(t *testing.T) {
 		want []string
 	}{
 		{"defaults", "", []string{PublicProxyHost + ":443", "goproxy.cn:443", "goproxy.io:443", "mirrors.aliyun.com:443"}},
-		{"internal proxy and mirror", `module_proxies: [https://Artifactory.Corp.example/api/go/golang, https://artifactory.corp.example/api/go/other, https://10.1.2.3:8443/go]
+		{"internal proxy and mirror", `module_proxies: [https://Artifactory.Corp.example/api/go/golang, https://artifactory.corp.example/api/go/other]
+intercept: [artifactory.corp.example]
 sumdb:
   urls: [https://sumdb.corp.example:8443/sumdb/sum.golang.org, "https://[fd12::5]/sumdb"]
-`, []string{"artifactory.corp.example:443", "10.1.2.3:8443", "sumdb.corp.example:8443", "[fd12::5]:443"}},
+`, []string{"artifactory.corp.example:443", "sumdb.corp.example:8443", "[fd12::5]:443"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
