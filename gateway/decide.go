@@ -187,14 +187,22 @@ func (p *policy) decide(r requestLine) decision {
 // vcsModulePath attributes git smart-HTTP traffic and go-get discovery to
 // a module path: github.com/<owner>/<repo> on github.com, the repository
 // path elsewhere. path is the decoded request path.
+//
+// Git's smart protocol (info/refs?service=git-…, git-upload-pack,
+// git-receive-pack) and its dumb one (info/refs without a service, HEAD,
+// objects/…, the alternates files) are both recognised, whatever the
+// query says: a repository's refs or objects are never passed as plain
+// web traffic.
 func vcsModulePath(host, path string, query url.Values) (string, bool) {
 	path = strings.Trim(path, "/")
 	switch {
 	case query.Get("go-get") == "1":
-	case strings.HasSuffix(path, "/info/refs") && strings.HasPrefix(query.Get("service"), "git-"):
+	case strings.HasSuffix(path, "/info/refs"):
 		path = strings.TrimSuffix(path, "/info/refs")
-	case strings.HasSuffix(path, "/git-upload-pack"), strings.HasSuffix(path, "/git-receive-pack"):
+	case strings.HasSuffix(path, "/git-upload-pack"), strings.HasSuffix(path, "/git-receive-pack"), strings.HasSuffix(path, "/HEAD"):
 		path = path[:strings.LastIndexByte(path, '/')]
+	case strings.Contains(path, "/objects/"):
+		path = path[:strings.Index(path, "/objects/")]
 	default:
 		return "", false
 	}

@@ -75,7 +75,10 @@ type Config struct {
 	Tunnel TunnelPolicy
 	// OnUnverified is UnverifiedBlock (zero value) or UnverifiedAllow.
 	OnUnverified UnverifiedPolicy
-	// VCS is VCSAllow (zero value), VCSPrivateOnly or VCSDeny.
+	// VCS is VCSPrivateOnly (zero value), VCSAllow or VCSDeny. Direct VCS
+	// fetches are not verified, so only private modules may use them by
+	// default: a public module the module proxy does not have is refused
+	// rather than fetched unverified over git.
 	VCS VCSPolicy
 	// Resolve maps host names to "ip:port" the operator chose; those
 	// addresses are exempt from the internal-address check.
@@ -166,7 +169,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.OnUnverified = UnverifiedBlock
 	}
 	if cfg.VCS == "" {
-		cfg.VCS = VCSAllow
+		cfg.VCS = VCSPrivateOnly
 	}
 	if cfg.Transparent.NoSNI == "" {
 		cfg.Transparent.NoSNI = NoSNIDeny

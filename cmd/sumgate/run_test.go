@@ -200,11 +200,12 @@ func TestRunBannerPointsAtItsOwnCA(t *testing.T) {
 // the banner exports fetches a module straight from its git repository
 // through the gateway with the real go command and git (GOPROXY=direct).
 // git ignores SSL_CERT_FILE: without GIT_SSL_CAINFO it fails with
-// "server certificate verification failed".
+// "server certificate verification failed". (vcs: allow, since the
+// module is public: the default, private-only, refuses it with a 403.)
 func TestBannerSettingsServeGOPROXYDirect(t *testing.T) {
 	w := testworld.New(t)
 	w.ServeGit(t, "owner/repo")
-	r := startRun(t, w, "")
+	r := startRun(t, w, "vcs: allow\n")
 	out, err := testworld.GoModDownload(t, append(slices.Clone(r.exports), "GOPROXY=direct"), testworld.GitHubHost+"/owner/repo@v1.0.0")
 	if err != nil || strings.Contains(string(out), `"Error"`) {
 		t.Fatalf("go mod download with GOPROXY=direct and the banner's %v: %v\n%s", r.exports, err, out)

@@ -224,7 +224,7 @@ func Default() *Config {
 		Listen:       "127.0.0.1:3128",
 		Tunnel:       "allow",
 		OnUnverified: "block",
-		VCS:          "allow",
+		VCS:          "private-only",
 		CacheMaxMB:   10 << 10,
 		AdminListen:  "127.0.0.1:3129",
 		LogFormat:    "json",

@@ -191,6 +191,9 @@ func spanExporter(ctx context.Context, opts Options) (sdktrace.SpanExporter, str
 		return nil, "", fmt.Errorf("telemetry: creating the audit folder: %w", err)
 	}
 	file := filepath.Join(dir, "spans.jsonl")
+	if abs, err := filepath.Abs(file); err == nil {
+		file = abs // the destination is printed for people in other folders
+	}
 	w := &lumberjack.Logger{Filename: file, MaxSize: opts.FileMaxMB, MaxBackups: opts.FileBackups, LocalTime: false}
 	return &fileExporter{w: w}, file, nil
 }
