@@ -337,6 +337,33 @@ func TestStalledUpstreamIsCutOff(t *testing.T) {
 	}
 }
 
+// TestStalledPassThroughIsCutOff: an upstream that stops sending in the
+// middle of an answer passed through (metadata here) is cut off after
+// the idle timeout too, and the client's request ends, instead of being
+// held for as long as the upstream likes.
+func TestStalledPassThroughIsCutOff(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	e := start(t, func(c *gateway.Config) {
+		c.IdleTimeout = idle
+		c.Upstream = &http.Client{Transport: truncating{base: c.Upstream.Transport, suffix: "/@v/list", stall: true, after: 3}}
+	})
+	client := e.proxyClient(pool(e.root))
+	client.Timeout = 20 * time.Second
+	began := time.Now()
+	resp, err := client.Get(e.w.ProxyURL + "/" + testworld.GoodPath + "/@v/list")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	took := time.Since(began)
+	if err == nil {
+		t.Errorf("a stalled answer was delivered as complete after %v", took)
+	}
+	if took > 10*time.Second || took < idle {
+		t.Errorf("the request ended after %v (%v); want after the idle timeout of %v, and within 10s", took, err, idle)
+	}
+}
+
 // TestDirectFallbackIsRefusedByDefault holds threat 11 with the default
 // policy: under the go command's default GOPROXY (proxy, then direct), a
 // public module the proxy does not have falls back to git, which nothing

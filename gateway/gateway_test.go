@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -440,13 +441,14 @@ func TestPlainHTTPFollowsHostPolicy(t *testing.T) {
 	}
 }
 
-// truncating cuts a response body short after 100 bytes for paths ending
-// in suffix: it fails the read the way a dropped connection does, or,
-// with stall, sends nothing more until the request is cancelled.
+// truncating cuts a response body short after 100 bytes (or after) for
+// paths ending in suffix: it fails the read the way a dropped connection
+// does, or, with stall, sends nothing more until the request is cancelled.
 type truncating struct {
 	base   http.RoundTripper
 	suffix string
 	stall  bool
+	after  int64
 }
 
 func (tr truncating) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -461,7 +463,7 @@ func (tr truncating) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp.Body = struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(io.LimitReader(resp.Body, 100), rest), resp.Body}
+	}{io.MultiReader(io.LimitReader(resp.Body, cmp.Or(tr.after, 100)), rest), resp.Body}
 	return resp, nil
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -115,13 +116,44 @@ func (g *Gateway) forward(req *http.Request, u string, do func(*http.Request) (*
 	}
 	out.Host = out.URL.Host
 	stripHopHeaders(out.Header)
+	// An upstream that sends no byte for the idle timeout is cut off, as
+	// it is for module files: the client's connection moves no byte
+	// either while it waits.
+	ctx, cancel := context.WithCancelCause(req.Context())
+	idle := g.cfg.IdleTimeout
+	stall := time.AfterFunc(idle, func() { cancel(stallError{idle}) })
+	out = out.WithContext(ctx)
 	start := time.Now()
 	resp, err := do(out)
 	g.metrics.recordUpstream(req.Context(), out, start, kind)
 	if err != nil {
+		stall.Stop()
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = cause
+		}
+		cancel(nil)
 		return outcome{err: fmt.Errorf("fetching %s: %w", redacted(out.URL), err)}
 	}
+	stall.Reset(idle)
+	resp.Body = &stallBody{ReadCloser: resp.Body, stall: stallReader{r: resp.Body, t: stall, d: idle}, cancel: cancel}
 	return outcome{resp: resp}
+}
+
+// stallBody is an upstream's answer passed through: every byte read
+// pushes the stall timer forward, and closing it stops the timer.
+type stallBody struct {
+	io.ReadCloser
+	stall  stallReader
+	cancel context.CancelCauseFunc
+}
+
+func (b *stallBody) Read(p []byte) (int, error) { return b.stall.Read(p) }
+
+func (b *stallBody) Close() error {
+	b.stall.t.Stop()
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
 }
 
 // safeDial dials addr for plain http forwarding: a host the operator
