@@ -8,6 +8,11 @@
 // demand during the TLS handshake through certmagic, which caches,
 // persists and renews them; only names on the intercept list are ever
 // minted.
+//
+// The step backend is compiled in only with the build tag "step", which
+// costs about 270 packages (smallstep's client package is also the step-ca
+// server). Without it the API is the same, and a step configuration fails
+// [New], [Init] and [LoadRoot] with an error wrapping [ErrStepNotBuilt].
 package certs
 
 import (
@@ -46,8 +51,12 @@ import (
 // Backends.
 const (
 	BackendLocal = "local" // embedded or imported CA, signing with cas/softcas
-	BackendStep  = "step"  // a step-ca, through cas/stepcas
+	BackendStep  = "step"  // a step-ca, through cas/stepcas; needs the build tag "step"
 )
+
+// ErrStepNotBuilt reports that this binary was built without the step
+// backend (build tag "step"). A binary built with it never returns it.
+var ErrStepNotBuilt = errors.New("this sumgate was built without the step backend; build it with: go build -tags step ./cmd/sumgate")
 
 // DefaultLeafLifetime is the lifetime of a leaf certificate when
 // Config.LeafLifetime is zero.
@@ -115,7 +124,8 @@ type CA struct {
 
 // New opens the configured CA, creating the embedded local CA on first
 // use, and starts certmagic's cache. The step backend must answer at
-// startup unless leaves already in storage are still valid.
+// startup unless leaves already in storage are still valid; in a binary
+// built without it, the error wraps [ErrStepNotBuilt], whatever is stored.
 func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.LeafLifetime == 0 {
 		cfg.LeafLifetime = DefaultLeafLifetime
@@ -149,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		if c.root != nil {
 			c.id = Fingerprint(c.root)
 		}
-		if err != nil && c.id != "" && c.holdsValidLeaves(ctx) {
+		if err != nil && !errors.Is(err, ErrStepNotBuilt) && c.id != "" && c.holdsValidLeaves(ctx) {
 			c.log.Warn("step-ca unreachable at startup; serving the leaves already held until they expire", "url", cfg.Step.URL, "err", err)
 			err = nil
 		}

@@ -10,10 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
-	"github.com/smallstep/certificates/cas/apiv1"
-	"github.com/smallstep/certificates/cas/stepcas"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -59,20 +56,7 @@ func LoadRoot(ctx context.Context, cfg Config) (*x509.Certificate, error) {
 		}
 		return root, nil
 	case BackendStep:
-		if cfg.Step.Root != "" {
-			return pemutil.ReadCertificate(cfg.Step.Root)
-		}
-		fp := strings.ToLower(strings.ReplaceAll(cfg.Step.Fingerprint, ":", ""))
-		svc, err := stepcas.New(ctx, apiv1.Options{Type: apiv1.StepCAS, CertificateAuthority: cfg.Step.URL,
-			CertificateAuthorityFingerprint: fp, IsCAGetter: true})
-		if err != nil {
-			return nil, fmt.Errorf("connecting to step-ca at %s: %w", cfg.Step.URL, err)
-		}
-		resp, err := svc.GetCertificateAuthority(&apiv1.GetCertificateAuthorityRequest{})
-		if err != nil {
-			return nil, fmt.Errorf("fetching the root from step-ca at %s: %w", cfg.Step.URL, err)
-		}
-		return resp.RootCertificate, nil
+		return loadStepRoot(ctx, cfg)
 	}
 	return nil, fmt.Errorf("unknown CA backend %q", cfg.Backend)
 }

@@ -1,3 +1,5 @@
+//go:build step
+
 package certs
 
 import (

@@ -1,3 +1,5 @@
+//go:build step
+
 // Package stepcatest runs smallstep's real step-ca authority in-process on
 // 127.0.0.1 for tests of code that talks to it through smallstep's client side
 // (cas/stepcas, ca.Client).

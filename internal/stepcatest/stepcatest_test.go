@@ -1,3 +1,5 @@
+//go:build step
+
 package stepcatest_test
 
 import (
