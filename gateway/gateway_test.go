@@ -423,11 +423,11 @@ func TestPlainHTTPFollowsHostPolicy(t *testing.T) {
 		url    string
 		status int
 	}{
-		{"http://plain.example/hi", http.StatusOK},                          // the operator resolved it
-		{"http://" + config.PublicProxyHost + "/x", http.StatusForbidden},   // intercepted: https only
-		{"http://127.0.0.1/", http.StatusBadGateway},                        // internal address
-		{"http://169.254.169.254/latest/meta-data/", http.StatusBadGateway}, // metadata
-		{"http://public.example:8080/", http.StatusBadGateway},              // not port 80
+		{"http://plain.example/hi", http.StatusOK},                         // the operator resolved it
+		{"http://" + config.PublicProxyHost + "/x", http.StatusForbidden},  // intercepted: https only
+		{"http://127.0.0.1/", http.StatusForbidden},                        // internal address: a refusal, not an upstream failure
+		{"http://169.254.169.254/latest/meta-data/", http.StatusForbidden}, // metadata
+		{"http://public.example:8080/", http.StatusForbidden},              // not port 80
 	} {
 		resp, err := client.Get(tt.url)
 		if err != nil {

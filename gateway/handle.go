@@ -169,11 +169,11 @@ func (g *Gateway) safeDial(ctx context.Context, network, addr string) (net.Conn,
 		return d.DialContext(ctx, network, to)
 	}
 	if port != "80" {
-		return nil, fmt.Errorf("port %s refused: plain http is forwarded to port 80 only", port)
+		return nil, &refusedDial{rule: "tunnel-port", err: fmt.Errorf("port %s refused: plain http is forwarded to port 80 only", port)}
 	}
 	a, err := upstream.PublicAddr(ctx, host)
 	if err != nil {
-		return nil, err
+		return nil, &refusedDial{rule: "internal-address", err: err}
 	}
 	return d.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
 }
@@ -202,3 +202,14 @@ func splitList(values []string) []string {
 	}
 	return out
 }
+
+// refusedDial is a plain http request that policy refuses once its host
+// is resolved: an internal address, or a port other than 80. It is a
+// refusal (403, decision deny), not an upstream failure.
+type refusedDial struct {
+	rule string // the rule, as docs/audit.md lists them
+	err  error
+}
+
+func (e *refusedDial) Error() string { return e.err.Error() }
+func (e *refusedDial) Unwrap() error { return e.err }

@@ -57,6 +57,13 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 	case d.action == actRefuse:
 		a.fail(d.reason)
 		resp = textResponse(req, d.status, d.reason)
+	case errors.As(out.err, new(*refusedDial)):
+		rd := (*refusedDial)(nil)
+		errors.As(out.err, &rd)
+		reason := fmt.Sprintf("sumgate: %s refused: %v", redacted(req.URL), rd.err)
+		a.decide(DecisionDeny, rd.rule)
+		a.fail(reason)
+		resp = textResponse(req, http.StatusForbidden, reason)
 	case out.err != nil:
 		status, text, failure := g.answerError(out.err)
 		if failure != "" {
