@@ -651,6 +651,11 @@ func TestUnusedTunnelsAreNotErrors(t *testing.T) {
 		}
 		byPort[int64(c.LocalAddr().(*net.TCPAddr).Port)] = i
 		tc.use(c)
+		// Close the sending side and wait for sumgate to close the tunnel,
+		// so that it has read everything before the gateway shuts down.
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c)
 		c.Close()
 	}
 	seen := map[int]bool{}

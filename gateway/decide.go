@@ -27,15 +27,30 @@ type origin struct {
 	host, prefix string
 }
 
-// parseOrigin parses a module proxy base URL: https, a host, and an
-// optional path prefix.
+// parseOrigin parses a module proxy base URL: https, a host on port 443,
+// and an optional path prefix that is already canonical (lower case, no
+// escapes, no empty or dot segments), so that it is compared with request
+// paths exactly as written. Anything else (a query, a fragment, user
+// information) is an error: a prefix read differently here than where the
+// URL was checked would leave the proxy's files unverified.
 func parseOrigin(base string) (origin, error) {
-	rest, ok := strings.CutPrefix(base, "https://")
-	if !ok {
-		return origin{}, fmt.Errorf("gateway: module proxy %q is not an https URL", base)
+	u, err := url.Parse(base)
+	if err != nil {
+		return origin{}, fmt.Errorf("gateway: module proxy %q: %w", base, err)
 	}
-	host, path, _ := strings.Cut(rest, "/")
-	return origin{host: canonicalHost(host), prefix: strings.TrimSuffix("/"+path, "/")}, nil
+	prefix := strings.TrimSuffix(u.EscapedPath(), "/")
+	switch {
+	case u.Scheme != "https" || u.Host == "":
+		return origin{}, fmt.Errorf("gateway: module proxy %q is not an https URL", base)
+	case u.Port() != "" && u.Port() != "443":
+		return origin{}, fmt.Errorf("gateway: module proxy %q: only port 443 is intercepted", base)
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.ContainsAny(base, "?#"):
+		return origin{}, fmt.Errorf("gateway: module proxy %q must not have user information, a query or a fragment", base)
+	case prefix != "" && (prefix != strings.ToLower(prefix) || strings.ContainsAny(prefix, `%\;`) ||
+		strings.Contains(prefix+"/", "//") || strings.Contains(prefix+"/", "./")):
+		return origin{}, fmt.Errorf("gateway: module proxy %q: the path prefix must be lower case, with no escapes, empty or dot segments", base)
+	}
+	return origin{host: canonicalHost(u.Host), prefix: prefix}, nil
 }
 
 // canonicalHost is the one form of a host name that sumgate compares:
@@ -195,6 +210,26 @@ func (p *policy) decide(r requestLine) decision {
 // web traffic.
 func vcsModulePath(host, path string, query url.Values) (string, bool) {
 	path = strings.Trim(path, "/")
+	switch host {
+	case "codeload.github.com":
+		return "", false // archives of a repository, not git
+	case "github.com":
+		// Repositories are exactly <owner>/<repo>: git's paths follow
+		// them directly, so /owner/repo/tree/HEAD is a web page.
+		segs := strings.Split(path, "/")
+		if len(segs) < 2 || segs[0] == "" || segs[1] == "" {
+			return "", false
+		}
+		rest := segs[2:]
+		switch {
+		case query.Get("go-get") == "1",
+			len(rest) == 2 && rest[0] == "info" && rest[1] == "refs",
+			len(rest) == 1 && (rest[0] == "git-upload-pack" || rest[0] == "git-receive-pack" || rest[0] == "HEAD"),
+			len(rest) >= 2 && rest[0] == "objects":
+			return host + "/" + segs[0] + "/" + strings.TrimSuffix(segs[1], ".git"), true
+		}
+		return "", false
+	}
 	switch {
 	case query.Get("go-get") == "1":
 	case strings.HasSuffix(path, "/info/refs"):
@@ -205,11 +240,6 @@ func vcsModulePath(host, path string, query url.Values) (string, bool) {
 		path = path[:strings.Index(path, "/objects/")]
 	default:
 		return "", false
-	}
-	if host == "github.com" {
-		if parts := strings.SplitN(path, "/", 3); len(parts) >= 2 {
-			path = parts[0] + "/" + parts[1]
-		}
 	}
 	path = strings.TrimSuffix(path, ".git")
 	if path == "" {
@@ -262,6 +292,18 @@ func (p *policy) classify(host, path string) (moduleRequest, bool, error) {
 		case found && ext == "mod":
 			kind = sumdb.KindMod
 		case found && ext == "info":
+			// The go command asks .info of any query, not only canonical
+			// versions (m@master, m@<commit>, m@v1): it is metadata,
+			// passed through, so the version need only be well escaped.
+			p, err := module.UnescapePath(escPath)
+			if err != nil {
+				return moduleRequest{}, true, fmt.Errorf("invalid module path %q: %w", escPath, err)
+			}
+			v, err := module.UnescapeVersion(escVers)
+			if err != nil {
+				return moduleRequest{}, true, fmt.Errorf("invalid version %q of %s: %w", escVers, p, err)
+			}
+			return moduleRequest{mod: module.Version{Path: p, Version: v}, file: ext, origin: base}, true, nil
 		default:
 			return moduleRequest{}, true, fmt.Errorf("unknown module proxy request %q", path)
 		}

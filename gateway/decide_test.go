@@ -41,6 +41,14 @@ func TestDecide(t *testing.T) {
 			want: want{action: actVerify, rule: "verify", url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip", mod: "example.com/m@v1.0.0"}},
 		{name: "POST of a zip", tunnel: proxy, method: http.MethodPost, url: "https://proxy.golang.org/example.com/m/@v/v1.0.0.zip",
 			want: want{action: actRefuse, rule: "module-method", status: http.StatusMethodNotAllowed}},
+		{name: ".info of a branch", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/master.info",
+			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/master.info"}},
+		{name: ".info of a commit", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/abcdef123456.info",
+			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/abcdef123456.info"}},
+		{name: ".info of a version prefix", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/v1.info",
+			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/v1.info"}},
+		{name: ".zip of a branch", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/master.zip",
+			want: want{action: actRefuse, rule: "module-path", status: http.StatusBadRequest}},
 		{name: "list", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/list",
 			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/list"}},
 		{name: "sumdb through a proxy", tunnel: proxy, url: "https://proxy.golang.org/sumdb/sum.golang.org/latest",
@@ -82,6 +90,15 @@ func TestDecide(t *testing.T) {
 		{name: "git's dumb protocol: objects", tunnel: "git.example", url: "https://git.example/a/b.git/objects/info/packs",
 			policy: func(p *policy) { p.vcs = VCSDeny; p.intercept["git.example"] = true },
 			want:   want{action: actRefuse, rule: "vcs: deny", status: http.StatusForbidden, vcs: "git.example/a/b"}},
+		{name: "a web page ending in HEAD", tunnel: "github.com", url: "https://github.com/owner/repo/tree/HEAD",
+			policy: func(p *policy) { p.vcs = VCSDeny },
+			want:   want{action: actPass, rule: "pass-through", url: "https://github.com/owner/repo/tree/HEAD"}},
+		{name: "a web page under objects", tunnel: "github.com", url: "https://github.com/owner/repo/blob/main/internal/objects/store.go",
+			policy: func(p *policy) { p.vcs = VCSDeny },
+			want:   want{action: actPass, rule: "pass-through", url: "https://github.com/owner/repo/blob/main/internal/objects/store.go"}},
+		{name: "an archive", tunnel: "codeload.github.com", url: "https://codeload.github.com/owner/repo/tar.gz/HEAD",
+			policy: func(p *policy) { p.vcs = VCSDeny; p.intercept["codeload.github.com"] = true },
+			want:   want{action: actPass, rule: "pass-through", url: "https://codeload.github.com/owner/repo/tar.gz/HEAD"}},
 		{name: "not git", tunnel: "github.com", url: "https://github.com/owner/repo/blob/main/README.md",
 			want: want{action: actPass, rule: "pass-through", url: "https://github.com/owner/repo/blob/main/README.md"}},
 		{name: "plain http", url: "http://example.net/x?y=1",
@@ -143,6 +160,43 @@ func TestUnknownPoliciesAreRefused(t *testing.T) {
 		edit(&c)
 		if err := c.checkPolicies(); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestParseOrigin: a module proxy's prefix is read exactly as requests
+// are compared with it; a base URL that could be read two ways (an
+// escape, an empty query or fragment) is refused, never matched loosely,
+// which would leave its files unverified.
+func TestParseOrigin(t *testing.T) {
+	for _, tt := range []struct {
+		base         string
+		host, prefix string // "" host: an error
+	}{
+		{"https://proxy.golang.org", "proxy.golang.org", ""},
+		{"https://proxy.golang.org/", "proxy.golang.org", ""},
+		{"https://Mirrors.Aliyun.com./goproxy/", "mirrors.aliyun.com", "/goproxy"},
+		{"https://goproxy.io:443/x/y", "goproxy.io", "/x/y"},
+		{"https://mirrors.aliyun.com/go%70roxy", "", ""},
+		{"https://mirrors.aliyun.com/goproxy?", "", ""},
+		{"https://goproxy.cn?", "", ""},
+		{"https://goproxy.cn#", "", ""},
+		{"https://goproxy.cn/GoProxy", "", ""},
+		{"https://goproxy.cn/a//b", "", ""},
+		{"https://goproxy.cn/a/../b", "", ""},
+		{"https://goproxy.cn:8443", "", ""},
+		{"http://goproxy.cn", "", ""},
+		{"https://user@goproxy.cn", "", ""},
+	} {
+		o, err := parseOrigin(tt.base)
+		if tt.host == "" {
+			if err == nil {
+				t.Errorf("%s: accepted as %+v", tt.base, o)
+			}
+			continue
+		}
+		if err != nil || o.host != tt.host || o.prefix != tt.prefix {
+			t.Errorf("%s: %+v, %v; want host %q prefix %q", tt.base, o, err, tt.host, tt.prefix)
 		}
 	}
 }

@@ -381,3 +381,38 @@ func TestDirectFallbackIsRefusedByDefault(t *testing.T) {
 		t.Fatalf("the module was downloaded:\n%s", out)
 	}
 }
+
+// TestSlowUploadIsNotAStall: a request body that keeps moving (a long
+// git push) is progress, not a stalled upstream: the idle timeout does
+// not cut it.
+func TestSlowUploadIsNotAStall(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	got := make(chan int, 1)
+	e := start(t, func(c *gateway.Config) { c.IdleTimeout, c.VCS = idle, gateway.VCSAllow })
+	e.w.Override(t, testworld.GitHubHost, "/owner/repo.git/git-receive-pack", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- len(b)
+		w.Write([]byte("ok\n"))
+	}))
+	pr, pw := io.Pipe()
+	go func() {
+		for range 15 { // 1.5 s in all, three times the idle timeout
+			pw.Write([]byte("x"))
+			time.Sleep(100 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, "https://"+testworld.GitHubHost+"/owner/repo.git/git-receive-pack", pr)
+	resp, err := e.proxyClient(pool(e.root)).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+		t.Fatalf("a slow but moving upload: %d %q", resp.StatusCode, body)
+	}
+	if n := <-got; n != 15 {
+		t.Errorf("the upstream got %d of 15 bytes", n)
+	}
+}

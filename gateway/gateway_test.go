@@ -392,6 +392,7 @@ func pool(certs ...*x509.Certificate) *x509.CertPool {
 func TestBlockMessagesFitTheGoCommand(t *testing.T) {
 	long := strings.Repeat("GET https://mirrors.aliyun.com/goproxy/sumdb/sum.golang.org/lookup/x: 503; ", 10)
 	h := "h1:" + strings.Repeat("A", 44)
+	longPath := "example.com/" + strings.Repeat("a-very-long-element/", 40) + "m"
 	for _, vd := range []sumdb.Verdict{
 		{Outcome: sumdb.Mismatch, Got: h, Want: h, TreeSize: 51421875},
 		{Outcome: sumdb.Mismatch, Want: h, TreeSize: 1, Reason: "malformed zip: entry \"x\" is not a regular file (mode Lrwxrwxrwx)"},
@@ -399,17 +400,21 @@ func TestBlockMessagesFitTheGoCommand(t *testing.T) {
 		{Outcome: sumdb.Unavailable, Got: h, Reason: long},
 		{Outcome: sumdb.SecurityError, Reason: long},
 	} {
-		vd.Module.Path, vd.Module.Version, vd.Kind = "github.com/some-organisation/a-rather-long-module-name/v2", "v2.3.4-rc.1.0.20240101000000-abcdefabcdef", sumdb.KindZip
-		msg := gateway.BlockMessage(vd, gateway.UnverifiedBlock)
-		lines := strings.Split(strings.TrimSuffix(msg, "\n"), "\n")
-		if len(lines) > 8 || len(msg) > 648 || strings.Contains(msg, "\n\n") {
-			t.Errorf("%v: %d lines, %d bytes:\n%s", vd.Outcome, len(lines), len(msg), msg)
-		}
-		if !strings.HasPrefix(msg, "sumgate: blocked "+vd.Module.String()) || (vd.Got != "" && !strings.Contains(msg, vd.Got)) || (vd.Want != "" && !strings.Contains(msg, vd.Want)) {
-			t.Errorf("%v: message lacks the module or a hash:\n%s", vd.Outcome, msg)
-		}
-		if !strings.Contains(strings.ReplaceAll(msg, "\n", " "), vd.Advice()) {
-			t.Errorf("%v: the advice is cut:\n%s", vd.Outcome, msg)
+		for _, path := range []string{"github.com/some-organisation/a-rather-long-module-name/v2", longPath} {
+			vd.Module.Path, vd.Module.Version, vd.Kind = path, "v2.3.4-rc.1.0.20240101000000-abcdefabcdef", sumdb.KindZip
+			msg := gateway.BlockMessage(vd, gateway.UnverifiedBlock)
+			lines := strings.Split(strings.TrimSuffix(msg, "\n"), "\n")
+			if len(lines) > 8 || len(msg) > 648 || strings.Contains(msg, "\n\n") {
+				t.Errorf("%v: %d lines, %d bytes:\n%s", vd.Outcome, len(lines), len(msg), msg)
+			}
+			mod := vd.Module.String()
+			if !strings.HasPrefix(msg, "sumgate: blocked "+mod[:min(len(mod), 60)]) || !strings.Contains(msg, vd.Module.Version+" (zip)") ||
+				(vd.Got != "" && !strings.Contains(msg, vd.Got)) || (vd.Want != "" && !strings.Contains(msg, vd.Want)) {
+				t.Errorf("%v: message lacks the module or a hash:\n%s", vd.Outcome, msg)
+			}
+			if !strings.Contains(strings.ReplaceAll(msg, "\n", " "), vd.Advice()) {
+				t.Errorf("%v: the advice is cut:\n%s", vd.Outcome, msg)
+			}
 		}
 	}
 }

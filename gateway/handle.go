@@ -123,6 +123,14 @@ func (g *Gateway) forward(req *http.Request, u string, do func(*http.Request) (*
 	idle := g.cfg.IdleTimeout
 	stall := time.AfterFunc(idle, func() { cancel(stallError{idle}) })
 	out = out.WithContext(ctx)
+	if out.Body != nil && out.Body != http.NoBody {
+		// The client's upload moving counts as progress too (a long git
+		// push is not a stalled upstream).
+		out.Body = struct {
+			io.Reader
+			io.Closer
+		}{&stallReader{r: out.Body, t: stall, d: idle}, out.Body}
+	}
 	start := time.Now()
 	resp, err := do(out)
 	g.metrics.recordUpstream(req.Context(), out, start, kind)

@@ -209,7 +209,7 @@ func blockMessage(vd sumdb.Verdict, onUnverified UnverifiedPolicy) string {
 	headline, detail := vd.Headline()
 	// The first line stays whole, however long the module path, so that it
 	// names the module, version and file in one piece.
-	lines := []string{fmt.Sprintf("sumgate: blocked %s (%s): %s", vd.Module, vd.Kind, headline)}
+	lines := []string{fmt.Sprintf("sumgate: blocked %s (%s): %s", shorten(vd.Module.String(), maxHeadline), vd.Kind, headline)}
 	if vd.Got != "" {
 		lines = append(lines, "downloaded "+vd.Got)
 	}
@@ -257,6 +257,20 @@ func size(lines []string) int {
 	return n
 }
 
+// maxHeadline bounds the module@version in a block message's first line,
+// so that the hashes and the advice keep their room: module paths have no
+// length limit.
+const maxHeadline = 200
+
+// shorten keeps the start and the end of s, at most max bytes in all.
+func shorten(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	half := (max - 3) / 2
+	return s[:half] + "..." + s[len(s)-half:]
+}
+
 // cut marks a line as cut short.
 func cut(line string) string {
 	if len(line)+4 > wrapColumn {
@@ -273,6 +287,9 @@ func fitDetail(lines []string) string {
 	for _, l := range lines {
 		if l = strings.TrimSpace(l); l == "" {
 			continue
+		}
+		if n == 0 {
+			l = shorten(l, maxDetailBytes-1) // never an empty answer
 		}
 		if n >= maxDetailLines || b.Len()+len(l)+1 > maxDetailBytes {
 			break

@@ -435,6 +435,8 @@ func (c *Config) validate(at func(key string) string) error {
 			return fail("module_proxies", "%s: %s is not in intercept, so its files would pass through a blind tunnel unverified: add it to intercept", p, host)
 		case u.Path != strings.ToLower(u.Path):
 			return fail("module_proxies", "%s: the path prefix has upper case; module proxy paths are case-encoded, so write it in lower case", p)
+		case strings.ContainsAny(p, `?#%\;`) || strings.Contains(u.Path+"/", "//") || strings.Contains(u.Path+"/", "./"):
+			return fail("module_proxies", "%s: write the path prefix plainly: no escapes, query, fragment, empty or dot segments", p)
 		}
 	}
 	if err := c.CA.validate(fail); err != nil {
