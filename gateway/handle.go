@@ -51,7 +51,7 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Reque
 			return
 		}
 		d = g.pol.decide(lineOf(req, host))
-		out = g.act(req, a.ctx, d)
+		out = g.act(a.ctx, req, d)
 	}()
 	if d.action == actRefuse {
 		g.log.InfoContext(a.ctx, "refused", "rule", d.rule, "reason", d.reason)
@@ -61,7 +61,7 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Reque
 
 // act carries out a decision: nothing for a refusal; otherwise the
 // upstream request, to exactly the decided URL.
-func (g *Gateway) act(req *http.Request, ctx context.Context, d decision) outcome {
+func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcome {
 	switch d.action {
 	case actVerify:
 		res, err := g.fetcher.Fetch(ctx, d.url, d.mod.mod, d.mod.kind)
