@@ -25,7 +25,7 @@ import (
 // (verify a module file with the [Fetcher], or pass the request upstream
 // exactly as decided), and respond ([Gateway.respond], which builds the
 // answer and writes the audit record).
-func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Request, resp *http.Response) {
 	t, _ := pctx.UserData.(*tunnel)
 	a := g.startRequest(req, t)
 	req = req.WithContext(a.ctx)
@@ -36,6 +36,20 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (*http.Reque
 		host = t.host
 	}
 	counted := g.begin()
+	defer func() {
+		// goproxy serves tunnels in goroutines of its own, where a panic
+		// would end the process: never let one out.
+		if p := recover(); p != nil {
+			g.log.ErrorContext(a.ctx, "panic while answering a request", "url", req.URL.String(), "panic", p, "stack", string(debug.Stack()))
+			a.fail("internal error while answering this request")
+			resp = textResponse(req, http.StatusBadGateway, "sumgate: internal error while answering this request")
+			a.respond(resp.StatusCode)
+			a.end()
+			if counted {
+				g.end()
+			}
+		}
+	}()
 	var d decision
 	var out outcome
 	func() {
