@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,7 +63,7 @@ func normalised(p string) []string {
 // testPolicy has two of the default module proxies, one with a path
 // prefix, and intercepts them, the checksum database and github.com.
 func testPolicy(t testing.TB) *policy {
-	g := &policy{intercept: map[string]bool{"proxy.golang.org": true, "mirrors.aliyun.com": true, "sum.golang.org": true, "github.com": true},
+	g := &policy{intercept: map[string]bool{"proxy.golang.org": true, "mirrors.aliyun.com": true, "sum.golang.org": true, "github.com": true, "goproxy.cn": true},
 		tunnel: TunnelAllow, vcs: VCSAllow, private: "corp.example"}
 	for _, base := range []string{"https://proxy.golang.org", "https://mirrors.aliyun.com/goproxy"} {
 		o, err := parseOrigin(base)
@@ -117,6 +118,12 @@ func FuzzCanonicalPath(f *testing.F) {
 			}
 			if d.action != actVerify {
 				t.Fatalf("https://%s%s is passed through unverified, but normalises to %s, the module file %s (%s)", host, p, n, nr.mod, nr.kind)
+			}
+			if d.any != nil {
+				if !slices.Contains(d.any, nr.mod) || nr.kind != d.mod.kind {
+					t.Fatalf("https://%s%s is verified as any of %v (%s) but normalises to %s (%s)", host, p, d.any, d.mod.kind, nr.mod, nr.kind)
+				}
+				continue
 			}
 			if nr.mod != d.mod.mod || nr.kind != d.mod.kind || nr.origin != d.mod.origin {
 				t.Fatalf("https://%s%s is verified as %s (%s) but normalises to %s (%s)", host, p, d.mod.mod, d.mod.kind, nr.mod, nr.kind)

@@ -111,12 +111,13 @@ const (
 // URL.
 type decision struct {
 	action action
-	rule   string         // the rule that decided, as docs/audit.md lists them
-	status int            // actRefuse: the status to answer
-	reason string         // actRefuse: the text to answer and record
-	mod    *moduleRequest // a module proxy request (verified, or metadata passed through)
-	vcs    string         // a direct VCS fetch: the module path it is attributed to
-	url    string         // the upstream URL
+	rule   string           // the rule that decided, as docs/audit.md lists them
+	status int              // actRefuse: the status to answer
+	reason string           // actRefuse: the text to answer and record
+	mod    *moduleRequest   // a module proxy request (verified, or metadata passed through)
+	any    []module.Version // a module file on a host of unknown prefix: every reading of its URL (see Fetcher.FetchAny)
+	vcs    string           // a direct VCS fetch: the module path it is attributed to
+	url    string           // the upstream URL
 }
 
 // auditName is the sumgate.decision value of d.
@@ -185,6 +186,15 @@ func (p *policy) decide(r requestLine) decision {
 		}
 		// The query is not forwarded: the file is the path's.
 		return decision{action: actVerify, rule: "verify", mod: &mr, url: "https://" + r.tunnel + r.path}
+	}
+	if cands, mr, ok, err := anyModuleFile(r.tunnel, path); ok {
+		switch {
+		case err != nil:
+			return refusal(http.StatusBadRequest, "module-path", "%v", err)
+		case r.method != http.MethodGet && r.method != http.MethodHead:
+			return refusal(http.StatusMethodNotAllowed, "module-method", "module files are fetched with GET, not %s", r.method)
+		}
+		return decision{action: actVerify, rule: "verify: any host", mod: &mr, any: cands, url: "https://" + r.tunnel + r.path}
 	}
 	if modPath, ok := vcsModulePath(r.tunnel, path, r.query); ok {
 		rule := "vcs: " + string(p.vcs)
@@ -314,6 +324,47 @@ func (p *policy) classify(host, path string) (moduleRequest, bool, error) {
 		return moduleRequest{mod: m, kind: kind, file: ext, origin: base}, true, nil
 	}
 	return moduleRequest{}, false, nil
+}
+
+// anyModuleFile reports whether the decoded path, on an intercepted host
+// that is not a known module proxy (or outside its prefix), asks for a
+// module .zip or .mod in the GOPROXY protocol, and returns every reading
+// of it as a module version: each split of the path before /@v/ whose
+// remainder is a valid module path, with the version in the file name.
+// A path that names such a file but no valid module version is an error.
+func anyModuleFile(host, path string) ([]module.Version, moduleRequest, bool, error) {
+	i := strings.LastIndex(path, "/@v/")
+	if i < 0 {
+		return nil, moduleRequest{}, false, nil
+	}
+	escVers, ext, _ := cutLast(path[i+len("/@v/"):], ".")
+	var kind sumdb.Kind
+	switch ext {
+	case "zip":
+		kind = sumdb.KindZip
+	case "mod":
+		kind = sumdb.KindMod
+	default:
+		return nil, moduleRequest{}, false, nil // metadata, or not the module protocol
+	}
+	mr := moduleRequest{kind: kind, file: ext, origin: "https://" + host}
+	vers, err := module.UnescapeVersion(escVers)
+	if err != nil || module.CanonicalVersion(vers) != vers {
+		return nil, mr, true, fmt.Errorf("%s looks like a module file, but %q is not a canonical version", path, escVers)
+	}
+	var cands []module.Version
+	segs := strings.Split(strings.Trim(path[:i], "/"), "/")
+	for j := range segs {
+		p, err := module.UnescapePath(strings.Join(segs[j:], "/"))
+		if m := (module.Version{Path: p, Version: vers}); err == nil && sumdb.CheckModule(m) == nil {
+			cands = append(cands, m)
+		}
+	}
+	if len(cands) == 0 {
+		return nil, mr, true, fmt.Errorf("%s looks like a module file, but names no valid module path", path)
+	}
+	mr.mod = cands[len(cands)-1] // the shortest reading, for the audit record until a verdict names one
+	return cands, mr, true, nil
 }
 
 func cutLast(s, sep string) (before, after string, found bool) {

@@ -19,6 +19,7 @@ func TestDecide(t *testing.T) {
 		url    string // verify and pass-through: the exact upstream URL
 		mod    string // module@version, for module files
 		vcs    string
+		any    string // verify on a host of unknown prefix: every reading, space-separated
 	}
 	for _, tt := range []struct {
 		name   string
@@ -49,6 +50,16 @@ func TestDecide(t *testing.T) {
 			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/v1.info"}},
 		{name: ".zip of a branch", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/master.zip",
 			want: want{action: actRefuse, rule: "module-path", status: http.StatusBadRequest}},
+		{name: "zip on an intercepted host that is no known module proxy", tunnel: "goproxy.cn", url: "https://goproxy.cn/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actVerify, rule: "verify: any host", url: "https://goproxy.cn/example.com/m/@v/v1.0.0.zip", any: "example.com/m@v1.0.0"}},
+		{name: "mod outside a known prefix", tunnel: aliyun, url: "https://mirrors.aliyun.com/go/mirror.example/m/@v/v1.0.0.mod",
+			want: want{action: actVerify, rule: "verify: any host", url: "https://mirrors.aliyun.com/go/mirror.example/m/@v/v1.0.0.mod", any: "mirror.example/m@v1.0.0"}},
+		{name: "every reading of an unknown prefix", tunnel: "goproxy.cn", url: "https://goproxy.cn/mirror.example/example.com/m/@v/v1.0.0.zip",
+			want: want{action: actVerify, rule: "verify: any host", url: "https://goproxy.cn/mirror.example/example.com/m/@v/v1.0.0.zip", any: "mirror.example/example.com/m@v1.0.0 example.com/m@v1.0.0"}},
+		{name: "a module file naming no module", tunnel: "sum.golang.org", url: "https://sum.golang.org/x/@v/v1.0.0.zip",
+			want: want{action: actRefuse, rule: "module-path", status: http.StatusBadRequest}},
+		{name: ".info on an unknown host passes", tunnel: "goproxy.cn", url: "https://goproxy.cn/example.com/m/@v/master.info",
+			want: want{action: actPass, rule: "pass-through", url: "https://goproxy.cn/example.com/m/@v/master.info"}},
 		{name: "list", tunnel: proxy, url: "https://proxy.golang.org/example.com/m/@v/list",
 			want: want{action: actPass, rule: "pass-through", url: "https://proxy.golang.org/example.com/m/@v/list"}},
 		{name: "sumdb through a proxy", tunnel: proxy, url: "https://proxy.golang.org/sumdb/sum.golang.org/latest",
@@ -128,8 +139,14 @@ func TestDecide(t *testing.T) {
 			}
 			d := p.decide(lineOf(req, tt.tunnel))
 			got := want{action: d.action, rule: d.rule, status: d.status, url: d.url, vcs: d.vcs}
-			if d.mod != nil && (d.mod.kind == sumdb.KindZip || d.mod.kind == sumdb.KindMod) && d.action == actVerify {
+			if d.mod != nil && (d.mod.kind == sumdb.KindZip || d.mod.kind == sumdb.KindMod) && d.action == actVerify && d.any == nil {
 				got.mod = d.mod.mod.String()
+			}
+			for i, m := range d.any {
+				if i > 0 {
+					got.any += " "
+				}
+				got.any += m.String()
 			}
 			if got != tt.want {
 				t.Errorf("decision %+v, want %+v (reason %q)", got, tt.want, d.reason)

@@ -204,8 +204,30 @@ func isTimeout(err error) bool {
 // record. Concurrent fetches of url share one download and check; the
 // download outlives a caller that gives up, bounded by the timeout.
 func (f *Fetcher) Fetch(ctx context.Context, url string, m module.Version, kind sumdb.Kind) (*Result, error) {
+	return f.fetch(ctx, url, []module.Version{m}, kind)
+}
+
+// FetchAny is Fetch for a URL whose module path is ambiguous: a module
+// file on a host whose module proxy prefix is not known, where any split
+// of the path before /@v/ may be the module (threat 19). candidates are
+// every reading of the URL as a valid module version, all with the same
+// version. The file passes only if it is the checksum database's record
+// for at least one candidate, and for every candidate the database knows
+// (a zip whose entries name another module is not that module's file:
+// the go command would refuse it as that module). Nothing is served from
+// the cache for an ambiguous URL; a verified file is cached as the
+// module it was verified as.
+func (f *Fetcher) FetchAny(ctx context.Context, url string, candidates []module.Version, kind sumdb.Kind) (*Result, error) {
+	if len(candidates) == 0 {
+		return &Result{}, fmt.Errorf("fetching %s: no module path in the URL", url)
+	}
+	return f.fetch(ctx, url, candidates, kind)
+}
+
+func (f *Fetcher) fetch(ctx context.Context, url string, candidates []module.Version, kind sumdb.Kind) (*Result, error) {
+	m := candidates[0]
 	key := m.String() + " " + kind.String()
-	if _, alerted := f.cfg.Verifier.Alerted(); !alerted && f.cache.max > 0 {
+	if _, alerted := f.cfg.Verifier.Alerted(); !alerted && f.cache.max > 0 && len(candidates) == 1 {
 		file, size, hit := f.cache.get(key)
 		f.metrics.cache.Add(ctx, 1, metric.WithAttributes(auditkey.CacheHit.Bool(hit)))
 		if hit {
@@ -219,7 +241,7 @@ func (f *Fetcher) Fetch(ctx context.Context, url string, m module.Version, kind 
 	res, release, led := f.flights.do(url, func() *flightResult {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.cfg.Timeout)
 		defer cancel()
-		return f.fetchAndCheck(ctx, url, m, kind)
+		return f.fetchAndCheck(ctx, url, candidates, kind)
 	})
 	r := &Result{Verdict: res.verdict, Size: res.size, Spooled: res.spooled, Shared: !led, file: res.file, release: release}
 	if res.err != nil {
@@ -240,7 +262,8 @@ type flightResult struct {
 }
 
 // fetchAndCheck downloads url into a spool file and checks it.
-func (f *Fetcher) fetchAndCheck(ctx context.Context, url string, m module.Version, kind sumdb.Kind) *flightResult {
+func (f *Fetcher) fetchAndCheck(ctx context.Context, url string, candidates []module.Version, kind sumdb.Kind) *flightResult {
+	m := candidates[0]
 	limit := int64(modzip.MaxZipFile)
 	if kind == sumdb.KindMod {
 		limit = modzip.MaxGoMod
@@ -303,10 +326,11 @@ func (f *Fetcher) fetchAndCheck(ctx context.Context, url string, m module.Versio
 		return f.block(ctx, m, kind, fmt.Sprintf("too large: over the go command's limit of %d bytes", limit), nil)
 	}
 	stall.Stop()
-	vd, err := f.cfg.Verifier.Check(ctx, m, kind, file.Name())
+	vd, err := f.check(ctx, candidates, kind, file.Name())
 	if err != nil {
 		return &flightResult{spooled: n, err: fmt.Errorf("verifying %s: %w", url, err)}
 	}
+	m = vd.Module // the candidate it was verified (or blocked) as
 	if !vd.Cached && vd.Lookup > 0 {
 		f.metrics.lookup.Record(ctx, vd.Lookup.Seconds(), metric.WithAttributes(auditkey.Verdict.String(vd.Outcome.String())))
 	}
@@ -321,6 +345,46 @@ func (f *Fetcher) fetchAndCheck(ctx context.Context, url string, m module.Versio
 	}
 	keep = true
 	return &flightResult{file: file, size: n, verdict: &vd, spooled: n}
+}
+
+// check checks file as each candidate (see FetchAny) and returns the
+// verdict that decides: a passing one only if no candidate the database
+// knows disagrees.
+func (f *Fetcher) check(ctx context.Context, candidates []module.Version, kind sumdb.Kind, file string) (sumdb.Verdict, error) {
+	if len(candidates) == 1 {
+		return f.cfg.Verifier.Check(ctx, candidates[0], kind, file)
+	}
+	var pass, notFound, malformed *sumdb.Verdict
+	for _, c := range candidates {
+		vd, err := f.cfg.Verifier.Check(ctx, c, kind, file)
+		if err != nil {
+			return vd, err
+		}
+		switch {
+		case vd.Outcome == sumdb.Verified || vd.Outcome == sumdb.Private:
+			if pass == nil {
+				pass = &vd
+			}
+		case vd.Outcome == sumdb.NotFound:
+			if notFound == nil {
+				notFound = &vd
+			}
+		case vd.Outcome == sumdb.Mismatch && kind == sumdb.KindZip && vd.Reason != "":
+			// Malformed as this module (its entries name another one, or
+			// it is malformed as every module, which no candidate passes).
+			if malformed == nil {
+				malformed = &vd
+			}
+		default:
+			return vd, nil // a record that differs, an outage or a fork decides
+		}
+	}
+	for _, vd := range []*sumdb.Verdict{pass, notFound, malformed} {
+		if vd != nil {
+			return *vd, nil
+		}
+	}
+	return sumdb.Verdict{}, errors.New("no candidate was checked")
 }
 
 // passes is the verify-before-pass policy: verified and private pass; not

@@ -78,6 +78,10 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Req
 func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcome {
 	switch d.action {
 	case actVerify:
+		if d.any != nil {
+			res, err := g.fetcher.FetchAny(ctx, d.url, d.any, d.mod.kind)
+			return outcome{res: res, err: err}
+		}
 		res, err := g.fetcher.Fetch(ctx, d.url, d.mod.mod, d.mod.kind)
 		return outcome{res: res, err: err}
 	case actPass:

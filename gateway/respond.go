@@ -50,6 +50,9 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 		}
 		if r.Verdict != nil {
 			a.verdict(*r.Verdict)
+			if d.any != nil && r.Verdict.Module.Path != "" {
+				a.set(auditkey.ModulePath.String(r.Verdict.Module.Path)) // the reading it was checked as
+			}
 		}
 	}
 	var resp *http.Response
