@@ -218,8 +218,11 @@ func Default() *Config {
 		DataDir:       "./sumgate-data",
 		ModuleProxies: []string{"https://" + PublicProxyHost, GoproxyCN, GoproxyIO, Aliyun},
 		SumDB:         SumDB{Key: sumdb.DefaultKey, MaxZipEntries: sumdb.DefaultMaxZipEntries},
+		// The module proxies and mirrors, the checksum database, and the
+		// code hosts Go modules come from directly: git through a host
+		// that is not intercepted is a blind tunnel, beyond the vcs policy.
 		Intercept: []string{PublicProxyHost, SumDBName, "goproxy.cn", "goproxy.io", "mirrors.aliyun.com",
-			"github.com", "codeload.github.com"},
+			"github.com", "codeload.github.com", "gitlab.com", "bitbucket.org", "go.googlesource.com", "gopkg.in"},
 		CA:           CA{Backend: "local", LeafLifetime: 24 * time.Hour, Step: Step{Type: "jwk"}},
 		Listen:       "127.0.0.1:3128",
 		Tunnel:       "allow",

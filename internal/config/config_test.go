@@ -50,7 +50,7 @@ upstream:
 	if c.Listen != "127.0.0.1:3128" || c.Tunnel != "allow" || c.OnUnverified != "block" {
 		t.Fatalf("gateway defaults: %q %q %q", c.Listen, c.Tunnel, c.OnUnverified)
 	}
-	if c.CA.Backend != "local" || c.CA.LeafLifetime != 24*time.Hour || len(c.Intercept) != 7 {
+	if c.CA.Backend != "local" || c.CA.LeafLifetime != 24*time.Hour || len(c.Intercept) != 11 || !slices.Contains(c.Intercept, "gitlab.com") {
 		t.Fatalf("CA defaults: %+v, intercept %v", c.CA, c.Intercept)
 	}
 	if c.DataDir != "/var/lib/sumgate" || c.Private != "corp.example,*.internal.example" || c.Upstream.Resolve["sum.golang.org"] != "127.0.0.1:8443" || len(c.SumDB.URLs) != 1 {
