@@ -15,11 +15,12 @@ import (
 // policy is the part of the configuration that decides requests. It is
 // built once, in New, and never changes.
 type policy struct {
-	intercept map[string]bool // canonical intercepted host names
-	origins   []origin        // module proxies, by host and path prefix
-	tunnel    TunnelPolicy    // TunnelAllow or TunnelDeny
-	vcs       VCSPolicy       // VCSAllow, VCSPrivateOnly or VCSDeny
-	private   string          // GOPRIVATE-syntax patterns of private module paths
+	intercept  map[string]bool  // canonical intercepted host names
+	origins    []origin         // module proxies, by host and path prefix
+	tunnel     TunnelPolicy     // TunnelAllow or TunnelDeny
+	vcs        VCSPolicy        // VCSVerify, VCSAllow, VCSPrivateOnly or VCSDeny
+	unverified UnverifiedPolicy // what passes that cannot be verified
+	private    string           // GOPRIVATE-syntax patterns of private module paths
 }
 
 // origin is one module proxy: a host and a path prefix ("" or "/goproxy").
@@ -103,6 +104,7 @@ const (
 	actVerify                    // fetch the module file, verify it, pass it only if it passes
 	actPass                      // forward inside the tunnel and stream the answer back
 	actForward                   // forward plain http and stream the answer back
+	actGit                       // police a git fetch (vcs: verify): pass it upstream only if what it wants is verified
 )
 
 // A decision is what decideRequest concluded about one request.
@@ -117,6 +119,8 @@ type decision struct {
 	mod    *moduleRequest   // a module proxy request (verified, or metadata passed through)
 	any    []module.Version // a module file on a host of unknown prefix: every reading of its URL (see Fetcher.FetchAny)
 	vcs    string           // a direct VCS fetch: the module path it is attributed to
+	repo   string           // actGit: the repository's URL, as the client named it
+	learn  bool             // go-get discovery under vcs: verify: its answer maps import paths to repositories
 	url    string           // the upstream URL
 }
 
@@ -169,10 +173,7 @@ func (p *policy) decide(r requestLine) decision {
 	if why != "" {
 		return refusal(http.StatusBadRequest, "path-canonical", "refused https://%s%s: the path is not canonical: %s", r.tunnel, r.path, why)
 	}
-	pass := "https://" + r.tunnel + r.path
-	if r.rawQ != "" {
-		pass += "?" + r.rawQ
-	}
+	pass := exactURL(r)
 	if mr, ok, err := p.classify(r.tunnel, path); ok {
 		switch {
 		case err != nil:
@@ -198,15 +199,61 @@ func (p *policy) decide(r requestLine) decision {
 	}
 	if modPath, ok := vcsModulePath(r.tunnel, path, r.query); ok {
 		rule := "vcs: " + string(p.vcs)
-		if p.vcs == VCSDeny || p.vcs == VCSPrivateOnly && !module.MatchPrefixPatterns(p.private, modPath) {
+		private := module.MatchPrefixPatterns(p.private, modPath)
+		if p.vcs == VCSDeny || p.vcs == VCSPrivateOnly && !private {
 			d := refusal(http.StatusForbidden, rule, "direct VCS access to %s refused (sumgate policy vcs: %s).\n"+
 				"Fetch public modules through a module proxy (the default GOPROXY), where sumgate verifies them.", modPath, p.vcs)
 			d.vcs = modPath
 			return d
 		}
-		return decision{action: actPass, rule: rule, vcs: modPath, url: pass}
+		d := decision{action: actPass, rule: rule, vcs: modPath, url: pass}
+		if p.vcs != VCSVerify || private {
+			return d
+		}
+		return p.decideGit(r, path, d)
 	}
 	return decision{action: actPass, rule: "pass-through", url: pass}
+}
+
+// decideGit is the vcs: verify policy for git traffic on an intercepted
+// host, d being the decision to pass it. A fetch from git-upload-pack is
+// policed (actGit); the ref advertisement, pushes and go-get discovery
+// pass (discovery is read, to learn the repository of a vanity import
+// path); git's dumb protocol, whose object requests cannot be tied to a
+// revision, follows on_unverified.
+func (p *policy) decideGit(r requestLine, path string, d decision) decision {
+	switch {
+	case r.query.Get("go-get") == "1":
+		d.learn = true
+		return d
+	case strings.HasSuffix(path, "/git-upload-pack"):
+		if r.method != http.MethodPost {
+			break
+		}
+		d.action = actGit
+		d.repo = "https://" + r.tunnel + strings.TrimSuffix(r.path, "/git-upload-pack")
+		return d
+	case strings.HasSuffix(path, "/info/refs") && (r.rawQ == "service=git-upload-pack" || r.rawQ == "service=git-receive-pack"),
+		strings.HasSuffix(path, "/git-receive-pack"):
+		return d
+	}
+	if p.unverified == UnverifiedAllow {
+		d.rule = "vcs: verify, on_unverified: allow"
+		return d
+	}
+	refused := refusal(http.StatusForbidden, "vcs: verify", "%s %s refused: sumgate verifies direct git fetches only over git's smart HTTP protocol "+
+		"(on_unverified: block).\nFetch public modules through a module proxy (the default GOPROXY), where sumgate verifies them.", r.method, exactURL(r))
+	refused.vcs = d.vcs
+	return refused
+}
+
+// exactURL is the URL of a request inside a tunnel, exactly as sent.
+func exactURL(r requestLine) string {
+	u := "https://" + r.tunnel + r.path
+	if r.rawQ != "" {
+		u += "?" + r.rawQ
+	}
+	return u
 }
 
 // vcsModulePath attributes git smart-HTTP traffic and go-get discovery to

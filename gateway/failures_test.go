@@ -366,15 +366,17 @@ func TestStalledPassThroughIsCutOff(t *testing.T) {
 
 // TestDirectFallbackIsRefusedByDefault holds threat 11 with the default
 // policy: under the go command's default GOPROXY (proxy, then direct), a
-// public module the proxy does not have falls back to git, which nothing
-// verifies; the default vcs: private-only refuses it with a 403 saying
-// why, instead of letting it through.
+// public module the proxy does not have falls back to git; the default
+// vcs: verify checks the tag's revision against the checksum database,
+// which has no record of it, and refuses it in-band, which the go command
+// prints, instead of letting it through.
 func TestDirectFallbackIsRefusedByDefault(t *testing.T) {
 	e := start(t, nil)
 	e.w.ServeGit(t, "owner/repo")
 	out, _ := testworld.GoModDownload(t, []string{"GOPROXY=" + e.w.ProxyURL + ",direct", "HTTPS_PROXY=http://" + e.addr,
 		"SSL_CERT_FILE=" + e.rootFile, "GIT_SSL_CAINFO=" + e.rootFile}, testworld.GitHubHost+"/owner/repo@v1.0.0")
-	if !strings.Contains(string(out), "direct VCS access to github.com/owner/repo refused (sumgate policy vcs: private-only)") {
+	if !strings.Contains(string(out), "remote error: sumgate: blocked github.com/owner/repo@v1.0.0 (tag v1.0.0, commit ") ||
+		!strings.Contains(string(out), "not in the checksum database") {
 		t.Fatalf("the go command fell back to git unrefused:\n%s", out)
 	}
 	if strings.Contains(string(out), `"Sum"`) {

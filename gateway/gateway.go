@@ -38,6 +38,7 @@ import (
 	"github.com/sumgate/sumgate/certs"
 	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
+	"github.com/sumgate/sumgate/vcs"
 )
 
 // TunnelPolicy decides CONNECT to hosts that are not intercepted.
@@ -58,7 +59,8 @@ const (
 	UnverifiedBlock UnverifiedPolicy = "block" // versions the database does not know, or cannot answer for, are blocked
 	UnverifiedAllow UnverifiedPolicy = "allow" // ... are passed (and recorded); a mismatch is still blocked
 
-	VCSAllow       VCSPolicy = "allow"        // direct VCS fetches (git, ?go-get=1) pass, attributed to a module path
+	VCSVerify      VCSPolicy = "verify"       // direct git fetches pass only revisions verified against the checksum database (package vcs)
+	VCSAllow       VCSPolicy = "allow"        // direct VCS fetches (git, ?go-get=1) pass blindly, attributed to a module path
 	VCSPrivateOnly VCSPolicy = "private-only" // ... only for private module paths: public ones must use a module proxy
 	VCSDeny        VCSPolicy = "deny"         // ... never
 )
@@ -75,10 +77,13 @@ type Config struct {
 	Tunnel TunnelPolicy
 	// OnUnverified is UnverifiedBlock (zero value) or UnverifiedAllow.
 	OnUnverified UnverifiedPolicy
-	// VCS is VCSPrivateOnly (zero value), VCSAllow or VCSDeny. Direct VCS
-	// fetches are not verified, so only private modules may use them by
-	// default: a public module the module proxy does not have is refused
-	// rather than fetched unverified over git.
+	// VCS is VCSVerify (zero value), VCSPrivateOnly, VCSAllow or VCSDeny.
+	// Under VCSVerify a direct git fetch of a public module passes only
+	// if every object it wants is a tagged revision whose module zip and
+	// go.mod, built as the go command builds them, match the checksum
+	// database; other fetches (pseudo-versions, branches, repositories
+	// sumgate cannot read anonymously) follow OnUnverified, and private
+	// module paths pass. It needs git installed.
 	VCS VCSPolicy
 	// Resolve maps host names to "ip:port" the operator chose; those
 	// addresses are exempt from the internal-address check.
@@ -134,8 +139,9 @@ type Config struct {
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
-	pol     policy   // decides requests; never changes after New
-	fetcher *Fetcher // fetch, spool, verify and cache of module files
+	pol     policy        // decides requests; never changes after New
+	fetcher *Fetcher      // fetch, spool, verify and cache of module files
+	vcs     *vcs.Verifier // direct git fetches, under VCSVerify; else nil
 	proxy   *goproxy.ProxyHttpServer
 	server  *http.Server
 	hs      handshakes // intercepted tunnels whose TLS handshake is under way
@@ -169,7 +175,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.OnUnverified = UnverifiedBlock
 	}
 	if cfg.VCS == "" {
-		cfg.VCS = VCSPrivateOnly
+		cfg.VCS = VCSVerify
 	}
 	if cfg.Transparent.NoSNI == "" {
 		cfg.Transparent.NoSNI = NoSNIDeny
@@ -196,7 +202,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.MeterProvider = noopmetric.NewMeterProvider()
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"),
-		pol:     policy{intercept: map[string]bool{}, tunnel: cfg.Tunnel, vcs: cfg.VCS, private: cfg.Verifier.Private()},
+		pol:     policy{intercept: map[string]bool{}, tunnel: cfg.Tunnel, vcs: cfg.VCS, unverified: cfg.OnUnverified, private: cfg.Verifier.Private()},
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
 		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: upstream.MarkControl(cfg.Mark)}}
@@ -236,6 +242,13 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.fetcher.metrics = metrics
+	if cfg.VCS == VCSVerify {
+		g.vcs, err = vcs.New(vcs.Config{Client: cfg.Upstream, SumDB: cfg.Verifier, WorkDir: filepath.Join(cfg.DataDir, "vcs"),
+			Logger: g.log, TracerProvider: cfg.TracerProvider})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: vcs: verify: %w (or choose another vcs policy)", err)
+		}
+	}
 
 	p := goproxy.NewProxyHttpServer()
 	p.Logger = goproxyLog{g}
@@ -385,7 +398,7 @@ func (cfg *Config) checkPolicies() error {
 	}{
 		{"Tunnel", string(cfg.Tunnel), cfg.Tunnel == TunnelAllow || cfg.Tunnel == TunnelDeny},
 		{"OnUnverified", string(cfg.OnUnverified), cfg.OnUnverified == UnverifiedBlock || cfg.OnUnverified == UnverifiedAllow},
-		{"VCS", string(cfg.VCS), cfg.VCS == VCSAllow || cfg.VCS == VCSPrivateOnly || cfg.VCS == VCSDeny},
+		{"VCS", string(cfg.VCS), cfg.VCS == VCSVerify || cfg.VCS == VCSAllow || cfg.VCS == VCSPrivateOnly || cfg.VCS == VCSDeny},
 		{"Transparent.NoSNI", string(cfg.Transparent.NoSNI), cfg.Transparent.NoSNI == NoSNIDeny || cfg.Transparent.NoSNI == NoSNISplice},
 		{"Transparent.SNIMismatch", string(cfg.Transparent.SNIMismatch),
 			cfg.Transparent.SNIMismatch == SNIMismatchDeny || cfg.Transparent.SNIMismatch == SNIMismatchIntercept},

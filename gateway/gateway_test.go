@@ -526,7 +526,7 @@ func (e *env) gitLsRemote(t testing.TB, repoURL string) (string, error) {
 // attributed to a module path, and vcs: private-only forces public
 // modules onto the verified proxy path.
 func TestDirectVCSIsAttributedAndPoliced(t *testing.T) {
-	for _, policy := range []gateway.VCSPolicy{gateway.VCSAllow, gateway.VCSPrivateOnly, gateway.VCSDeny} {
+	for _, policy := range []gateway.VCSPolicy{gateway.VCSVerify, gateway.VCSAllow, gateway.VCSPrivateOnly, gateway.VCSDeny} {
 		t.Run(string(policy), func(t *testing.T) {
 			e := start(t, func(c *gateway.Config) { c.VCS = policy })
 			e.w.ServeGit(t, "public/repo")
@@ -536,7 +536,8 @@ func TestDirectVCSIsAttributedAndPoliced(t *testing.T) {
 				private bool
 			}{{"public/repo", false}, {"corp/private", true}} {
 				out, err := e.gitLsRemote(t, "https://github.com/"+tt.repo)
-				wantOK := policy == gateway.VCSAllow || (policy == gateway.VCSPrivateOnly && tt.private)
+				// Under verify, listing refs passes: it delivers no objects.
+				wantOK := policy == gateway.VCSAllow || policy == gateway.VCSVerify || (policy == gateway.VCSPrivateOnly && tt.private)
 				if wantOK && (err != nil || !strings.Contains(out, "refs/tags/v1.0.0")) {
 					t.Errorf("git ls-remote %s: %v\n%s", tt.repo, err, out)
 				}

@@ -85,7 +85,15 @@ func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcom
 		res, err := g.fetcher.Fetch(ctx, d.url, d.mod.mod, d.mod.kind)
 		return outcome{res: res, err: err}
 	case actPass:
-		return g.forward(req, d.url, g.cfg.Upstream.Do, "pass-through")
+		out := g.forward(req, d.url, g.cfg.Upstream.Do, "pass-through")
+		if d.learn && out.resp != nil && g.vcs != nil {
+			g.learnImports(canonicalHost(req.URL.Host), out.resp)
+		}
+		return out
+	case actGit:
+		res, out := g.actGit(ctx, req, d)
+		out.git = &res
+		return out
 	case actForward:
 		return g.forward(req, d.url, g.plainTr.RoundTrip, "forward")
 	}

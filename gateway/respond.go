@@ -13,6 +13,7 @@ import (
 
 	"github.com/sumgate/sumgate/internal/auditkey"
 	"github.com/sumgate/sumgate/sumdb"
+	"github.com/sumgate/sumgate/vcs"
 )
 
 // outcome is what acting on a decision produced. A refusal produces
@@ -21,7 +22,8 @@ import (
 // or err.
 type outcome struct {
 	res  *Result        // actVerify: the fetch (with or without a file)
-	resp *http.Response // actPass, actForward: the upstream's answer
+	resp *http.Response // actPass, actForward, actGit: the upstream's answer
+	git  *vcs.Result    // actGit: what the vcs verifier concluded
 	err  error          // why there is no file or no answer
 }
 
@@ -55,7 +57,23 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 			}
 		}
 	}
+	if gr := out.git; gr != nil {
+		if gr.Outcome != 0 && gr.Module.Path != "" {
+			a.set(auditkey.ModulePath.String(gr.Module.Path))
+			if gr.Module.Version != "" {
+				a.set(auditkey.ModuleVersion.String(gr.Module.Version))
+			}
+			a.verdict(gr.Verdict)
+		}
+		if gr.Commit != "" {
+			a.set(auditkey.VCSCommit.String(gr.Commit))
+		}
+		if gr.Tag != "" {
+			a.set(auditkey.VCSTag.String(gr.Tag))
+		}
+	}
 	var resp *http.Response
+	var refused *gitRefusal
 	switch {
 	case d.action == actRefuse:
 		a.fail(d.reason)
@@ -67,6 +85,10 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 		a.decide(DecisionDeny, rd.rule)
 		a.fail(reason)
 		resp = textResponse(req, http.StatusForbidden, reason)
+	case errors.As(out.err, &refused):
+		a.decide(DecisionDeny, d.rule)
+		a.fail(refused.reason)
+		resp = gitErrResponse(req, refused.reason)
 	case out.err != nil:
 		status, text, failure := g.answerError(out.err)
 		if failure != "" {

@@ -39,6 +39,9 @@ const (
 	FetchShared = attribute.Key("sumgate.fetch.shared")        // joined another request's fetch and check
 
 	VCSModule = attribute.Key("sumgate.vcs.module") // module path a direct VCS fetch is attributed to
+	VCSRepo   = attribute.Key("sumgate.vcs.repo")   // the git repository a direct fetch is from: https://host/path
+	VCSTag    = attribute.Key("sumgate.vcs.tag")    // the tag a fetched revision was verified as
+	VCSCommit = attribute.Key("sumgate.vcs.commit") // the commit a fetched revision is
 
 	TunnelUp       = attribute.Key("sumgate.tunnel.client_to_server_bytes")
 	TunnelDown     = attribute.Key("sumgate.tunnel.server_to_client_bytes")

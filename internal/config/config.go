@@ -62,7 +62,9 @@ type Config struct {
 	// or cannot answer for: block or allow. A mismatch is always blocked.
 	OnUnverified string `yaml:"on_unverified"`
 	// VCS decides direct VCS fetches (git, ?go-get=1) of module paths that
-	// are not private: allow, private-only or deny.
+	// are not private: verify (the default: only tagged revisions whose
+	// module files match the checksum database pass), allow (blind),
+	// private-only or deny.
 	VCS string `yaml:"vcs"`
 	// CacheMaxMB bounds the on-disk cache of verified module files, in MiB;
 	// 0 disables it.
@@ -227,7 +229,7 @@ func Default() *Config {
 		Listen:       "127.0.0.1:3128",
 		Tunnel:       "allow",
 		OnUnverified: "block",
-		VCS:          "private-only",
+		VCS:          "verify",
 		CacheMaxMB:   10 << 10,
 		AdminListen:  "127.0.0.1:3129",
 		LogFormat:    "json",
@@ -505,8 +507,8 @@ func (c *Config) validate(at func(key string) string) error {
 	if c.CacheMaxMB < 0 {
 		return fail("cache_max_mb", "must not be negative (0 disables the cache)")
 	}
-	if c.VCS != "allow" && c.VCS != "private-only" && c.VCS != "deny" {
-		return fail("vcs", "%q: want allow, private-only or deny", c.VCS)
+	if c.VCS != "verify" && c.VCS != "allow" && c.VCS != "private-only" && c.VCS != "deny" {
+		return fail("vcs", "%q: want verify, allow, private-only or deny", c.VCS)
 	}
 	for _, host := range slices.Sorted(maps.Keys(c.Upstream.Resolve)) {
 		key := "upstream.resolve." + host

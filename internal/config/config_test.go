@@ -89,7 +89,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"bad listen", "listen: 3128\n", `c.yaml:1: listen: "3128" is not host:port`},
 		{"bad tunnel", "tunnel: maybe\n", `c.yaml:1: tunnel: "maybe": want allow or deny`},
 		{"bad on_unverified", "on_unverified: warn\n", `c.yaml:1: on_unverified: "warn": want block or allow`},
-		{"bad vcs", "vcs: sometimes\n", `c.yaml:1: vcs: "sometimes": want allow, private-only or deny`},
+		{"bad vcs", "vcs: sometimes\n", `c.yaml:1: vcs: "sometimes": want verify, allow, private-only or deny`},
 		{"bad admin_listen", "admin_listen: 9090\n", `c.yaml:1: admin_listen: "9090" is not host:port (or off)`},
 		{"bad log_format", "\nlog_format: xml\n", `c.yaml:2: log_format: "xml": want json or text`},
 		{"zero audit file size", "audit:\n  file_max_mb: 0\n", `c.yaml:2: audit.file_max_mb: must be at least 1`},
