@@ -264,7 +264,7 @@ func exactURL(r requestLine) string {
 // git-receive-pack) and its dumb one (info/refs without a service, HEAD,
 // objects/…, the alternates files) are both recognised, whatever the
 // query says: a repository's refs or objects are never passed as plain
-// web traffic.
+// web traffic. So is Mercurial's (?cmd=…), off github.com.
 func vcsModulePath(host, path string, query url.Values) (string, bool) {
 	path = strings.Trim(path, "/")
 	switch host {
@@ -289,6 +289,8 @@ func vcsModulePath(host, path string, query url.Values) (string, bool) {
 	}
 	switch {
 	case query.Get("go-get") == "1":
+	case query.Get("cmd") != "":
+		// Mercurial's HTTP protocol (?cmd=capabilities, lookup, getbundle).
 	case strings.HasSuffix(path, "/info/refs"):
 		path = strings.TrimSuffix(path, "/info/refs")
 	case strings.HasSuffix(path, "/git-upload-pack"), strings.HasSuffix(path, "/git-receive-pack"), strings.HasSuffix(path, "/HEAD"):

@@ -20,6 +20,8 @@ func TestDecide(t *testing.T) {
 		mod    string // module@version, for module files
 		vcs    string
 		any    string // verify on a host of unknown prefix: every reading, space-separated
+		repo   string // actGit: the repository
+		learn  bool   // go-get discovery read under vcs: verify
 	}
 	for _, tt := range []struct {
 		name   string
@@ -80,6 +82,35 @@ func TestDecide(t *testing.T) {
 			want: want{action: actRefuse, rule: "path-canonical", status: http.StatusBadRequest}},
 		{name: "git, allowed", tunnel: "github.com", url: "https://github.com/owner/repo/info/refs?service=git-upload-pack",
 			want: want{action: actPass, rule: "vcs: allow", url: "https://github.com/owner/repo/info/refs?service=git-upload-pack", vcs: "github.com/owner/repo"}},
+		{name: "vcs: verify polices a fetch", tunnel: "github.com", method: http.MethodPost, url: "https://github.com/owner/repo.git/git-upload-pack",
+			policy: func(p *policy) { p.vcs = VCSVerify },
+			want: want{action: actGit, rule: "vcs: verify", url: "https://github.com/owner/repo.git/git-upload-pack", vcs: "github.com/owner/repo",
+				repo: "https://github.com/owner/repo.git"}},
+		{name: "vcs: verify passes the ref advertisement", tunnel: "github.com", url: "https://github.com/owner/repo/info/refs?service=git-upload-pack",
+			policy: func(p *policy) { p.vcs = VCSVerify },
+			want:   want{action: actPass, rule: "vcs: verify", url: "https://github.com/owner/repo/info/refs?service=git-upload-pack", vcs: "github.com/owner/repo"}},
+		{name: "vcs: verify passes a push", tunnel: "github.com", method: http.MethodPost, url: "https://github.com/owner/repo/git-receive-pack",
+			policy: func(p *policy) { p.vcs = VCSVerify },
+			want:   want{action: actPass, rule: "vcs: verify", url: "https://github.com/owner/repo/git-receive-pack", vcs: "github.com/owner/repo"}},
+		{name: "vcs: verify reads go-get discovery", tunnel: "github.com", url: "https://github.com/owner/repo/sub?go-get=1",
+			policy: func(p *policy) { p.vcs = VCSVerify },
+			want:   want{action: actPass, rule: "vcs: verify", url: "https://github.com/owner/repo/sub?go-get=1", vcs: "github.com/owner/repo", learn: true}},
+		{name: "vcs: verify passes a private module's fetch unread", tunnel: "github.com", method: http.MethodPost, url: "https://github.com/corp.example/x/git-upload-pack",
+			policy: func(p *policy) { p.vcs, p.private = VCSVerify, "github.com/corp.example" },
+			want:   want{action: actPass, rule: "vcs: verify", url: "https://github.com/corp.example/x/git-upload-pack", vcs: "github.com/corp.example/x"}},
+		{name: "vcs: verify refuses a GET of upload-pack", tunnel: "github.com", url: "https://github.com/owner/repo/git-upload-pack",
+			policy: func(p *policy) { p.vcs = VCSVerify },
+			want:   want{action: actRefuse, rule: "vcs: verify", status: http.StatusForbidden, vcs: "github.com/owner/repo"}},
+		{name: "vcs: verify refuses the dumb protocol", tunnel: "github.com", url: "https://github.com/owner/repo.git/objects/info/packs",
+			policy: func(p *policy) { p.vcs = VCSVerify },
+			want:   want{action: actRefuse, rule: "vcs: verify", status: http.StatusForbidden, vcs: "github.com/owner/repo"}},
+		{name: "vcs: verify refuses Mercurial", tunnel: "git.example", url: "https://git.example/repo?cmd=capabilities",
+			policy: func(p *policy) { p.vcs = VCSVerify; p.intercept["git.example"] = true },
+			want:   want{action: actRefuse, rule: "vcs: verify", status: http.StatusForbidden, vcs: "git.example/repo"}},
+		{name: "vcs: verify, on_unverified: allow passes the dumb protocol", tunnel: "github.com", url: "https://github.com/owner/repo.git/objects/info/packs",
+			policy: func(p *policy) { p.vcs, p.unverified = VCSVerify, UnverifiedAllow },
+			want: want{action: actPass, rule: "vcs: verify, on_unverified: allow", url: "https://github.com/owner/repo.git/objects/info/packs",
+				vcs: "github.com/owner/repo"}},
 		{name: "git upload-pack", tunnel: "github.com", method: http.MethodPost, url: "https://github.com/owner/repo.git/git-upload-pack",
 			policy: func(p *policy) { p.vcs = VCSPrivateOnly },
 			want:   want{action: actRefuse, rule: "vcs: private-only", status: http.StatusForbidden, vcs: "github.com/owner/repo"}},
@@ -138,7 +169,7 @@ func TestDecide(t *testing.T) {
 				req.Host = tt.host
 			}
 			d := p.decide(lineOf(req, tt.tunnel))
-			got := want{action: d.action, rule: d.rule, status: d.status, url: d.url, vcs: d.vcs}
+			got := want{action: d.action, rule: d.rule, status: d.status, url: d.url, vcs: d.vcs, repo: d.repo, learn: d.learn}
 			if d.mod != nil && (d.mod.kind == sumdb.KindZip || d.mod.kind == sumdb.KindMod) && d.action == actVerify && d.any == nil {
 				got.mod = d.mod.mod.String()
 			}
