@@ -3,7 +3,6 @@ package testworld
 import (
 	"encoding/json"
 	"fmt"
-	"html"
 	"net/http"
 	"strings"
 
@@ -90,26 +89,4 @@ func (w *World) serveModule(rw http.ResponseWriter, p string) {
 	default:
 		http.Error(rw, "not found: "+p, http.StatusNotFound)
 	}
-}
-
-// serveGitHub answers go-get discovery for any https://github.com/<owner>/<repo>[/...]?go-get=1
-// with the repository root's go-import meta tag, git's smart HTTP for
-// repositories made with ServeGit, and 404 to everything else.
-func (w *World) serveGitHub(rw http.ResponseWriter, r *http.Request) {
-	if h, _ := w.gitHandler(r.URL.Path); h != nil && r.URL.Query().Get("go-get") != "1" {
-		// git http-backend wants the repository-relative path in PATH_INFO.
-		r2 := r.Clone(r.Context())
-		parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 3)
-		r2.URL.Path = "/" + parts[0] + "/" + strings.TrimSuffix(parts[1], ".git") + ".git/" + parts[2]
-		h.ServeHTTP(rw, r2)
-		return
-	}
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	if r.URL.Query().Get("go-get") != "1" || len(parts) < 2 || parts[0] == "" || parts[1] == "" {
-		http.Error(rw, "not found", http.StatusNotFound)
-		return
-	}
-	root := html.EscapeString(GitHubHost + "/" + parts[0] + "/" + parts[1])
-	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(rw, "<!DOCTYPE html>\n<html><head>\n<meta name=\"go-import\" content=\"%s git https://%s\">\n</head><body></body></html>\n", root, root)
 }

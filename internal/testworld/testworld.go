@@ -5,7 +5,9 @@
 // database signing key. Its fixed corpus holds honest, tampered, unknown,
 // private and hostile modules (see the *Path constants). A download host,
 // CDNHost, serves the corpus too, and Override makes any host misbehave for
-// a path.
+// a path. NewGitRepo makes git repositories on its code hosts (github.com,
+// GitHostAlt, VanityHost) that the real go command fetches directly
+// (GoDirect) through the world's blind CONNECT proxy, ConnectProxyURL.
 //
 // A World makes no network connection beyond 127.0.0.1 and keeps no
 // package-level state; any number may run in parallel.
@@ -21,8 +23,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -56,7 +56,8 @@ type World struct {
 	Addr string
 	// Resolve maps every served host name but CDNHost to Addr:
 	// sum.golang.org, the public proxy host, goproxy.cn, goproxy.io,
-	// mirrors.aliyun.com, github.com.
+	// mirrors.aliyun.com, and the code hosts github.com, GitHostAlt and
+	// VanityHost.
 	Resolve map[string]string
 	// RootsFile is a PEM file (in a t.TempDir()) holding the throwaway root
 	// CA certificate that signs the world's server certificate.
@@ -70,6 +71,12 @@ type World struct {
 	ProxyURL string
 	// MirrorURLs are config.GoproxyCN, config.GoproxyIO and config.Aliyun.
 	MirrorURLs []string
+	// ConnectProxyURL is "http://127.0.0.1:port", a blind forward proxy
+	// into the world: it tunnels CONNECT <host>:443 for every host the
+	// world serves to Addr, untouched, and refuses anything else. As
+	// HTTPS_PROXY it lets the real go command and git reach the world
+	// without a gateway (see GoDirect).
+	ConnectProxyURL string
 
 	cmu     sync.RWMutex // guards corpus and byKey, which Publish extends
 	corpus  []*Module
@@ -82,7 +89,7 @@ type World struct {
 	counts  map[string]map[string]int // host -> URL path -> requests
 	over    map[string][]*override    // host -> handlers replacing its own (Override)
 	leaks   map[string][]string       // internal header -> "host/path: value" it arrived with
-	git     map[string]http.Handler   // "owner/name" -> git smart-HTTP handler
+	gits    gitWorld                  // git repositories, go-import tags, code-host requests (gitrepo.go)
 	clients []*http.Transport         // closed at cleanup
 }
 
@@ -108,7 +115,9 @@ func New(t testing.TB) *World {
 
 	w.routes = map[string]http.Handler{
 		config.SumDBName: http.HandlerFunc(w.serveSumDB),
-		GitHubHost:       http.HandlerFunc(w.serveGitHub),
+		GitHubHost:       http.HandlerFunc(w.serveCodeHost),
+		GitHostAlt:       http.HandlerFunc(w.serveCodeHost),
+		VanityHost:       http.HandlerFunc(w.serveCodeHost),
 		CDNHost:          w.proxyHandler(""),
 	}
 	for _, base := range append([]string{w.ProxyURL}, w.MirrorURLs...) {
@@ -144,25 +153,14 @@ func New(t testing.TB) *World {
 		}
 	}
 
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(w.route),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(io.Discard, "", 0), // handshake noise from clients that distrust the CA
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
+	serveUntilCleanup(t, ln, http.HandlerFunc(w.route), func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for _, tr := range w.clients {
 			tr.CloseIdleConnections()
 		}
 	})
+	w.ConnectProxyURL = w.startConnectProxy(t)
 	return w
 }
 
