@@ -50,7 +50,8 @@ type GitRepoOptions struct {
 // smart HTTP protocol (git http-backend, protocols v0, v1 and v2), at
 // https://<host>/<path> and https://<host>/<path>.git. Tests shape it with
 // Commit, Tag and TagAnnotated; every change is visible to the next
-// request. Its methods are safe for concurrent use.
+// request. Its exported fields are set by NewGitRepo and must not be
+// modified. Its methods are safe for concurrent use.
 type GitRepo struct {
 	// Host is the code host serving the repository (GitHubHost,
 	// GitHostAlt or VanityHost).
@@ -66,10 +67,10 @@ type GitRepo struct {
 	Private bool
 
 	gitBin  string
-	root    string // temporary directory holding the repository and its HOME
-	bare    string // the bare repository, root/repo.git
-	mu      sync.Mutex
-	commits int // commits made so far: the next commit's date offset
+	root    string     // temporary directory holding the repository and its HOME
+	bare    string     // the bare repository, root/repo.git
+	mu      sync.Mutex // serialises Commit, Tag and TagAnnotated
+	commits int        // commits made so far: the next commit's date offset
 }
 
 // gitWorld is the part of World that serves git: repositories, go-import

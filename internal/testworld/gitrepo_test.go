@@ -227,9 +227,11 @@ func TestVanityAndOtherCodeHosts(t *testing.T) {
 }
 
 // TestDirectFetchWireSequence records what the go command sends for one
-// GOPROXY=direct download of a tag, lightweight and annotated, and holds
-// its shape: protocol v2 throughout, ls-refs, then a shallow fetch that
-// wants the object the tag names (the commit, or the tag object).
+// GOPROXY=direct download of a tag, lightweight and annotated, and of a
+// commit that no ref names, and holds its shape: protocol v2 throughout;
+// for a tag, ls-refs, then one shallow fetch that wants the object the tag
+// names (the commit, or the tag object); for a bare commit, full fetches
+// without depth.
 func TestDirectFetchWireSequence(t *testing.T) {
 	t.Parallel()
 	w := testworld.New(t)
@@ -237,11 +239,21 @@ func TestDirectFetchWireSequence(t *testing.T) {
 	commit := r.Commit(t, map[string]string{"go.mod": "module github.com/o/wire\n"})
 	r.Tag(t, "v1.0.0", commit)
 	tagObject := r.TagAnnotated(t, "v1.1.0", commit)
+	inner := r.Commit(t, map[string]string{"go.mod": "module github.com/o/wire\n", "w.go": "package wire\n"})
+	r.Commit(t, map[string]string{"go.mod": "module github.com/o/wire\n", "w.go": "package wire // tip\n"})
 
-	for _, tc := range []struct{ version, want string }{{"v1.0.0", commit}, {"v1.1.0", tagObject}} {
+	for _, tc := range []struct {
+		query string
+		want  string // the one object the shallow fetch wants; "" for a full fetch
+	}{
+		{"v1.0.0", commit},
+		{"v1.1.0", tagObject},
+		{inner, ""},
+	} {
 		w.ResetGitRequests()
-		download(t, w, nil, "github.com/o/wire@"+tc.version)
-		t.Logf("go mod download github.com/o/wire@%s (GOPROXY=direct; commit %s, tag v1.1.0 is object %s):", tc.version, commit, tagObject)
+		d := download(t, w, nil, "github.com/o/wire@"+tc.query)
+		t.Logf("go mod download github.com/o/wire@%s (GOPROXY=direct) resolves %s; commit %s is tagged v1.0.0 and v1.1.0 (tag object %s):",
+			tc.query, d.Version, commit, tagObject)
 		var lsRefs, fetches [][]string
 		for _, g := range w.GitRequests() {
 			t.Log(g)
@@ -259,14 +271,20 @@ func TestDirectFetchWireSequence(t *testing.T) {
 				t.Errorf("unexpected request %s", g)
 			}
 		}
-		if len(lsRefs) == 0 || len(fetches) != 1 {
-			t.Fatalf("%d ls-refs and %d fetch commands; want some and one", len(lsRefs), len(fetches))
+		if len(lsRefs) == 0 || len(fetches) == 0 {
+			t.Fatalf("%d ls-refs and %d fetch commands; want some of each", len(lsRefs), len(fetches))
 		}
-		if !slices.Contains(fetches[0], "want "+tc.want) || !slices.Contains(fetches[0], "deepen 1") {
-			t.Errorf("fetch %q does not want %s with depth 1", fetches[0], tc.want)
+		if tc.want == "" {
+			if slices.ContainsFunc(fetches, func(l []string) bool { return slices.Contains(l, "deepen 1") }) {
+				t.Errorf("a fetch of a commit no ref names is shallow: %q", fetches)
+			}
+			continue
 		}
-		if !slices.ContainsFunc(lsRefs, func(l []string) bool { return slices.Contains(l, "ref-prefix refs/tags/"+tc.version) }) {
-			t.Errorf("no ls-refs for refs/tags/%s in %q", tc.version, lsRefs)
+		if len(fetches) != 1 || !slices.Contains(fetches[0], "want "+tc.want) || !slices.Contains(fetches[0], "deepen 1") {
+			t.Errorf("fetches %q; want one that wants %s with depth 1", fetches, tc.want)
+		}
+		if !slices.ContainsFunc(lsRefs, func(l []string) bool { return slices.Contains(l, "ref-prefix refs/tags/"+tc.query) }) {
+			t.Errorf("no ls-refs for refs/tags/%s in %q", tc.query, lsRefs)
 		}
 	}
 }
