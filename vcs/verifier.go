@@ -256,28 +256,39 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	// go command falls back from a refused depth-1 fetch to fetching
 	// every branch and tag with their history, which must neither pass a
 	// mismatching revision under on_unverified: allow nor hide why.
+	// A refusal that never passes (a mismatch, a fork) wins over one that
+	// on_unverified may pass.
+	var earlier *Result
 	v.mu.Lock()
 	for _, want := range req.Wants {
-		if r, ok := v.refused[key+" "+want]; ok && (r.Outcome == sumdb.Mismatch || time.Since(r.at) < refusalTTL) {
-			v.mu.Unlock()
-			return r.Result, nil
+		r, ok := v.refused[key+" "+want]
+		switch {
+		case !ok || r.Outcome != sumdb.Mismatch && time.Since(r.at) >= refusalTTL:
+		case r.Outcome == sumdb.Mismatch || r.Outcome == sumdb.SecurityError:
+			earlier = &r.Result
+		case earlier == nil:
+			earlier = &r.Result
+		}
+		if earlier != nil && (earlier.Outcome == sumdb.Mismatch || earlier.Outcome == sumdb.SecurityError) {
+			break
 		}
 	}
 	v.mu.Unlock()
+	if earlier != nil {
+		return *earlier, nil
+	}
+	refs, err := v.tagsOf(ctx, repo)
+	var na *NotAnonymousError
 	switch {
+	case errors.As(err, &na):
+		return unmapped(fmt.Sprintf("sumgate cannot read %s anonymously (%d), so it treats it as private and never sends its path to the checksum database; "+
+			"if it is a private module, add its path to the private key of sumgate's configuration", repo, na.Status))
+	case err != nil:
+		return Result{}, err
 	case req.Deepen != 1 || req.DeepenOther:
 		return unmapped("the fetch asks for history (not --depth=1), which sumgate cannot map to one verified version: pseudo-versions and branches are fetched so")
 	case req.PackfileURIs:
 		return unmapped("the fetch accepts packfile URIs, whose objects would not pass through sumgate")
-	}
-	refs, err := v.tagsOf(ctx, repo)
-	var na *NotAnonymousError
-	if errors.As(err, &na) {
-		return unmapped(fmt.Sprintf("sumgate cannot read %s anonymously (%d), so it treats it as private and never sends its path to the checksum database; "+
-			"if it is a private module, add its path to the private key of sumgate's configuration", repo, na.Status))
-	}
-	if err != nil {
-		return Result{}, err
 	}
 	wants := slices.Clone(req.Wants)
 	for _, name := range req.WantRefs {
@@ -338,25 +349,29 @@ func (v *Verifier) tagsOf(ctx context.Context, repo string) ([]Ref, error) {
 
 // checkObject checks one wanted object: see Check.
 func (v *Verifier) checkObject(ctx context.Context, repo string, roots []root, refs []Ref, want string) (Result, error) {
+	// The commit the want is, or peels to; then every tag of that
+	// commit: git wants the objects of other tags naming the same commit
+	// too (include-tag), which deliver no other tree.
+	commit := want
+	for _, r := range refs {
+		if r.Object == want && r.Peeled != "" {
+			commit = r.Peeled
+		}
+	}
+	var tags []string
+	for _, r := range refs {
+		if r.Object == commit || r.Peeled == commit {
+			tags = append(tags, strings.TrimPrefix(r.Name, "refs/tags/"))
+		}
+	}
 	// The readings depend on the roots: a root learned later is checked.
-	key := fmt.Sprint(repo, " ", want, " ", roots)
+	key := fmt.Sprint(repo, " ", commit, " ", roots)
 	v.mu.Lock()
 	vd, ok := v.verified[key]
 	v.mu.Unlock()
 	if ok {
 		vd.Cached = true
-		return Result{Verdict: vd, Commit: want}, nil
-	}
-	var tags []string
-	commit := ""
-	for _, r := range refs {
-		if r.Object == want || r.Peeled == want {
-			tags = append(tags, strings.TrimPrefix(r.Name, "refs/tags/"))
-			commit = r.Object
-			if r.Peeled != "" {
-				commit = r.Peeled
-			}
-		}
+		return Result{Verdict: vd, Commit: commit}, nil
 	}
 	var rds []reading
 	var tagOf []string
