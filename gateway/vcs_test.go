@@ -10,8 +10,10 @@ import (
 
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/otlptest"
 	"github.com/sumgate/sumgate/internal/testworld"
 	"github.com/sumgate/sumgate/vcs"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 )
@@ -22,8 +24,7 @@ import (
 // its error) and the whole output.
 func (e *env) goDirect(t testing.TB, env []string, mod string) (testworld.Download, string) {
 	t.Helper()
-	out, _ := testworld.GoModDownload(t, append([]string{"GOPROXY=direct", "HTTPS_PROXY=http://" + e.addr,
-		"SSL_CERT_FILE=" + e.rootFile, "GIT_SSL_CAINFO=" + e.rootFile, "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1"}, env...), mod)
+	out, _ := testworld.GoModDownload(t, append(e.directEnv(), env...), mod)
 	ds, err := testworld.ParseDownloads(out)
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("go mod download %s: %v\n%s", mod, err, out)
@@ -281,5 +282,48 @@ func TestVanityImportIsVerifiedUnderItsOwnPath(t *testing.T) {
 	}
 	if d, out := e.goDirect(t, nil, modPath+"@v1.1.0"); d.Sum != "" || !strings.Contains(out, "blocked "+modPath+"@v1.1.0") {
 		t.Errorf("a vanity module's moved tag:\n%s", out)
+	}
+}
+
+// TestGitRefusalIsAnAuditSpan: a refused git fetch is an error server
+// span, like a blocked zip, naming the module, version, tag, commit and
+// both hashes; a verified one records its verdict.
+func TestGitRefusalIsAnAuditSpan(t *testing.T) {
+	tr := startOTLP(t, "http", 0, nil)
+	r := tr.w.NewGitRepo(t, testworld.GitHubHost, "owner/audited", testworld.GitRepoOptions{})
+	r.Tag(t, "v1.0.0", r.Commit(t, map[string]string{"go.mod": "module github.com/owner/audited\n"}))
+	r.Tag(t, "v1.1.0", r.Commit(t, map[string]string{"go.mod": "module github.com/owner/audited\n", "a.go": "package audited\n"}))
+	tr.w.LogGit(t, "github.com/owner/audited", "v1.0.0")
+	wantZip, _ := tr.w.LogGit(t, "github.com/owner/audited", "v1.1.0")
+	r.Tag(t, "v1.0.0", r.Commit(t, map[string]string{"go.mod": "module github.com/owner/audited\n", "evil.go": "package audited\n"}))
+	if d, out := tr.goDirect(t, nil, "github.com/owner/audited@v1.1.0"); d.Sum != wantZip {
+		t.Fatalf("a verified tag: %s", out)
+	}
+	if d, out := tr.goDirect(t, nil, "github.com/owner/audited@v1.0.0"); d.Sum != "" {
+		t.Fatalf("a moved tag was delivered: %s", out)
+	}
+	spans := otlptest.Servers(tr.flush(t))
+	refused := otlptest.Find(spans, func(s otlptest.Span) bool {
+		return s.Str("sumgate.rule") == "vcs: verify" && s.Str("sumgate.decision") == "deny" && s.Str("sumgate.vcs.tag") == "v1.0.0"
+	})
+	if refused == nil {
+		t.Fatal("no deny span for the moved tag")
+	}
+	for k, v := range map[string]string{"sumgate.module.path": "github.com/owner/audited", "sumgate.module.version": "v1.0.0",
+		"sumgate.verdict": "mismatch", "sumgate.vcs.module": "github.com/owner/audited"} {
+		if got := refused.Str(k); got != v {
+			t.Errorf("refusal span: %s = %q, want %q", k, got, v)
+		}
+	}
+	if !strings.HasPrefix(refused.Str("sumgate.hash.got"), "h1:") || !strings.HasPrefix(refused.Str("sumgate.hash.want"), "h1:") ||
+		refused.Str("sumgate.hash.got") == refused.Str("sumgate.hash.want") || len(refused.Str("sumgate.vcs.commit")) != 40 ||
+		!strings.Contains(refused.Str("sumgate.reason"), vcs.MovedTag) || refused.StatusCode != tracepb.Status_STATUS_CODE_ERROR {
+		t.Errorf("refusal span lacks the hashes, commit, reason or error status: %+v", refused.Attrs)
+	}
+	verified := otlptest.Find(spans, func(s otlptest.Span) bool {
+		return s.Str("sumgate.rule") == "vcs: verify" && s.Str("sumgate.vcs.tag") == "v1.1.0"
+	})
+	if verified == nil || verified.Str("sumgate.verdict") != "verified" || verified.Str("sumgate.hash.got") != wantZip {
+		t.Errorf("no verified span for the good tag: %+v", verified)
 	}
 }
