@@ -120,6 +120,8 @@ type CA struct {
 	tracer  trace.Tracer
 	mints   metric.Int64Counter
 	parents sync.Map // lower-case name -> context of a handshake waiting for its leaf
+	ours    sync.Map // leaf DER -> struct{}: leaves seen to chain to root (see own)
+	nOurs   atomic.Int64
 }
 
 // New opens the configured CA, creating the embedded local CA on first
@@ -173,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		c.id = Fingerprint(c.root)
 	}
 
-	capacity := max(100, 4*len(c.allowed))
+	capacity := c.cacheCapacity()
 	c.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return c.magic, nil },
 		Capacity:         capacity,
@@ -186,6 +188,9 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	c.magic = certmagic.New(c.cache, c.magicConfig())
 	return c, nil
 }
+
+// cacheCapacity bounds the leaves certmagic keeps in memory.
+func (c *CA) cacheCapacity() int { return max(100, 4*len(c.allowed)) }
 
 // magicConfig is certmagic's configuration: our issuer only (no ACME), no
 // OCSP stapling, no ARI, ECDSA P-256 keys, file storage under the data
@@ -249,7 +254,62 @@ func (c *CA) Issued() int64 { return c.issued.Load() }
 // first use (concurrent handshakes for one name share one issuance). A
 // name not on the intercept list fails the handshake.
 func (c *CA) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return c.magic.GetCertificate(hello)
+	return c.getCertificate(hello)
+}
+
+// getCertificate asks certmagic for hello's leaf, and serves it only if
+// it chains to this CA's root. certmagic (v0.25) coordinates handshakes
+// waiting for a leaf in package-level maps keyed by name alone, and hands
+// a waiter the leader's leaf, whichever Config it belongs to: in a
+// process with two CAs (tests, a CA being replaced), one CA's handshake
+// could serve the other's leaf. Asking again then finds this CA's own.
+func (c *CA) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	for range 3 {
+		cert, err := c.magic.GetCertificate(hello)
+		if err != nil || c.own(cert) {
+			return cert, err
+		}
+	}
+	return nil, fmt.Errorf("certs: the leaf for %q was issued by another CA in this process", hello.ServerName)
+}
+
+// own reports whether cert chains to this CA's root (always, when the
+// root is not known). A leaf is verified once; later handshakes find it
+// in a bounded set.
+func (c *CA) own(cert *tls.Certificate) bool {
+	if c.root == nil {
+		return true
+	}
+	if cert == nil || len(cert.Certificate) == 0 {
+		return false
+	}
+	key := string(cert.Certificate[0])
+	if _, ok := c.ours.Load(key); ok {
+		return true
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return false
+		}
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(c.root)
+	for _, der := range cert.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ic)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return false
+	}
+	if c.nOurs.Add(1) > 4*int64(c.cacheCapacity()) {
+		c.ours.Clear()
+		c.nOurs.Store(1)
+	}
+	c.ours.Store(key, struct{}{})
+	return true
 }
 
 // GetCertificateContext is GetCertificate for a handshake that belongs to
@@ -260,7 +320,7 @@ func (c *CA) GetCertificateContext(ctx context.Context, hello *tls.ClientHelloIn
 	if _, waiting := c.parents.LoadOrStore(name, ctx); !waiting {
 		defer c.parents.CompareAndDelete(name, ctx)
 	}
-	return c.magic.GetCertificate(hello)
+	return c.getCertificate(hello)
 }
 
 // TLSConfig returns a server configuration that presents minted leaves,

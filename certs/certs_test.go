@@ -191,6 +191,32 @@ func TestConcurrentHandshakesMintOnce(t *testing.T) {
 	}
 }
 
+// TestTwoCAsInOneProcessServeOnlyTheirOwnLeaves: certmagic coordinates
+// handshakes waiting for a leaf by name across every CA in the process,
+// and can hand one CA's handshake the other's leaf; the CA never serves
+// a leaf that does not chain to its own root.
+func TestTwoCAsInOneProcessServeOnlyTheirOwnLeaves(t *testing.T) {
+	for round := range 5 {
+		cas := []*CA{newCA(t, Config{}), newCA(t, Config{})}
+		var wg sync.WaitGroup
+		errs := make(chan error, 40)
+		for i := range 40 {
+			c := cas[i%2]
+			addr := serve(t, c)
+			wg.Go(func() {
+				if _, err := handshake(addr, "github.com", pool(c.Root())); err != nil {
+					errs <- fmt.Errorf("round %d: %w", round, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+}
+
 func TestLeavesAreRenewed(t *testing.T) {
 	// certmagic tracks issuance in flight per name in package-level state,
 	// so this test's name is its own.

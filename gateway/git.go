@@ -87,15 +87,15 @@ func gitBlockMessage(repo, sumdbName string, res vcs.Result, onUnverified Unveri
 			vd.Module, rev, repo, vcs.MovedTag, vd.Got, sumdbName, vd.Want)
 	case sumdb.NotFound, sumdb.Unavailable:
 		headline, detail := vd.Headline()
-		if vd.Outcome == sumdb.NotFound && vd.Want == "" && vd.Got == "" {
-			headline = "not verified"
-		}
-		what := vd.Module.String()
+		what, advice := vd.Module.String(), "If it is a private module, add its path to the private key of sumgate's configuration"
 		if vd.Module.Version == "" {
-			what = repo
+			headline, what = "not verified", repo
+			advice = "Use a tagged version, or a module proxy (the default GOPROXY), where sumgate verifies pseudo-versions too"
 		}
-		return fmt.Sprintf("blocked %s%s: %s: %s (on_unverified: %s). Use a module proxy (the default GOPROXY) for public modules, or tag a release",
-			what, rev, headline, detail, onUnverified)
+		if strings.Contains(detail, "private key") {
+			advice = "" // the reason says what to do
+		}
+		return strings.TrimSpace(fmt.Sprintf("blocked %s%s: %s: %s (on_unverified: %s). %s", what, rev, headline, detail, onUnverified, advice))
 	}
 	headline, detail := vd.Headline()
 	return fmt.Sprintf("blocked %s%s from %s: %s: %s", vd.Module, rev, repo, headline, detail)

@@ -48,6 +48,8 @@ const (
 	DefaultMaxPackBytes = 1 << 30
 	DefaultCacheEntries = 1 << 14
 	DefaultTagsTTL      = 30 * time.Second
+	DefaultTimeout      = 10 * time.Minute
+	DefaultConcurrent   = 4
 )
 
 // Config configures a Verifier.
@@ -72,6 +74,14 @@ type Config struct {
 	// DefaultTagsTTL. A stale list cannot pass a moved tag: each
 	// revision is checked by its content.
 	TagsTTL time.Duration
+	// Timeout bounds one revision's verification (listing, fetch, build,
+	// checks), which goes on for the clients waiting for it if the one
+	// that started it leaves; 0 is DefaultTimeout.
+	Timeout time.Duration
+	// Concurrent bounds the revisions verified at once, each a git
+	// process, a pack and an archive on disk; 0 is DefaultConcurrent.
+	// Others wait their turn.
+	Concurrent int
 	// Logger receives verification failures; nil is slog.Default().
 	Logger *slog.Logger
 	// TracerProvider traces verifications; nil traces nothing.
@@ -85,6 +95,7 @@ type Verifier struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 	flight singleflight.Group
+	slots  chan struct{} // one per verification under way
 
 	mu       sync.Mutex
 	verified map[string]sumdb.Verdict // repo, object and roots -> the passing verdict
@@ -128,6 +139,12 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.TagsTTL <= 0 {
 		cfg.TagsTTL = DefaultTagsTTL
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Concurrent <= 0 {
+		cfg.Concurrent = DefaultConcurrent
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -137,7 +154,13 @@ func New(cfg Config) (*Verifier, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("vcs: %w", err)
 	}
-	return &Verifier{cfg: cfg, log: cfg.Logger.With("component", "vcs"), tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/vcs"),
+	// Scratch repositories a crash left behind.
+	if old, err := filepath.Glob(filepath.Join(cfg.WorkDir, "rev-*")); err == nil {
+		for _, d := range old {
+			os.RemoveAll(d)
+		}
+	}
+	return &Verifier{cfg: cfg, slots: make(chan struct{}, cfg.Concurrent), log: cfg.Logger.With("component", "vcs"), tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/vcs"),
 		verified: map[string]sumdb.Verdict{}, refused: map[string]refusal{}, tags: map[string]tagList{}, imports: map[string][]root{}}, nil
 }
 
@@ -277,7 +300,10 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	if earlier != nil {
 		return *earlier, nil
 	}
-	refs, err := v.tagsOf(ctx, repo)
+	refs, err := v.tagsOf(ctx, repo, false)
+	if err == nil && !allTagged(refs, req.Wants) {
+		refs, err = v.tagsOf(ctx, repo, true) // a tag may have moved since the list was taken
+	}
 	var na *NotAnonymousError
 	switch {
 	case errors.As(err, &na):
@@ -318,16 +344,19 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	return last, nil
 }
 
-// tagsOf lists repo's tags, reusing a list younger than TagsTTL.
-func (v *Verifier) tagsOf(ctx context.Context, repo string) ([]Ref, error) {
+// tagsOf lists repo's tags, reusing a list younger than TagsTTL unless
+// fresh.
+func (v *Verifier) tagsOf(ctx context.Context, repo string, fresh bool) ([]Ref, error) {
 	v.mu.Lock()
 	tl, ok := v.tags[repo]
 	v.mu.Unlock()
-	if ok && time.Since(tl.at) < v.cfg.TagsTTL {
+	if ok && !fresh && time.Since(tl.at) < v.cfg.TagsTTL {
 		return tl.refs, nil
 	}
 	ch := v.flight.DoChan("tags "+repo, func() (any, error) {
-		refs, err := v.lsRefs(context.WithoutCancel(ctx), repo)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.Timeout)
+		defer cancel()
+		refs, err := v.lsRefs(ctx, repo)
 		if err == nil {
 			v.mu.Lock()
 			if len(v.tags) >= v.cfg.CacheEntries {
@@ -345,6 +374,16 @@ func (v *Verifier) tagsOf(ctx context.Context, repo string) ([]Ref, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// allTagged reports whether every want is a tag's object or its target.
+func allTagged(refs []Ref, wants []string) bool {
+	for _, w := range wants {
+		if !slices.ContainsFunc(refs, func(r Ref) bool { return r.Object == w || r.Peeled == w }) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkObject checks one wanted object: see Check.
@@ -387,7 +426,15 @@ func (v *Verifier) checkObject(ctx context.Context, repo string, roots []root, r
 		return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: roots[0].path}, Outcome: sumdb.NotFound, Reason: why}, Commit: want}, nil
 	}
 	ch := v.flight.DoChan(key, func() (any, error) {
-		return v.verify(context.WithoutCancel(ctx), repo, want, commit, rds, tagOf)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.Timeout)
+		defer cancel()
+		select {
+		case v.slots <- struct{}{}:
+			defer func() { <-v.slots }()
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("vcs: waiting to verify %s of %s: %w", commit, repo, ctx.Err())
+		}
+		return v.verify(ctx, repo, want, commit, rds, tagOf)
 	})
 	select {
 	case r := <-ch:
