@@ -327,3 +327,24 @@ func TestGitRefusalIsAnAuditSpan(t *testing.T) {
 		t.Errorf("no verified span for the good tag: %+v", verified)
 	}
 }
+
+// TestCompanyGitHostIsVerified: on a code host the go command knows
+// nothing about, it finds the repository by ?go-get=1 discovery on the
+// host itself, then fetches over git; the tag is verified as on GitHub,
+// and a moved one refused.
+func TestCompanyGitHostIsVerified(t *testing.T) {
+	e := start(t, nil)
+	r := e.w.NewGitRepo(t, testworld.GitHostAlt, "team/lib", testworld.GitRepoOptions{})
+	const modPath = testworld.GitHostAlt + "/team/lib"
+	r.Tag(t, "v1.0.0", r.Commit(t, map[string]string{"go.mod": "module " + modPath + "\n"}))
+	r.Tag(t, "v1.1.0", r.Commit(t, map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package lib\n"}))
+	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
+	e.w.LogGit(t, modPath, "v1.1.0")
+	r.Tag(t, "v1.1.0", r.Commit(t, map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package lib // moved\n"}))
+	if d, out := e.goDirect(t, nil, modPath+"@v1.0.0"); d.Sum != sum {
+		t.Errorf("a tag that matches the database: Sum %q, want %q\n%s", d.Sum, sum, out)
+	}
+	if d, out := e.goDirect(t, nil, modPath+"@v1.1.0"); d.Sum != "" || !strings.Contains(out, vcs.MovedTag) {
+		t.Errorf("a moved tag:\n%s", out)
+	}
+}
