@@ -46,6 +46,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sumgate/sumgate/internal/auditkey"
+	"github.com/sumgate/sumgate/internal/hostpattern"
 )
 
 // Backends.
@@ -57,6 +58,13 @@ const (
 // ErrStepNotBuilt reports that this binary was built without the step
 // backend (build tag "step"). A binary built with it never returns it.
 var ErrStepNotBuilt = errors.New("this sumgate was built without the step backend; build it with: go build -tags step ./cmd/sumgate")
+
+// PatternCacheCapacity is the number of leaves held in memory when the
+// intercept list has a pattern ("*.example.com" or "*"): names a pattern
+// matches are unbounded in number, so the in-memory cache is bounded by
+// this constant rather than by the list. A leaf evicted from it is read
+// back from storage on its next handshake.
+const PatternCacheCapacity = 1000
 
 // DefaultLeafLifetime is the lifetime of a leaf certificate when
 // Config.LeafLifetime is zero.
@@ -70,10 +78,17 @@ type Config struct {
 	// DataDir holds the local CA in DataDir/ca (0700) and minted leaves in
 	// DataDir/ca/leaves.
 	DataDir string
-	// Intercept lists the host names leaves may be minted for. Nothing
-	// else is ever minted. The local intermediate is name-constrained to
-	// these names.
+	// Intercept lists the host names leaves may be minted for: exact
+	// names, "*.example.com" (every name under example.com, at any depth,
+	// not example.com itself) and "*" (every DNS name, never an IP
+	// literal); see package internal/hostpattern. Nothing else is ever
+	// minted. The local intermediate is name-constrained to these names
+	// (to the example.com subtree for "*.example.com"); under "*" it can
+	// carry no DNS name constraint, and excludes every IP address instead.
 	Intercept []string
+	// Splice lists names and patterns never minted for, even when
+	// Intercept matches them.
+	Splice []string
 	// Cert and Key, if set, import an existing root or intermediate (the
 	// file may hold its chain) instead of the embedded CA.
 	Cert, Key string
@@ -112,7 +127,7 @@ type CA struct {
 	root    *x509.Certificate                 // what clients trust
 	chain   []*x509.Certificate               // certificates served after the leaf
 	id      string                            // fingerprint of the root; names this CA's leaves in storage
-	allowed map[string]bool                   // lower-case intercept names
+	allowed hostpattern.Policy                // what may be minted: intercept minus splice
 	magic   *certmagic.Config                 // on-demand issuance, storage, renewal
 	cache   *certmagic.Cache                  // bounded leaf cache; owns a maintenance goroutine
 	issued  atomic.Int64                      // leaves minted since New
@@ -141,16 +156,16 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.MeterProvider == nil {
 		cfg.MeterProvider = noopmetric.NewMeterProvider()
 	}
-	c := &CA{cfg: cfg, log: cfg.Logger.With("component", "ca"), allowed: map[string]bool{},
+	c := &CA{cfg: cfg, log: cfg.Logger.With("component", "ca"),
 		tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/certs")}
 	var err error
+	if c.allowed, err = hostpattern.NewPolicy(cfg.Intercept, cfg.Splice); err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
 	c.mints, err = cfg.MeterProvider.Meter("github.com/sumgate/sumgate/certs").Int64Counter("sumgate.certs.minted",
 		metric.WithDescription("Leaf certificates minted, by backend and outcome."), metric.WithUnit("{certificate}"))
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
-	}
-	for _, h := range cfg.Intercept {
-		c.allowed[strings.ToLower(h)] = true
 	}
 	switch cfg.Backend {
 	case "", BackendLocal:
@@ -189,8 +204,18 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	return c, nil
 }
 
-// cacheCapacity bounds the leaves certmagic keeps in memory.
-func (c *CA) cacheCapacity() int { return max(100, 4*len(c.allowed)) }
+// cacheCapacity bounds the leaves certmagic keeps in memory: four per
+// name listed exactly, at least 100. Names matched by a pattern are
+// unbounded in number: then the cache holds at least PatternCacheCapacity
+// leaves (see BenchmarkMintUnderWildcard), and one evicted is read back
+// from storage, not minted again.
+func (c *CA) cacheCapacity() int {
+	capacity := max(100, 4*len(c.allowed.Intercept.Exact()))
+	if c.allowed.Intercept.HasPatterns() {
+		capacity = max(capacity, PatternCacheCapacity)
+	}
+	return capacity
+}
 
 // magicConfig is certmagic's configuration: our issuer only (no ACME), no
 // OCSP stapling, no ARI, ECDSA P-256 keys, file storage under the data
@@ -206,7 +231,7 @@ func (c *CA) magicConfig() certmagic.Config {
 		Storage:    &certmagic.FileStorage{Path: c.leafDir()},
 		DisableARI: true,
 		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
-			if !c.allowed[strings.ToLower(name)] {
+			if !c.allowed.Intercepts(name) {
 				return fmt.Errorf("%q is not on the intercept list", name)
 			}
 			return nil
@@ -218,9 +243,18 @@ func (c *CA) magicConfig() certmagic.Config {
 func (c *CA) leafDir() string { return filepath.Join(c.cfg.DataDir, "ca", "leaves") }
 
 // holdsValidLeaves reports whether storage holds an unexpired leaf for
-// every intercepted name.
+// every name listed exactly on the intercept list (and not spliced).
+// Names that only a pattern matches cannot be listed: a new one fails its
+// handshake while the CA is away, as any new name does. A list of
+// patterns alone holds no such promise, so the answer is then false.
 func (c *CA) holdsValidLeaves(ctx context.Context) bool {
-	if len(c.allowed) == 0 {
+	var names []string
+	for _, name := range c.allowed.Intercept.Exact() {
+		if c.allowed.Intercepts(name) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
 		return false
 	}
 	cache := certmagic.NewCache(certmagic.CacheOptions{
@@ -231,7 +265,7 @@ func (c *CA) holdsValidLeaves(ctx context.Context) bool {
 	cfg := c.magicConfig()
 	cfg.OnDemand = nil
 	magic := certmagic.New(cache, cfg)
-	for name := range c.allowed {
+	for _, name := range names {
 		cert, err := magic.CacheManagedCertificate(ctx, name)
 		if err != nil || time.Now().After(cert.Leaf.NotAfter) {
 			return false
@@ -342,7 +376,7 @@ func (i issuer) IssuerKey() string {
 func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
 	c := i.c
 	for _, name := range csr.DNSNames {
-		if !c.allowed[strings.ToLower(name)] {
+		if !c.allowed.Intercepts(name) {
 			return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("refusing to mint for %q: not on the intercept list", name)}
 		}
 	}

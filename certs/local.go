@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,8 @@ import (
 	"github.com/smallstep/certificates/cas/apiv1"
 	"github.com/smallstep/certificates/cas/softcas"
 	"go.step.sm/crypto/pemutil"
+
+	"github.com/sumgate/sumgate/internal/hostpattern"
 )
 
 // Files of the embedded CA, under <data_dir>/ca.
@@ -98,8 +101,9 @@ func importCA(cfg Config) ([]*x509.Certificate, crypto.Signer, error) {
 
 // embeddedCA loads, or creates, the root and intermediate under
 // <data_dir>/ca. The intermediate is name-constrained to the intercept
-// list, so its key, the one used every day, cannot mint for any other
-// name; it is reissued when the list grows.
+// list (see nameConstraints), so its key, the one used every day, cannot
+// mint for any other name; it is reissued whenever the constraints the
+// list needs change.
 func embeddedCA(cfg Config, create bool) ([]*x509.Certificate, crypto.Signer, error) {
 	dir := caDir(cfg.DataDir)
 	info, err := os.Stat(dir)
@@ -130,38 +134,96 @@ func embeddedCA(cfg Config, create bool) ([]*x509.Certificate, crypto.Signer, er
 		return nil, nil, fmt.Errorf("reading the CA root: %w", err)
 	}
 
+	want, err := constraintsFor(cfg.Intercept)
+	if err != nil {
+		return nil, nil, err
+	}
 	interCert, interKey := filepath.Join(dir, interCertName), filepath.Join(dir, interKeyName)
 	inter, err := pemutil.ReadCertificate(interCert)
-	if err == nil && covers(inter, cfg.Intercept) && time.Until(inter.NotAfter) > 30*24*time.Hour {
+	if err == nil && want.heldBy(inter) && time.Until(inter.NotAfter) > 30*24*time.Hour {
 		signer, err := readKey(interKey, cfg.Password)
 		if err != nil {
 			return nil, nil, err
 		}
 		return []*x509.Certificate{inter, root}, signer, nil
 	}
-	// Missing, near expiry, or not covering a newly intercepted name:
-	// issue a new intermediate with the root key.
+	// Missing, near expiry, or constrained otherwise than the intercept
+	// list now needs (a name or pattern added or removed, "*" set or
+	// dropped): issue a new intermediate with the root key. Leaves already
+	// minted keep the intermediate they were issued under, which the root
+	// still signs, until they expire.
 	rootSigner, err := readKey(rootKey, cfg.Password)
 	if err != nil {
 		return nil, nil, err
 	}
-	inter, signer, err := createIntermediate(root, rootSigner, cfg.Intercept, interCert, interKey)
+	inter, signer, err := createIntermediate(root, rootSigner, want, interCert, interKey)
 	if err != nil {
 		return nil, nil, err
 	}
 	return []*x509.Certificate{inter, root}, signer, nil
 }
 
-// covers reports whether c's name constraints permit every host.
-func covers(c *x509.Certificate, hosts []string) bool {
-	for _, h := range hosts {
-		if !slices.ContainsFunc(c.PermittedDNSDomains, func(d string) bool {
-			return strings.EqualFold(h, d) || strings.HasSuffix(strings.ToLower(h), "."+strings.ToLower(d))
-		}) {
-			return false
-		}
+// nameConstraints is what the local intermediate is constrained to, so
+// that its key, the one used every day, cannot mint a certificate clients
+// accept for a name sumgate does not intercept (threat 17).
+//
+//   - DNS: the fewest subtrees that permit every exact name and every
+//     name a "*.d" pattern matches. A DNS constraint d permits d and every
+//     name under it, so "*.d" needs d; that admits the apex d too, which
+//     sumgate never mints unless it is listed, but a leading-dot form
+//     (".d", subdomains only) is read differently by different verifiers.
+//     Under "*" no DNS constraint can be set: the intermediate may sign
+//     for any name, as sumgate then does. An empty list permits only
+//     "invalid", the top-level domain that never resolves.
+//   - IP addresses: every one is excluded, always. sumgate mints DNS
+//     names only, and without an IP constraint a DNS-constrained
+//     intermediate could still sign for any address.
+type nameConstraints struct {
+	dns []string // PermittedDNSDomains, sorted; nil under "*"
+}
+
+// excludedIPs returns the ExcludedIPRanges of every intermediate: all of
+// IPv4 and all of IPv6.
+func excludedIPs() []*net.IPNet {
+	return []*net.IPNet{
+		{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
 	}
-	return true
+}
+
+// constraintsFor returns the name constraints the intercept list needs.
+func constraintsFor(intercept []string) (nameConstraints, error) {
+	l, err := hostpattern.New(intercept)
+	if err != nil {
+		return nameConstraints{}, fmt.Errorf("intercept: %w", err)
+	}
+	if l.MatchesAll() {
+		return nameConstraints{}, nil
+	}
+	dns := constraintDomains(append(l.Exact(), l.Domains()...))
+	if len(dns) == 0 {
+		// No constraint at all would permit every name: permit only the
+		// reserved top-level domain that never resolves (RFC 6761).
+		dns = []string{"invalid"}
+	}
+	return nameConstraints{dns: dns}, nil
+}
+
+// heldBy reports whether c carries exactly these constraints, and no
+// other: an intermediate constrained more loosely than the list needs
+// (after "*" was dropped, or a name removed) is reissued as surely as one
+// that does not cover a new name.
+func (n nameConstraints) heldBy(c *x509.Certificate) bool {
+	var ips, want []string
+	for _, r := range c.ExcludedIPRanges {
+		ips = append(ips, r.String())
+	}
+	for _, r := range excludedIPs() {
+		want = append(want, r.String())
+	}
+	return slices.Equal(slices.Sorted(slices.Values(c.PermittedDNSDomains)), n.dns) && slices.Equal(ips, want) &&
+		len(c.ExcludedDNSDomains)+len(c.PermittedIPRanges)+len(c.PermittedEmailAddresses)+len(c.ExcludedEmailAddresses)+
+			len(c.PermittedURIDomains)+len(c.ExcludedURIDomains) == 0
 }
 
 // constraintDomains returns the fewest DNS name constraints that permit
@@ -209,15 +271,16 @@ func createRoot(certFile, keyFile string) error {
 	return writePEM(certFile, der, 0o644)
 }
 
-func createIntermediate(root *x509.Certificate, rootKey crypto.Signer, hosts []string, certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
+func createIntermediate(root *x509.Certificate, rootKey crypto.Signer, nc nameConstraints, certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := caTemplate("sumgate intermediate CA", interLifetime)
 	tmpl.MaxPathLenZero = true
-	tmpl.PermittedDNSDomainsCritical = true
-	tmpl.PermittedDNSDomains = constraintDomains(hosts)
+	tmpl.PermittedDNSDomainsCritical = true // marks the whole name constraints extension critical
+	tmpl.PermittedDNSDomains = nc.dns
+	tmpl.ExcludedIPRanges = excludedIPs()
 	if tmpl.NotAfter.After(root.NotAfter) {
 		tmpl.NotAfter = root.NotAfter
 	}
