@@ -18,23 +18,29 @@ import (
 // command and GOSUMDB=off.
 func TestModuleFilesOnAnyInterceptedHostAreVerified(t *testing.T) {
 	e := start(t, func(c *gateway.Config) { c.ModuleProxies = []string{c.ModuleProxies[0]} }) // the public proxy only
-	w := e.w
 	for _, goproxy := range []string{config.GoproxyCN, config.Aliyun} {
-		t.Run(goproxy, func(t *testing.T) {
-			d := e.download(t, goproxy, testworld.GoodPath+"@"+testworld.Version)
-			m := w.Module(testworld.GoodPath, testworld.Version)
-			if d.Error != "" || d.Sum != m.ZipHash || d.GoModSum != m.ModHash {
-				t.Errorf("genuine module: %+v, want the database's hashes %s %s", d, m.ZipHash, m.ModHash)
-			}
-			for _, tt := range []struct{ mod, want string }{
-				{testworld.TamperedZipPath, "sumgate: blocked " + testworld.TamperedZipPath + "@v1.0.0 (zip): checksum mismatch"},
-				{testworld.TamperedModPath, "sumgate: blocked " + testworld.TamperedModPath + "@v1.0.0 (go.mod): checksum mismatch"},
-			} {
-				if d := e.download(t, goproxy, tt.mod+"@"+testworld.Version); !strings.Contains(d.Error, tt.want) {
-					t.Errorf("%s through %s: %q, want %q", tt.mod, goproxy, d.Error, tt.want)
-				}
-			}
-		})
+		t.Run(goproxy, func(t *testing.T) { wantVerifiedThrough(t, e, goproxy) })
+	}
+}
+
+// wantVerifiedThrough runs the real go command through e's gateway, with
+// GOPROXY=goproxy and GOSUMDB=off: the genuine module must arrive with
+// the checksum database's hashes, and a tampered zip and a tampered
+// go.mod must be blocked with a 403 naming the mismatch.
+func wantVerifiedThrough(t *testing.T, e *env, goproxy string) {
+	t.Helper()
+	d := e.download(t, goproxy, testworld.GoodPath+"@"+testworld.Version)
+	m := e.w.Module(testworld.GoodPath, testworld.Version)
+	if d.Error != "" || d.Sum != m.ZipHash || d.GoModSum != m.ModHash {
+		t.Errorf("genuine module through %s: %+v, want the database's hashes %s %s", goproxy, d, m.ZipHash, m.ModHash)
+	}
+	for _, tt := range []struct{ mod, want string }{
+		{testworld.TamperedZipPath, "sumgate: blocked " + testworld.TamperedZipPath + "@v1.0.0 (zip): checksum mismatch"},
+		{testworld.TamperedModPath, "sumgate: blocked " + testworld.TamperedModPath + "@v1.0.0 (go.mod): checksum mismatch"},
+	} {
+		if d := e.download(t, goproxy, tt.mod+"@"+testworld.Version); !strings.Contains(d.Error, tt.want) || !strings.Contains(d.Error, "403 Forbidden") {
+			t.Errorf("%s through %s: %q, want a 403 with %q", tt.mod, goproxy, d.Error, tt.want)
+		}
 	}
 }
 

@@ -21,8 +21,11 @@ import (
 // decideConnect is the whole CONNECT policy:
 //
 //   - a host on the intercept list, port 443: terminate TLS (MITM) with a
-//     leaf for exactly that host;
-//   - any other host: refused if Tunnel is deny, or the port is not 443;
+//     leaf for exactly that host; an exact entry on another port is
+//     refused (intercept-port);
+//   - any other host, a spliced one, an IP literal under a pattern, and a
+//     host matched only by a pattern on another port than 443: refused if
+//     Tunnel is deny, or the port is not 443;
 //     otherwise resolved, refused if any address is internal (loopback,
 //     private, link-local, metadata, ...) unless the operator resolved
 //     it, and tunnelled to the checked address only, so the name cannot be
@@ -61,7 +64,7 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 			audit.span.SetAttributes(auditkey.Reason.String(info.peeked))
 		}
 	}
-	if g.pol.intercept[host] {
+	if g.pol.intercept.intercepts(host) && (port == "443" || !g.pol.intercept.byPatternOnly(host)) {
 		if port != "443" {
 			return g.reject(pctx, audit, http.StatusForbidden, "intercept-port", "CONNECT to %s: only port 443 is intercepted", hostport)
 		}
@@ -135,6 +138,9 @@ func (g *Gateway) decideConnect(hostport string, pctx *goproxy.ProxyCtx) (action
 			return g.reject(pctx, audit, http.StatusForbidden, "internal-address", "CONNECT to %s refused: %v", hostport, err)
 		}
 		to, rule = net.JoinHostPort(addr.String(), port), "tunnel: allow"
+	}
+	if info == nil && g.pol.intercept.spliced(host) {
+		rule = "splice" // intercepted but for splice: the audit says why it was not
 	}
 	audit.span.SetAttributes(semconv.NetworkPeerAddress(to))
 	audit.open(DecisionTunnel, rule)

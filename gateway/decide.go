@@ -15,7 +15,7 @@ import (
 // policy is the part of the configuration that decides requests. It is
 // built once, in New, and never changes.
 type policy struct {
-	intercept  map[string]bool  // canonical intercepted host names
+	intercept  interceptList    // which hosts are intercepted
 	origins    []origin         // module proxies, by host and path prefix
 	tunnel     TunnelPolicy     // TunnelAllow or TunnelDeny
 	vcs        VCSPolicy        // VCSVerify, VCSAllow, VCSPrivateOnly or VCSDeny
@@ -155,7 +155,7 @@ func (p *policy) decide(r requestLine) decision {
 		switch {
 		case r.scheme != "http" || r.urlHost == "":
 			return refusal(http.StatusBadRequest, "not-a-proxy-request", "not a proxy request; set HTTPS_PROXY=http://<this address> to use sumgate")
-		case p.intercept[r.urlHost]:
+		case p.intercept.intercepts(r.urlHost):
 			return refusal(http.StatusForbidden, "https-only", "%s is reached over https only: use https://%s", r.urlHost, r.urlHost)
 		case p.tunnel != TunnelAllow:
 			return refusal(http.StatusForbidden, "tunnel: deny", "http://%s refused: only intercepted hosts are reachable (tunnel: deny)", r.urlHost)

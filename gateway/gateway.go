@@ -68,8 +68,18 @@ const (
 // Config configures a [Gateway]. Verifier, CA, Upstream and DataDir are
 // required.
 type Config struct {
-	// Intercept lists the hosts whose TLS is terminated.
+	// Intercept lists the hosts whose TLS is terminated: exact names,
+	// "*.example.com" (every name under example.com, at any depth, not
+	// example.com itself) and "*" (every DNS name); see package
+	// internal/hostpattern. A pattern never matches an IP literal, and a
+	// host matched only by a pattern on a port other than 443 follows
+	// Tunnel, as a host that is not intercepted does.
 	Intercept []string
+	// Splice lists hosts (names or patterns, as Intercept) that are never
+	// intercepted, even when Intercept matches them: clients that pin
+	// certificates. A spliced host follows Tunnel (a blind tunnel under
+	// TunnelAllow), so nothing from it is verified.
+	Splice []string
 	// ModuleProxies are module proxy base URLs (with optional path
 	// prefixes) whose traffic is parsed as the GOPROXY protocol.
 	ModuleProxies []string
@@ -202,7 +212,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.MeterProvider = noopmetric.NewMeterProvider()
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"),
-		pol:     policy{intercept: map[string]bool{}, tunnel: cfg.Tunnel, vcs: cfg.VCS, unverified: cfg.OnUnverified, private: cfg.Verifier.Private()},
+		pol:     policy{tunnel: cfg.Tunnel, vcs: cfg.VCS, unverified: cfg.OnUnverified, private: cfg.Verifier.Private()},
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
 		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: upstream.MarkControl(cfg.Mark)}}
@@ -217,8 +227,8 @@ func New(cfg Config) (*Gateway, error) {
 	if err := observeAlert(cfg.MeterProvider, cfg.Verifier); err != nil {
 		return nil, err
 	}
-	for _, h := range cfg.Intercept {
-		g.pol.intercept[canonicalHost(h)] = true
+	if g.pol.intercept, err = newInterceptList(cfg.Intercept, cfg.Splice); err != nil {
+		return nil, err
 	}
 	for _, p := range cfg.ModuleProxies {
 		o, err := parseOrigin(p)

@@ -80,17 +80,11 @@ func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edi
 	for h := range w.Resolve {
 		hosts = append(hosts, h)
 	}
-	ca, err := certs.New(context.Background(), certs.Config{DataDir: dir, Intercept: hosts, Logger: quiet, TracerProvider: tp, MeterProvider: mp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ca.Stop)
 	cfg := gateway.Config{
 		Intercept:      hosts,
 		ModuleProxies:  append([]string{w.ProxyURL}, w.MirrorURLs...),
 		DataDir:        dir,
 		Verifier:       v,
-		CA:             ca,
 		Upstream:       client,
 		Logger:         quiet,
 		TracerProvider: tp,
@@ -99,6 +93,15 @@ func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edi
 	if edit != nil {
 		edit(&cfg)
 	}
+	// The CA mints for what the edited configuration intercepts, as
+	// sumgate run's does.
+	ca, err := certs.New(context.Background(), certs.Config{DataDir: dir, Intercept: cfg.Intercept, Splice: cfg.Splice,
+		Logger: quiet, TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ca.Stop)
+	cfg.CA = ca
 	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -110,6 +110,7 @@ func caConfig(cfg *config.Config) (certs.Config, error) {
 		Backend:      cfg.CA.Backend,
 		DataDir:      cfg.DataDir,
 		Intercept:    cfg.Intercept,
+		Splice:       cfg.Splice,
 		Cert:         cfg.CA.Cert,
 		Key:          cfg.CA.Key,
 		Password:     caPass,

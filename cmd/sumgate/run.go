@@ -107,6 +107,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer ca.Stop()
 	gw, err := gateway.New(gateway.Config{
 		Intercept:      cfg.Intercept,
+		Splice:         cfg.Splice,
 		ModuleProxies:  cfg.ModuleProxies,
 		Tunnel:         gateway.TunnelPolicy(cfg.Tunnel),
 		OnUnverified:   gateway.UnverifiedPolicy(cfg.OnUnverified),

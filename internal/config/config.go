@@ -26,6 +26,7 @@ import (
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/sumgate/sumgate/internal/hostpattern"
 	"github.com/sumgate/sumgate/sumdb"
 )
 
@@ -49,9 +50,19 @@ type Config struct {
 	SumDB SumDB `yaml:"sumdb"`
 	// Upstream configures how sumgate reaches the outside world.
 	Upstream Upstream `yaml:"upstream"`
-	// Intercept lists the host names whose TLS sumgate terminates; leaf
-	// certificates are minted for these names and no others.
+	// Intercept lists the hosts whose TLS sumgate terminates; leaf
+	// certificates are minted for these and no others. An entry is a
+	// lower-case host name, "*.example.com" (every name under example.com,
+	// at any depth, but not example.com itself) or "*" (every DNS name;
+	// IP literals are never matched by a pattern). Module files on every
+	// intercepted host are verified; a host that is not intercepted is a
+	// blind tunnel (under tunnel: allow), which sumgate cannot verify.
 	Intercept []string `yaml:"intercept"`
+	// Splice lists hosts, as names or patterns like Intercept's, that are
+	// never intercepted, even when Intercept matches them (under "*"):
+	// for clients that pin certificates. A spliced host follows tunnel,
+	// unverified. A module proxy may not be spliced.
+	Splice []string `yaml:"splice"`
 	// CA configures the enterprise CA that mints those leaves.
 	CA CA `yaml:"ca"`
 	// Listen is the proxy's address (HTTPS_PROXY=http://<listen>).
@@ -220,11 +231,13 @@ func Default() *Config {
 		DataDir:       "./sumgate-data",
 		ModuleProxies: []string{"https://" + PublicProxyHost, GoproxyCN, GoproxyIO, Aliyun},
 		SumDB:         SumDB{Key: sumdb.DefaultKey, MaxZipEntries: sumdb.DefaultMaxZipEntries},
-		// The module proxies and mirrors, the checksum database, and the
-		// code hosts Go modules come from directly: git through a host
-		// that is not intercepted is a blind tunnel, beyond the vcs policy.
-		Intercept: []string{PublicProxyHost, SumDBName, "goproxy.cn", "goproxy.io", "mirrors.aliyun.com",
-			"github.com", "codeload.github.com", "gitlab.com", "bitbucket.org", "go.googlesource.com", "gopkg.in"},
+		// The module proxies and mirrors, the checksum database, the code
+		// hosts Go modules come from directly, and the vanity import hosts
+		// whose ?go-get=1 pages map module paths to repositories: git
+		// through a host that is not intercepted is a blind tunnel, beyond
+		// the vcs policy. Only module_proxies' four are sumgate's own
+		// sources; the other mirrors are verified as any intercepted host.
+		Intercept:    slices.Concat([]string{PublicProxyHost, SumDBName}, MirrorHosts(), CodeHosts(), VanityHosts()),
 		CA:           CA{Backend: "local", LeafLifetime: 24 * time.Hour, Step: Step{Type: "jwk"}},
 		Listen:       "127.0.0.1:3128",
 		Tunnel:       "allow",
@@ -418,17 +431,19 @@ func (c *Config) validate(at func(key string) string) error {
 			return fail("upstream.roots", "%v", err)
 		}
 	}
-	for _, h := range c.Intercept {
-		if err := checkHostName(h); err != nil {
-			return fail("intercept", "%v", err)
+	for key, list := range map[string][]string{"intercept": c.Intercept, "splice": c.Splice} {
+		for _, h := range list {
+			if err := hostpattern.Check(h); err != nil {
+				return fail(key, "%v: want a lower-case host name, \"*.example.com\" or \"*\"", err)
+			}
 		}
 	}
 	// A module proxy sumgate does not intercept is reached through a blind
 	// tunnel: nothing from it would be verified. Refuse that here rather
 	// than fail open in the gateway.
-	intercepted := map[string]bool{}
-	for _, h := range c.Intercept {
-		intercepted[strings.ToLower(strings.TrimSuffix(h, "."))] = true
+	hosts, err := hostpattern.NewPolicy(c.Intercept, c.Splice)
+	if err != nil {
+		return fail("intercept", "%v", err) // checked above
 	}
 	for _, p := range c.ModuleProxies {
 		u, _ := url.Parse(p) // checked above
@@ -436,7 +451,9 @@ func (c *Config) validate(at func(key string) string) error {
 		switch {
 		case u.Port() != "" && u.Port() != "443":
 			return fail("module_proxies", "%s: port %s: sumgate intercepts port 443 only, so it could not verify this proxy", p, u.Port())
-		case !intercepted[host]:
+		case hosts.Spliced(host):
+			return fail("module_proxies", "%s: %s is in splice, so its files would pass through a blind tunnel unverified: remove it from splice", p, host)
+		case !hosts.Intercepts(host):
 			return fail("module_proxies", "%s: %s is not in intercept, so its files would pass through a blind tunnel unverified: add it to intercept", p, host)
 		case u.Path != strings.ToLower(u.Path):
 			return fail("module_proxies", "%s: the path prefix has upper case; module proxy paths are case-encoded, so write it in lower case", p)

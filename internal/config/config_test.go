@@ -50,7 +50,7 @@ upstream:
 	if c.Listen != "127.0.0.1:3128" || c.Tunnel != "allow" || c.OnUnverified != "block" {
 		t.Fatalf("gateway defaults: %q %q %q", c.Listen, c.Tunnel, c.OnUnverified)
 	}
-	if c.CA.Backend != "local" || c.CA.LeafLifetime != 24*time.Hour || len(c.Intercept) != 11 || !slices.Contains(c.Intercept, "gitlab.com") {
+	if c.CA.Backend != "local" || c.CA.LeafLifetime != 24*time.Hour || len(c.Intercept) != 25 || !slices.Contains(c.Intercept, "gitlab.com") || !slices.Contains(c.Intercept, "go.mirrors.bjtu.edu.cn") {
 		t.Fatalf("CA defaults: %+v, intercept %v", c.CA, c.Intercept)
 	}
 	if c.DataDir != "/var/lib/sumgate" || c.Private != "corp.example,*.internal.example" || c.Upstream.Resolve["sum.golang.org"] != "127.0.0.1:8443" || len(c.SumDB.URLs) != 1 {
@@ -116,9 +116,18 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"unknown backend", "ca:\n  backend: vault\n", `c.yaml:2: ca.backend: "vault": want local or step`},
 		{"leaf lifetime too short", "ca:\n  leaf_lifetime: 10s\n", `c.yaml:2: ca.leaf_lifetime: 10s: want between 1m and 2160h`},
 		{"leaf lifetime not a duration", "ca:\n  leaf_lifetime: soon\n", `c.yaml:2: ca.leaf_lifetime: cannot unmarshal`},
-		{"upper-case intercept", "intercept: [Sum.golang.org]\n", `c.yaml:1: intercept: "Sum.golang.org" is not a lower-case host name`},
+		{"upper-case intercept", "intercept: [Sum.golang.org]\n", `c.yaml:1: intercept: "Sum.golang.org" is not lower case`},
 		{"IP intercept", "intercept: [10.0.0.1]\n", `c.yaml:1: intercept: "10.0.0.1" is an IP address`},
-		{"wildcard intercept", "intercept: [\"*.example.com\"]\n", `is not a lower-case host name`},
+		{"wildcard inside a name", "\nintercept: [\"a.*.example.com\"]\n", `c.yaml:2: intercept: "a.*.example.com": a wildcard is allowed only as the whole entry (*) or as its first label (*.example.com)`},
+		{"wildcard without a dot", "intercept: [\"*example.com\"]\n", `c.yaml:1: intercept: "*example.com": a wildcard is allowed only`},
+		{"pattern of an IP range", "intercept: [\"*.0.2.1\"]\n", `c.yaml:1: intercept: "*.0.2.1": "0.2.1" is not a host name`},
+		{"bad splice", "intercept: [\"*\"]\nsplice: [\"pinned.example:443\"]\n", `c.yaml:2: splice: "pinned.example:443" is not a lower-case host name`},
+		{"module proxy spliced", "intercept: [\"*\"]\nsplice: [goproxy.io]\nmodule_proxies: [https://goproxy.io]\n",
+			`c.yaml:3: module_proxies: https://goproxy.io: goproxy.io is in splice, so its files would pass through a blind tunnel unverified: remove it from splice`},
+		{"module proxy spliced by a pattern", "intercept: [goproxy.io]\nsplice: [\"*.io\"]\nmodule_proxies: [https://goproxy.io]\n",
+			`module_proxies: https://goproxy.io: goproxy.io is in splice`},
+		{"module proxy outside the pattern", "intercept: [\"*.goproxy.io\"]\nmodule_proxies: [https://goproxy.io]\n",
+			`module_proxies: https://goproxy.io: goproxy.io is not in intercept`},
 		{"cert without key", "ca:\n  cert: /etc/hostname\n", `c.yaml:2: ca.cert: ca.cert and ca.key must be given together`},
 		{"step without url", "ca:\n  backend: step\n  step:\n    fingerprint: ab\n", `c.yaml:3: ca.step.url: required`},
 		{"step without root", "ca:\n  backend: step\n  step:\n    url: https://ca.example\n", `c.yaml:3: ca.step.root: ca.step.root or ca.step.fingerprint is required`},
@@ -242,4 +251,23 @@ func allKeys(t reflect.Type, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// TestInterceptPatterns: patterns are accepted in intercept and splice,
+// and a module proxy is accepted when a pattern intercepts it and
+// nothing splices it.
+func TestInterceptPatterns(t *testing.T) {
+	for _, tt := range []struct{ name, yaml string }{
+		{"every host", "intercept: [\"*\"]\n"},
+		{"every host but pinned ones", "intercept: [\"*\"]\nsplice: [pinned.example, \"*.bank.example\"]\n"},
+		{"subdomains at any depth", "intercept: [sum.golang.org, proxy.golang.org, \"*.goproxy.io\", goproxy.io, \"*.cn\", \"*.aliyun.com\"]\n" +
+			"module_proxies: [https://proxy.golang.org, https://goproxy.cn, https://goproxy.io, https://mirrors.aliyun.com/goproxy]\n"},
+		{"a splice that spares the module proxies", "intercept: [\"*\"]\nsplice: [\"*.goproxy.cn\"]\nmodule_proxies: [https://goproxy.cn]\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Parse("c.yaml", []byte(tt.yaml)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

@@ -48,6 +48,15 @@ const GitHubHost = "github.com"
 // not intercept it; HTTPClient dials it at Addr all the same.
 const CDNHost = "cdn.testworld.example"
 
+// UnknownMirrorHost is a module mirror that no configuration names (not
+// config.Default, not a module_proxies list): it serves the corpus, as
+// every proxy of the world does, under the path prefix /go (see
+// UnknownMirrorURL). It is in Resolve and in the world's certificate.
+const UnknownMirrorHost = "mirror.unlisted.example"
+
+// UnknownMirrorURL is the GOPROXY base URL of UnknownMirrorHost.
+const UnknownMirrorURL = "https://" + UnknownMirrorHost + "/go"
+
 // A World is a running hermetic test world. Its exported fields are set by
 // New and must not be modified. All methods are safe for concurrent use.
 type World struct {
@@ -56,8 +65,8 @@ type World struct {
 	Addr string
 	// Resolve maps every served host name but CDNHost to Addr:
 	// sum.golang.org, the public proxy host, goproxy.cn, goproxy.io,
-	// mirrors.aliyun.com, and the code hosts github.com, GitHostAlt and
-	// VanityHost.
+	// mirrors.aliyun.com, UnknownMirrorHost, and the code hosts
+	// github.com, GitHostAlt and VanityHost.
 	Resolve map[string]string
 	// RootsFile is a PEM file (in a t.TempDir()) holding the throwaway root
 	// CA certificate that signs the world's server certificate.
@@ -114,11 +123,12 @@ func New(t testing.TB) *World {
 	w.SumDBKey, w.honest, w.forked = newSumDBs(t, w.corpus, b)
 
 	w.routes = map[string]http.Handler{
-		config.SumDBName: http.HandlerFunc(w.serveSumDB),
-		GitHubHost:       http.HandlerFunc(w.serveCodeHost),
-		GitHostAlt:       http.HandlerFunc(w.serveCodeHost),
-		VanityHost:       http.HandlerFunc(w.serveCodeHost),
-		CDNHost:          w.proxyHandler(""),
+		config.SumDBName:  http.HandlerFunc(w.serveSumDB),
+		GitHubHost:        http.HandlerFunc(w.serveCodeHost),
+		GitHostAlt:        http.HandlerFunc(w.serveCodeHost),
+		VanityHost:        http.HandlerFunc(w.serveCodeHost),
+		CDNHost:           w.proxyHandler(""),
+		UnknownMirrorHost: w.proxyHandler("/go"),
 	}
 	for _, base := range append([]string{w.ProxyURL}, w.MirrorURLs...) {
 		u, err := url.Parse(base)

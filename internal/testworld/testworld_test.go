@@ -524,7 +524,7 @@ func TestGitHub(t *testing.T) {
 func TestTLSAndResolve(t *testing.T) {
 	w := testworld.New(t)
 	hosts := []string{config.SumDBName, config.PublicProxyHost, "goproxy.cn", "goproxy.io", "mirrors.aliyun.com", "github.com",
-		testworld.GitHostAlt, testworld.VanityHost}
+		testworld.GitHostAlt, testworld.VanityHost, testworld.UnknownMirrorHost}
 	if len(w.Resolve) != len(hosts) {
 		t.Errorf("Resolve = %v", w.Resolve)
 	}
