@@ -52,7 +52,8 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	} else if enc != "" && enc != "identity" {
 		return refuse(vcs.Result{}, "the git request's Content-Encoding %q is not one sumgate reads", enc)
 	}
-	ur, err := vcs.ParseUploadRequest(body, strings.Contains(req.Header.Get("Git-Protocol"), "version=2"))
+	v2 := strings.Contains(req.Header.Get("Git-Protocol"), "version=2")
+	ur, err := vcs.ParseUploadRequest(body, v2)
 	if err != nil {
 		return refuse(vcs.Result{}, "%s: %v", d.repo, err)
 	}
@@ -63,10 +64,35 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	if !passes(res.Verdict, g.cfg.OnUnverified) {
 		return refuse(res, "%s", gitBlockMessage(d.repo, g.cfg.Verifier.Name(), res, g.cfg.OnUnverified))
 	}
+	if res.Serves() {
+		// A verified fetch is answered from sumgate's own copy of the
+		// verified objects: the code host's answer could carry other
+		// objects, or other refs, than those checked.
+		ans, err := g.vcs.Serve(ctx, res, body, v2)
+		if err != nil {
+			return refuse(res, "%s: could not serve this verified fetch: %v", d.repo, err)
+		}
+		return res, outcome{served: ans}
+	}
 	pass := req.Clone(ctx)
 	pass.Body = io.NopCloser(bytes.NewReader(raw))
 	pass.ContentLength = int64(len(raw))
-	return res, g.forward(pass, d.url, g.cfg.Upstream.Do, "pass-through")
+	out := g.forward(pass, d.url, g.cfg.Upstream.Do, "pass-through")
+	if ur.Command == "ls-refs" && out.resp != nil && out.resp.StatusCode == http.StatusOK {
+		out.resp.Body = g.vcs.WatchRefs(d.repo, out.resp.Body)
+	}
+	return res, out
+}
+
+// servedResponse is a verified fetch answered from sumgate's copy.
+func servedResponse(req *http.Request, ans *vcs.Answer) *http.Response {
+	resp := textResponse(req, http.StatusOK, "")
+	resp.Header.Set("Content-Type", "application/x-git-upload-pack-result")
+	resp.Header.Set("Content-Length", fmt.Sprint(ans.Size))
+	resp.Header.Set("Cache-Control", "no-cache")
+	resp.ContentLength = ans.Size
+	resp.Body = ans
+	return resp
 }
 
 // gitBlockMessage is the one line a refused git fetch says: module,

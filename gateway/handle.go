@@ -109,6 +109,9 @@ func (o outcome) close() {
 	if o.resp != nil && o.resp.Body != nil {
 		o.resp.Body.Close()
 	}
+	if o.served != nil {
+		o.served.Close()
+	}
 }
 
 // hopHeaders are removed from requests passed upstream: hop-by-hop

@@ -21,10 +21,11 @@ import (
 // with res saying what is known of it; a request passed upstream is resp,
 // or err.
 type outcome struct {
-	res  *Result        // actVerify: the fetch (with or without a file)
-	resp *http.Response // actPass, actForward, actGit: the upstream's answer
-	git  *vcs.Result    // actGit: what the vcs verifier concluded
-	err  error          // why there is no file or no answer
+	res    *Result        // actVerify: the fetch (with or without a file)
+	resp   *http.Response // actPass, actForward, actGit: the upstream's answer
+	git    *vcs.Result    // actGit: what the vcs verifier concluded
+	served *vcs.Answer    // actGit: a verified fetch, answered from sumgate's copy
+	err    error          // why there is no file or no answer
 }
 
 // respond is the only place that turns a request's decision and outcome
@@ -102,6 +103,8 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 		}
 	case out.res != nil:
 		resp = fileResponse(req, d.mod.kind, out.res)
+	case out.served != nil:
+		resp = servedResponse(req, out.served)
 	default:
 		resp = out.resp
 		// Only sumgate says what it verified: an upstream cannot.

@@ -33,8 +33,9 @@ const (
 // sumgate itself; the go command's own steps (cmd/go/internal/modfetch)
 // are reproduced on it.
 type repo struct {
-	git string // the git binary
-	dir string // the bare repository (GIT_DIR)
+	git string   // the git binary
+	dir string   // the bare repository (GIT_DIR)
+	env []string // more environment for git
 }
 
 // run runs git with a closed environment: no system or global
@@ -45,6 +46,7 @@ func (r *repo) run(ctx context.Context, stdin io.Reader, stdout io.Writer, args 
 	cmd := exec.CommandContext(ctx, r.git, args...)
 	cmd.Env = []string{"GIT_DIR=" + r.dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=" + os.DevNull,
 		"HOME=" + r.dir, "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "GIT_NO_REPLACE_OBJECTS=1"}
+	cmd.Env = append(cmd.Env, r.env...)
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
 	var stderr bytes.Buffer
@@ -189,10 +191,15 @@ func readings(roots []root, tag string) []reading {
 }
 
 // findDir is cmd/go's codeRepo.findDir for one reading at commit: the
-// directory the module's files are in, and its go.mod (nil if it has
-// none). An error means the go command would refuse this reading, so no
-// client can use it.
-func (r *repo) findDir(ctx context.Context, commit string, rd reading) (dir string, gomod []byte, err error) {
+// directory the module's files are in, its go.mod (nil if it has none)
+// and the module path that go.mod declares. An error means the go command
+// would refuse this reading, so no client can use it.
+func (r *repo) findDir(ctx context.Context, commit string, rd reading) (dir string, gomod []byte, declared string, err error) {
+	dir, gomod, err = r.findDir1(ctx, commit, rd)
+	return dir, gomod, modfile.ModulePath(gomod), err
+}
+
+func (r *repo) findDir1(ctx context.Context, commit string, rd reading) (dir string, gomod []byte, err error) {
 	file1 := path.Join(rd.codeDir, "go.mod")
 	gomod1, err1 := r.readFile(ctx, commit, file1, maxGoMod)
 	if err1 != nil && !errors.Is(err1, fs.ErrNotExist) {
@@ -249,6 +256,20 @@ func isMajor(mpath, pathMajor string) bool {
 		return false
 	}
 	return pathMajor[1:] == mpathMajor[1:]
+}
+
+// peel returns the commit obj is, or that the annotated tag obj names,
+// as this repository's objects say.
+func (r *repo) peel(ctx context.Context, obj string) (string, error) {
+	var out bytes.Buffer
+	if err := r.run(ctx, nil, &capWriter{w: &out, n: 128}, "rev-parse", "--verify", "--end-of-options", obj+"^{commit}"); err != nil {
+		return "", err
+	}
+	c := strings.TrimSpace(out.String())
+	if !isObjectID(c) {
+		return "", fmt.Errorf("%s peels to %q", obj, c)
+	}
+	return c, nil
 }
 
 // archive writes commit's tree to a zip file at dst with git archive,

@@ -126,26 +126,30 @@ func parseLsRefs(data []byte) ([]Ref, error) {
 	}
 }
 
-// fetchPack fetches object (a commit, or an annotated tag) from repo at
-// depth 1 with protocol v2's fetch, and writes the pack to pack. It
-// returns the shallow commits the server names, for the repository's
-// shallow file. At most maxBytes of pack are accepted.
-func (v *Verifier) fetchPack(ctx context.Context, repo, object string, pack io.Writer, maxBytes int64) (shallow []string, err error) {
+// fetchPack fetches objects (commits, annotated tags) from repo at depth
+// 1 with protocol v2's fetch, and writes the pack to pack. It returns the
+// shallow commits the server names, for the repository's shallow file. At
+// most maxBytes of pack are accepted.
+func (v *Verifier) fetchPack(ctx context.Context, repo string, objects []string, pack io.Writer, maxBytes int64) (shallow []string, err error) {
 	var body []byte
 	body = appendPkt(body, "command=fetch\n")
 	body = append(body, "0001"...)
-	for _, arg := range []string{"no-progress", "ofs-delta", "deepen 1", "want " + object, "done"} {
+	args := []string{"no-progress", "ofs-delta", "deepen 1"}
+	for _, o := range objects {
+		args = append(args, "want "+o)
+	}
+	for _, arg := range append(args, "done") {
 		body = appendPkt(body, arg+"\n")
 	}
 	body = append(body, "0000"...)
 	rc, err := v.rpc(ctx, repo, body)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s from %s: %w", object, repo, err)
+		return nil, fmt.Errorf("fetching %s from %s: %w", objects[0], repo, err)
 	}
 	defer rc.Close()
 	shallow, err = readFetchResponse(bufio.NewReaderSize(rc, maxPktLen), pack, maxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s from %s: %w", object, repo, err)
+		return nil, fmt.Errorf("fetching %s from %s: %w", objects[0], repo, err)
 	}
 	return shallow, nil
 }
@@ -229,4 +233,58 @@ func readPkt(r *bufio.Reader) (payload []byte, n int, err error) {
 		return nil, 0, fmt.Errorf("pkt-line cut short: %w", err)
 	}
 	return payload, len(payload), nil
+}
+
+// WatchRefs wraps the body of an ls-refs answer that repoURL's code host
+// sends a client, so that each tag in it is recorded (ShowRefs) before
+// the client can read the bytes that name it. The client's bytes are not
+// changed; an answer that does not parse is passed on unrecorded.
+func (v *Verifier) WatchRefs(repoURL string, body io.ReadCloser) io.ReadCloser {
+	return &refsWatcher{ReadCloser: body, v: v, repo: repoURL}
+}
+
+type refsWatcher struct {
+	io.ReadCloser
+	v    *Verifier
+	repo string
+	buf  []byte // an incomplete pkt-line
+	done bool   // the flush was seen, or the answer did not parse
+}
+
+func (w *refsWatcher) Read(p []byte) (int, error) {
+	n, err := w.ReadCloser.Read(p)
+	if n > 0 && !w.done {
+		w.buf = append(w.buf, p[:n]...)
+		var refs []Ref
+		for !w.done && len(w.buf) >= 4 {
+			r := &pktReader{buf: w.buf}
+			line, kind, ok, perr := r.line()
+			if perr == errShortPkt {
+				break // the rest of the packet comes in a later read
+			}
+			if perr != nil || !ok {
+				w.done = true
+				break
+			}
+			w.buf = r.buf
+			if kind < 0 {
+				w.done = kind == pktFlush
+				continue
+			}
+			if f := strings.Fields(line); len(f) >= 2 && isObjectID(f[0]) {
+				ref := Ref{Name: f[1], Object: f[0]}
+				for _, attr := range f[2:] {
+					if pl, ok := strings.CutPrefix(attr, "peeled:"); ok && isObjectID(pl) {
+						ref.Peeled = pl
+					}
+				}
+				refs = append(refs, ref)
+			}
+		}
+		if w.done {
+			w.buf = nil
+		}
+		w.v.ShowRefs(w.repo, refs)
+	}
+	return n, err
 }

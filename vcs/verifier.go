@@ -1,24 +1,28 @@
 // Package vcs verifies Go modules that clients fetch directly from a git
 // repository (GOPROXY=direct, or a proxy list ending in "direct") against
-// the Go checksum database, before any of their objects reach the client.
+// the Go checksum database, and serves a verified fetch from sumgate's own
+// copy of the verified objects, never from the code host's answer.
 //
 // A git fetch names the objects it wants, not the module version. For
 // each wanted object, the Verifier lists the repository's tags itself
-// (anonymously, through sumgate's own upstream), reads every tag that
-// points at the object as every module version the go command could take
-// it for (the tag's directory prefix, the major version suffix,
-// +incompatible, gopkg.in, and the import paths that go-get discovery
-// mapped to the repository), fetches that one commit at depth 1, builds
-// each version's module zip and go.mod exactly as the go command does
-// (cmd/go/internal/modfetch: git archive with export-subst and
-// export-ignore neutralised, then golang.org/x/mod/zip.Create), and
-// checks them with a sumdb.Verifier. Git objects are content-addressed, so
-// a client whose depth-1 fetch of a verified commit is passed receives
-// exactly the verified tree.
+// (anonymously, through sumgate's own upstream) and adds the tags the code
+// host showed clients (ShowRefs), fetches the commit and every tag object
+// naming it at depth 1, peels them locally, reads every tag as every module
+// version the go command could take it for (the tag's directory prefix,
+// the major version suffix, +incompatible, gopkg.in, the import paths that
+// go-get discovery mapped to the repository, and the module path its
+// go.mod declares), builds each version's module zip and go.mod exactly as
+// the go command does (cmd/go/internal/modfetch: git archive with
+// export-subst and export-ignore neutralised, then
+// golang.org/x/mod/zip.Create), and checks them with a sumdb.Verifier.
+// Every reading must be the database's record. The client's fetch is then
+// answered by git upload-pack over the verified objects only (Serve).
 package vcs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,7 +40,9 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/sumgate/sumgate/internal/auditkey"
@@ -47,7 +53,7 @@ import (
 const (
 	DefaultMaxPackBytes = 1 << 30
 	DefaultCacheEntries = 1 << 14
-	DefaultTagsTTL      = 30 * time.Second
+	DefaultStoreEntries = 64
 	DefaultTimeout      = 10 * time.Minute
 	DefaultConcurrent   = 4
 )
@@ -61,19 +67,20 @@ type Config struct {
 	SumDB *sumdb.Verifier
 	// Git is the git binary; "" looks "git" up in PATH.
 	Git string
-	// WorkDir holds each verification's shallow repository and files,
-	// removed when it ends.
+	// WorkDir holds each verification's scratch repository (removed when
+	// it ends) and the store of verified revisions that fetches are
+	// served from.
 	WorkDir string
 	// MaxPackBytes bounds the pack of one fetched commit; 0 is
 	// DefaultMaxPackBytes.
 	MaxPackBytes int64
-	// CacheEntries bounds the verified revisions remembered in memory; 0
-	// is DefaultCacheEntries.
+	// CacheEntries bounds the refusals and learned import paths
+	// remembered in memory; 0 is DefaultCacheEntries.
 	CacheEntries int
-	// TagsTTL is how long a repository's tag list is reused; 0 is
-	// DefaultTagsTTL. A stale list cannot pass a moved tag: each
-	// revision is checked by its content.
-	TagsTTL time.Duration
+	// StoreEntries bounds the verified revisions kept on disk to serve
+	// fetches from; the least recently used is removed first. 0 is
+	// DefaultStoreEntries.
+	StoreEntries int
 	// Timeout bounds one revision's verification (listing, fetch, build,
 	// checks), which goes on for the clients waiting for it if the one
 	// that started it leaves; 0 is DefaultTimeout.
@@ -97,25 +104,30 @@ type Verifier struct {
 	flight singleflight.Group
 	slots  chan struct{} // one per verification under way
 
-	mu       sync.Mutex
-	verified map[string]sumdb.Verdict // repo, object and roots -> the passing verdict
-	refused  map[string]refusal       // repo + " " + object -> why a fetch of it was refused
-	tags     map[string]tagList       // repo -> its tags, listed at
-	imports  map[string][]root        // repo (RepoOf) -> import path prefixes go-get discovery mapped to it
+	mu      sync.Mutex
+	store   map[string]*entry   // repo + " " + commit -> the verified revision on disk
+	refused map[string]refusal  // repo + " " + object -> why a fetch of it was refused
+	imports map[string][]root   // repo (RepoOf) -> import path prefixes go-get discovery mapped to it
+	shown   map[string]shownRef // repo + " " + ref name -> what the code host showed a client
 }
 
 // refusalTTL is how long a refusal that may change (not found, outage)
-// is remembered; a mismatch is remembered as long as there is room.
+// is remembered; a mismatch, or a verification that failed, is
+// remembered as long as there is room.
 const refusalTTL = 10 * time.Minute
+
+// shownTTL is how long a ref a client was shown is read as a tag.
+const shownTTL = time.Hour
 
 type refusal struct {
 	Result
-	at time.Time
+	failed error // the verification failed: refused whatever the policy
+	at     time.Time
 }
 
-type tagList struct {
-	refs []Ref
-	at   time.Time
+type shownRef struct {
+	Ref
+	at time.Time
 }
 
 // New returns a Verifier for cfg. It fails if git cannot be found.
@@ -136,8 +148,8 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.CacheEntries <= 0 {
 		cfg.CacheEntries = DefaultCacheEntries
 	}
-	if cfg.TagsTTL <= 0 {
-		cfg.TagsTTL = DefaultTagsTTL
+	if cfg.StoreEntries <= 0 {
+		cfg.StoreEntries = DefaultStoreEntries
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -154,27 +166,37 @@ func New(cfg Config) (*Verifier, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("vcs: %w", err)
 	}
-	// Scratch repositories a crash left behind.
-	if old, err := filepath.Glob(filepath.Join(cfg.WorkDir, "rev-*")); err == nil {
-		for _, d := range old {
-			os.RemoveAll(d)
+	// Scratch repositories, served fetches and a store a crash (or the
+	// previous run) left behind: the store is in memory.
+	for _, pattern := range []string{"rev-*", "serve-*", "store-*"} {
+		if old, err := filepath.Glob(filepath.Join(cfg.WorkDir, pattern)); err == nil {
+			for _, d := range old {
+				os.RemoveAll(d)
+			}
 		}
 	}
-	return &Verifier{cfg: cfg, slots: make(chan struct{}, cfg.Concurrent), log: cfg.Logger.With("component", "vcs"), tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/vcs"),
-		verified: map[string]sumdb.Verdict{}, refused: map[string]refusal{}, tags: map[string]tagList{}, imports: map[string][]root{}}, nil
+	return &Verifier{cfg: cfg, log: cfg.Logger.With("component", "vcs"), tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/vcs"),
+		slots: make(chan struct{}, cfg.Concurrent), store: map[string]*entry{}, refused: map[string]refusal{},
+		imports: map[string][]root{}, shown: map[string]shownRef{}}, nil
 }
 
 // A Result is what a Verifier concluded about one fetch.
 type Result struct {
 	// Verdict decides: Verified or Private passes; NotFound means the
-	// fetch could not be mapped to a version the checksum database knows
+	// fetch could not be mapped to versions the checksum database knows
 	// (Reason says why), and follows on_unverified like Unavailable; a
 	// Mismatch or SecurityError never passes. It names the module version
 	// and both hashes when one was checked.
 	sumdb.Verdict
 	// Tag and Commit name the revision the verdict is about, when one was.
 	Tag, Commit string
+
+	entries []*entry // Verified: the revisions to serve the fetch from
 }
+
+// Serves reports whether the fetch is to be answered by Serve, from the
+// verified revisions, rather than passed to the code host.
+func (r Result) Serves() bool { return len(r.entries) > 0 }
 
 // MovedTag is the words for a mismatch of a revision fetched from git.
 const MovedTag = "the tag was moved or the repository differs from what the checksum database logged"
@@ -200,12 +222,46 @@ func (v *Verifier) LearnImport(host, importPrefix, vcs, repoURL, subdir string) 
 		return
 	}
 	if len(v.imports) >= v.cfg.CacheEntries {
-		for k := range v.imports {
-			delete(v.imports, k)
-			break
-		}
+		clear(v.imports)
 	}
 	v.imports[repo] = append(v.imports[repo], rt)
+}
+
+// ShowRefs records the refs of repoURL that the code host showed a client
+// (an ls-refs answer passing through): a tag a client was told names an
+// object is read as a version of it, whatever the host tells sumgate
+// itself, so a host cannot show sumgate one set of tags and clients
+// another.
+func (v *Verifier) ShowRefs(repoURL string, refs []Ref) {
+	repo, err := RepoOf(repoURL)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, r := range refs {
+		if !strings.HasPrefix(r.Name, "refs/tags/") {
+			continue
+		}
+		if len(v.shown) >= v.cfg.CacheEntries {
+			clear(v.shown)
+		}
+		v.shown[repo+" "+r.Name] = shownRef{Ref: r, at: now}
+	}
+}
+
+// shownTo returns the tags of repo clients were shown lately.
+func (v *Verifier) shownTo(repo string) []Ref {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []Ref
+	for k, r := range v.shown {
+		if strings.HasPrefix(k, repo+" ") && time.Since(r.at) < shownTTL {
+			out = append(out, r.Ref)
+		}
+	}
+	return out
 }
 
 // RepoOf is the canonical form of a git repository's https URL, as
@@ -231,16 +287,17 @@ func (v *Verifier) roots(repo string) []root {
 	return append([]root{{path: strings.TrimPrefix(repo, "https://")}}, v.imports[repo]...)
 }
 
-// Check decides whether the objects req asks of repo ("https://host/path",
-// see RepoOf) may reach the client. Only a protocol v2 or v0 fetch of
-// objects at depth 1, each of them a tag's target, can be verified;
-// anything else that delivers objects is NotFound with the reason. A
-// request that fetches nothing (ls-refs, a fetch without wants) passes.
+// Check decides whether the objects req asks of repoURL may reach the
+// client. Only a protocol v2 or v0 fetch of objects at depth 1, each of
+// them a tag's object or target, can be verified; anything else that
+// delivers objects is NotFound with the reason. A request that fetches
+// nothing (ls-refs, a fetch without wants) passes, to the code host.
 //
-// Each wanted object passes only if some tag points at it, every reading
-// of those tags as a module version that the checksum database knows
-// matches it, zip and go.mod, and there is at least one. A repository
-// that sumgate cannot read anonymously is never looked up.
+// Each wanted object passes only if every reading of every tag naming its
+// commit as a module version the go command would accept is the checksum
+// database's record, zip and go.mod, and there is at least one. A
+// repository that sumgate cannot read anonymously is never looked up.
+// A verified fetch must then be answered with Serve.
 func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest) (res Result, err error) {
 	ctx, span := v.tracer.Start(ctx, "vcs.check", trace.WithAttributes(auditkey.VCSRepo.String(repoURL)))
 	defer func() {
@@ -271,44 +328,27 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 			return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: r.path}, Outcome: sumdb.Private}}, nil
 		}
 	}
-	repo := repoURL
 	unmapped := func(why string) (Result, error) {
 		return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: roots[0].path}, Outcome: sumdb.NotFound, Reason: why}}, nil
 	}
 	// An object refused before is refused again, whatever the fetch: the
 	// go command falls back from a refused depth-1 fetch to fetching
 	// every branch and tag with their history, which must neither pass a
-	// mismatching revision under on_unverified: allow nor hide why.
-	// A refusal that never passes (a mismatch, a fork) wins over one that
-	// on_unverified may pass.
-	var earlier *Result
-	v.mu.Lock()
-	for _, want := range req.Wants {
-		r, ok := v.refused[key+" "+want]
-		switch {
-		case !ok || r.Outcome != sumdb.Mismatch && time.Since(r.at) >= refusalTTL:
-		case r.Outcome == sumdb.Mismatch || r.Outcome == sumdb.SecurityError:
-			earlier = &r.Result
-		case earlier == nil:
-			earlier = &r.Result
-		}
-		if earlier != nil && (earlier.Outcome == sumdb.Mismatch || earlier.Outcome == sumdb.SecurityError) {
-			break
-		}
+	// mismatching revision under on_unverified: allow nor hide why. A
+	// refusal that never passes wins over one that on_unverified may pass.
+	if r, failed := v.earlierRefusal(key, req.Wants); failed != nil {
+		return r, failed
+	} else if r.Outcome != 0 {
+		return r, nil
 	}
-	v.mu.Unlock()
-	if earlier != nil {
-		return *earlier, nil
-	}
-	refs, err := v.tagsOf(ctx, repo, false)
-	if err == nil && !allTagged(refs, req.Wants) {
-		refs, err = v.tagsOf(ctx, repo, true) // a tag may have moved since the list was taken
-	}
+	// The tags as they are now: a list taken before a tag moved would
+	// read the moved tag's new commit as something else.
+	refs, err := v.lsRefs(ctx, repoURL)
 	var na *NotAnonymousError
 	switch {
 	case errors.As(err, &na):
 		return unmapped(fmt.Sprintf("sumgate cannot read %s anonymously (%d), so it treats it as private and never sends its path to the checksum database; "+
-			"if it is a private module, add its path to the private key of sumgate's configuration", repo, na.Status))
+			"if it is a private module, add its path to the private key of sumgate's configuration", repoURL, na.Status))
 	case err != nil:
 		return Result{}, err
 	case req.Deepen != 1 || req.DeepenOther:
@@ -316,114 +356,104 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	case req.PackfileURIs:
 		return unmapped("the fetch accepts packfile URIs, whose objects would not pass through sumgate")
 	}
+	refs = append(refs, v.shownTo(key)...)
 	wants := slices.Clone(req.Wants)
 	for _, name := range req.WantRefs {
 		i := slices.IndexFunc(refs, func(r Ref) bool { return r.Name == name })
 		if i < 0 {
-			return unmapped(fmt.Sprintf("the fetch asks for %s, which is not a tag of %s", name, repo))
+			return unmapped(fmt.Sprintf("the fetch asks for %s, which is not a tag of %s", name, repoURL))
 		}
 		wants = append(wants, refs[i].Object)
 	}
 	var last Result
+	var entries []*entry
 	for _, want := range wants {
-		r, err := v.checkObject(ctx, repo, roots, refs, want)
-		if err != nil {
+		r, err := v.checkObject(ctx, repoURL, key, roots, refs, want)
+		if err != nil || !r.Pass() {
+			v.remember(key, want, r, err)
+			v.release(entries)
 			return r, err
 		}
-		if !r.Pass() {
-			v.mu.Lock()
-			if len(v.refused) >= v.cfg.CacheEntries {
-				clear(v.refused)
-			}
-			v.refused[key+" "+want] = refusal{Result: r, at: time.Now()}
-			v.mu.Unlock()
-			return r, nil
-		}
+		entries = append(entries, r.entries...)
 		last = r
 	}
+	last.entries = entries
 	return last, nil
 }
 
-// tagsOf lists repo's tags, reusing a list younger than TagsTTL unless
-// fresh.
-func (v *Verifier) tagsOf(ctx context.Context, repo string, fresh bool) ([]Ref, error) {
+// earlierRefusal is the refusal remembered for any of wants: a failed
+// verification first, then one that never passes, then any.
+func (v *Verifier) earlierRefusal(repo string, wants []string) (Result, error) {
 	v.mu.Lock()
-	tl, ok := v.tags[repo]
-	v.mu.Unlock()
-	if ok && !fresh && time.Since(tl.at) < v.cfg.TagsTTL {
-		return tl.refs, nil
-	}
-	ch := v.flight.DoChan("tags "+repo, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.Timeout)
-		defer cancel()
-		refs, err := v.lsRefs(ctx, repo)
-		if err == nil {
-			v.mu.Lock()
-			if len(v.tags) >= v.cfg.CacheEntries {
-				clear(v.tags)
-			}
-			v.tags[repo] = tagList{refs: refs, at: time.Now()}
-			v.mu.Unlock()
-		}
-		return refs, err
-	})
-	select {
-	case r := <-ch:
-		refs, _ := r.Val.([]Ref)
-		return refs, r.Err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// allTagged reports whether every want is a tag's object or its target.
-func allTagged(refs []Ref, wants []string) bool {
-	for _, w := range wants {
-		if !slices.ContainsFunc(refs, func(r Ref) bool { return r.Object == w || r.Peeled == w }) {
-			return false
+	defer v.mu.Unlock()
+	var found *refusal
+	for _, want := range wants {
+		r, ok := v.refused[repo+" "+want]
+		never := r.failed != nil || r.Outcome == sumdb.Mismatch || r.Outcome == sumdb.SecurityError
+		switch {
+		case !ok || !never && time.Since(r.at) >= refusalTTL:
+		case r.failed != nil:
+			return r.Result, fmt.Errorf("an earlier verification of %s failed: %w", want, r.failed)
+		case never || found == nil:
+			found = &r
 		}
 	}
-	return true
+	if found == nil {
+		return Result{}, nil
+	}
+	return found.Result, nil
 }
 
-// checkObject checks one wanted object: see Check.
-func (v *Verifier) checkObject(ctx context.Context, repo string, roots []root, refs []Ref, want string) (Result, error) {
-	// The commit the want is, or peels to; then every tag of that
-	// commit: git wants the objects of other tags naming the same commit
-	// too (include-tag), which deliver no other tree.
+// remember records why a fetch of want was refused.
+func (v *Verifier) remember(repo, want string, r Result, err error) {
+	if err != nil && errors.Is(err, context.Canceled) {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.refused) >= v.cfg.CacheEntries {
+		clear(v.refused)
+	}
+	v.refused[repo+" "+want] = refusal{Result: r, failed: err, at: time.Now()}
+}
+
+// checkObject checks one wanted object: see Check. A passing Result holds
+// the store entry of its revision, in use until the fetch is served.
+func (v *Verifier) checkObject(ctx context.Context, repoURL, repo string, roots []root, refs []Ref, want string) (Result, error) {
+	// The commit the host says the want is or peels to, and every tag it
+	// says names that commit: git wants the objects of other tags naming
+	// the same commit too (include-tag). Claims are checked locally once
+	// the objects are here.
 	commit := want
 	for _, r := range refs {
 		if r.Object == want && r.Peeled != "" {
 			commit = r.Peeled
 		}
 	}
-	var tags []string
+	tags := map[string]string{} // tag -> its object
 	for _, r := range refs {
-		if r.Object == commit || r.Peeled == commit {
-			tags = append(tags, strings.TrimPrefix(r.Name, "refs/tags/"))
+		if r.Object == commit || r.Peeled == commit || r.Object == want {
+			if t, ok := strings.CutPrefix(r.Name, "refs/tags/"); ok {
+				tags[t] = r.Object
+			}
 		}
 	}
-	// The readings depend on the roots: a root learned later is checked.
-	key := fmt.Sprint(repo, " ", commit, " ", roots)
-	v.mu.Lock()
-	vd, ok := v.verified[key]
-	v.mu.Unlock()
-	if ok {
-		vd.Cached = true
-		return Result{Verdict: vd, Commit: commit}, nil
-	}
-	var rds []reading
-	var tagOf []string
-	for _, t := range tags {
-		for _, rd := range readings(roots, t) {
-			rds = append(rds, rd)
-			tagOf = append(tagOf, t)
-		}
-	}
-	if len(rds) == 0 {
-		why := fmt.Sprintf("%s is not the target of a semantic-version tag of %s, so sumgate cannot map it to one verified version "+
-			"(a pseudo-version, a branch or an unknown commit)", want, repo)
+	if len(tags) == 0 {
+		why := fmt.Sprintf("%s is not a tag of %s or its target, so sumgate cannot map it to one verified version "+
+			"(a pseudo-version, a branch or an unknown commit)", want, repoURL)
 		return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: roots[0].path}, Outcome: sumdb.NotFound, Reason: why}, Commit: want}, nil
+	}
+	names := make([]string, 0, len(tags))
+	for t, o := range tags {
+		names = append(names, t+"="+o)
+	}
+	slices.Sort(names)
+	key := fmt.Sprint(repo, " ", want, " ", commit, " ", names, " ", roots)
+	if e := v.acquire(key); e != nil {
+		r := e.result
+		r.Cached = true
+		r.entries = []*entry{e}
+		return r, nil
 	}
 	ch := v.flight.DoChan(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.Timeout)
@@ -432,32 +462,34 @@ func (v *Verifier) checkObject(ctx context.Context, repo string, roots []root, r
 		case v.slots <- struct{}{}:
 			defer func() { <-v.slots }()
 		case <-ctx.Done():
-			return Result{}, fmt.Errorf("vcs: waiting to verify %s of %s: %w", commit, repo, ctx.Err())
+			return Result{}, fmt.Errorf("vcs: waiting to verify %s of %s: %w", commit, repoURL, ctx.Err())
 		}
-		return v.verify(ctx, repo, want, commit, rds, tagOf)
+		return v.verify(ctx, repoURL, key, want, commit, tags, roots)
 	})
 	select {
 	case r := <-ch:
 		res, _ := r.Val.(Result)
-		if r.Err == nil && res.Outcome == sumdb.Verified {
-			v.mu.Lock()
-			if len(v.verified) >= v.cfg.CacheEntries {
-				clear(v.verified)
-			}
-			v.verified[key] = res.Verdict
-			v.mu.Unlock()
+		if r.Err != nil || !res.Pass() {
+			return res, r.Err
 		}
-		return res, r.Err
+		if e := v.acquire(key); e != nil {
+			res.entries = []*entry{e}
+			return res, nil
+		}
+		return Result{}, fmt.Errorf("vcs: the verified revision %s of %s left the store before it was served", commit, repoURL)
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
 }
 
-// verify fetches commit (the peeled target of want) into a scratch
-// repository, builds the module zip and go.mod of every reading, and
-// checks them. The verdict that decides is the first one that does not
-// pass and is not NotFound; else the first that passes; else NotFound.
-func (v *Verifier) verify(ctx context.Context, repo, want, commit string, rds []reading, tagOf []string) (Result, error) {
+// verify fetches want and every tag object naming commit into a scratch
+// repository, checks locally that each peels to commit, builds the module
+// zip and go.mod of every reading of every tag, and checks them. It
+// passes only if every reading the go command would accept is verified,
+// and there is one; the scratch repository then joins the store under
+// key. Otherwise the verdict that decides is the first that never passes,
+// else the first not found.
+func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string, tags map[string]string, roots []root) (Result, error) {
 	dir, err := os.MkdirTemp(v.cfg.WorkDir, "rev-")
 	if err != nil {
 		return Result{}, fmt.Errorf("vcs: %w", err)
@@ -467,73 +499,112 @@ func (v *Verifier) verify(ctx context.Context, repo, want, commit string, rds []
 	if err != nil {
 		return Result{}, fmt.Errorf("vcs: %w", err)
 	}
-	if err := v.fetchInto(ctx, r, repo, want); err != nil {
+	objs := []string{want}
+	for _, o := range tags {
+		if !slices.Contains(objs, o) {
+			objs = append(objs, o)
+		}
+	}
+	if err := v.fetchInto(ctx, r, repoURL, objs); err != nil {
 		return Result{}, err
+	}
+	// What the objects are, not what the host said they are.
+	local, err := r.peel(ctx, want)
+	if err != nil {
+		return Result{}, fmt.Errorf("vcs: %s of %s: %w", want, repoURL, err)
+	}
+	if local != commit {
+		return Result{}, fmt.Errorf("vcs: %s: the code host says %s is (or peels to) commit %s, but it is %s", repoURL, want, commit, local)
+	}
+	for t, o := range tags {
+		c, err := r.peel(ctx, o)
+		if err != nil || c != commit {
+			return Result{}, fmt.Errorf("vcs: %s: the code host says tag %s names commit %s, but its object %s does not", repoURL, t, commit, o)
+		}
 	}
 	archive := filepath.Join(dir, "archive.zip")
 	if err := r.archive(ctx, commit, archive); err != nil {
-		return Result{}, fmt.Errorf("vcs: archiving %s of %s: %w", commit, repo, err)
+		return Result{}, fmt.Errorf("vcs: archiving %s of %s: %w", commit, repoURL, err)
 	}
+	tagNames := make([]string, 0, len(tags))
+	for t := range tags {
+		tagNames = append(tagNames, t)
+	}
+	slices.SortFunc(tagNames, func(a, b string) int { return semver.Compare(path.Base(b), path.Base(a)) })
 	var pass, notFound *Result
-	for i, rd := range rds {
-		sub, gomod, err := r.findDir(ctx, commit, rd)
-		if err != nil {
-			continue // the go command refuses this reading: no client can use it
-		}
-		if gomod == nil {
-			gomod = legacyGoMod(rd.mod.Path)
-		}
-		res := Result{Tag: tagOf[i], Commit: commit}
-		modFile := filepath.Join(dir, fmt.Sprintf("%d.mod", i))
-		if err := os.WriteFile(modFile, gomod, 0o600); err != nil {
-			return Result{}, fmt.Errorf("vcs: %w", err)
-		}
-		zipFile := filepath.Join(dir, fmt.Sprintf("%d.zip", i))
-		if err := r.moduleZip(ctx, commit, archive, sub, rd.mod, zipFile); err != nil {
-			// x/mod/zip refuses what the go command would refuse too
-			// (too large, bad file names): no client can use it.
-			v.log.InfoContext(ctx, "reading refused", "module", rd.mod.String(), "repo", repo, "error", err)
-			continue
-		}
-		for _, f := range []struct {
-			kind sumdb.Kind
-			file string
-		}{{sumdb.KindZip, zipFile}, {sumdb.KindMod, modFile}} {
-			vd, err := v.cfg.SumDB.Check(ctx, rd.mod, f.kind, f.file)
-			if err != nil {
-				return Result{}, fmt.Errorf("vcs: checking %s of %s: %w", rd.mod, repo, err)
-			}
-			res.Verdict = vd
-			switch vd.Outcome {
-			case sumdb.Verified, sumdb.Private:
-				if pass == nil && f.kind == sumdb.KindZip {
-					p := res
-					pass = &p
-				}
+	n := 0
+	for _, tag := range tagNames {
+		rts := append(slices.Clone(roots), r.declaredRoots(ctx, commit, tag)...)
+		for _, rd := range readings(rts, tag) {
+			sub, gomod, declared, err := r.findDir(ctx, commit, rd)
+			if err != nil || declared != "" && declared != rd.mod.Path ||
+				strings.HasSuffix(rd.mod.Version, "+incompatible") && (rd.codeDir != "" || gomod != nil) {
+				// The go command refuses this reading (+incompatible only
+				// at a root without go.mod: codeRepo.convert), or its
+				// go.mod declares another module: no client builds it.
 				continue
-			case sumdb.NotFound:
-				if notFound == nil {
-					n := res
-					notFound = &n
-				}
-			default:
-				return res, nil // a record that differs, an outage or a fork decides
 			}
-			break // not known as this reading: its go.mod is not looked at
+			if gomod == nil {
+				gomod = legacyGoMod(rd.mod.Path)
+			}
+			n++
+			res := Result{Tag: tag, Commit: commit}
+			modFile := filepath.Join(dir, fmt.Sprintf("%d.mod", n))
+			if err := os.WriteFile(modFile, gomod, 0o600); err != nil {
+				return Result{}, fmt.Errorf("vcs: %w", err)
+			}
+			zipFile := filepath.Join(dir, fmt.Sprintf("%d.zip", n))
+			if err := r.moduleZip(ctx, commit, archive, sub, rd.mod, zipFile); err != nil {
+				// x/mod/zip refuses what the go command would refuse too
+				// (too large, bad file names): no client can use it.
+				v.log.InfoContext(ctx, "reading refused", "module", rd.mod.String(), "repo", repoURL, "error", err)
+				n--
+				continue
+			}
+			for _, f := range []struct {
+				kind sumdb.Kind
+				file string
+			}{{sumdb.KindZip, zipFile}, {sumdb.KindMod, modFile}} {
+				vd, err := v.cfg.SumDB.Check(ctx, rd.mod, f.kind, f.file)
+				if err != nil {
+					return Result{}, fmt.Errorf("vcs: checking %s of %s: %w", rd.mod, repoURL, err)
+				}
+				res.Verdict = vd
+				switch vd.Outcome {
+				case sumdb.Verified, sumdb.Private:
+					if pass == nil && f.kind == sumdb.KindZip {
+						p := res
+						pass = &p
+					}
+					continue
+				case sumdb.NotFound:
+					if notFound == nil {
+						nf := res
+						notFound = &nf
+					}
+				default:
+					return res, nil // a record that differs, an outage or a fork decides
+				}
+				break
+			}
 		}
 	}
 	switch {
-	case pass != nil:
-		return *pass, nil
 	case notFound != nil:
 		return *notFound, nil
+	case pass == nil:
+		tag := tagNames[0]
+		return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: roots[0].path, Version: path.Base(tag)}, Outcome: sumdb.NotFound,
+			Reason: "no reading of its tags is a module the go command would accept"}, Tag: tag, Commit: commit}, nil
 	}
-	return Result{Verdict: sumdb.Verdict{Module: rds[0].mod, Outcome: sumdb.NotFound,
-		Reason: "no reading of its tags is a module the go command would accept"}, Tag: tagOf[0], Commit: commit}, nil
+	if err := v.keep(ctx, key, r, *pass, tags); err != nil {
+		return Result{}, err
+	}
+	return *pass, nil
 }
 
-// fetchInto fetches want from repo into r at depth 1.
-func (v *Verifier) fetchInto(ctx context.Context, r *repo, repo, want string) error {
+// fetchInto fetches objs from repoURL into r at depth 1.
+func (v *Verifier) fetchInto(ctx context.Context, r *repo, repoURL string, objs []string) error {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("vcs: %w", err)
@@ -544,14 +615,14 @@ func (v *Verifier) fetchInto(ctx context.Context, r *repo, repo, want string) er
 		pr.Close()
 		done <- err
 	}()
-	shallow, ferr := v.fetchPack(ctx, repo, want, pw, v.cfg.MaxPackBytes)
+	shallow, ferr := v.fetchPack(ctx, repoURL, objs, pw, v.cfg.MaxPackBytes)
 	pw.Close()
 	ierr := <-done
 	if ferr != nil {
 		return fmt.Errorf("vcs: %w", ferr)
 	}
 	if ierr != nil {
-		return fmt.Errorf("vcs: storing the pack of %s from %s: %w", want, repo, ierr)
+		return fmt.Errorf("vcs: storing the pack of %s from %s: %w", objs[0], repoURL, ierr)
 	}
 	if len(shallow) > 0 {
 		if err := os.WriteFile(filepath.Join(r.dir, "shallow"), []byte(strings.Join(shallow, "\n")+"\n"), 0o644); err != nil {
@@ -559,4 +630,49 @@ func (v *Verifier) fetchInto(ctx context.Context, r *repo, repo, want string) er
 		}
 	}
 	return nil
+}
+
+// declaredRoots are the module path prefixes that the go.mod files a tag
+// could use declare: the module line of <dir>/go.mod, and for a major
+// version 2 or more of <dir>/vN/go.mod, less the major suffix and the
+// tag's directory. A client that reaches the repository through an import
+// path sumgate did not see discovered (a vanity host it does not
+// intercept) uses the path the go.mod declares, so that reading is
+// checked too.
+func (r *repo) declaredRoots(ctx context.Context, commit, tag string) []root {
+	dir, vers := path.Dir(tag), path.Base(tag)
+	if dir == "." {
+		dir = ""
+	}
+	files := []string{path.Join(dir, "go.mod")}
+	if m := semver.Major(vers); m != "v0" && m != "v1" {
+		files = append(files, path.Join(dir, m, "go.mod"))
+	}
+	var out []root
+	for _, f := range files {
+		data, err := r.readFile(ctx, commit, f, maxGoMod)
+		if err != nil {
+			continue
+		}
+		p := modfile.ModulePath(data)
+		if prefix, _, ok := module.SplitPathVersion(p); ok && !strings.HasPrefix(p, "gopkg.in/") {
+			p = prefix
+		}
+		if dir != "" {
+			var ok bool
+			if p, ok = strings.CutSuffix(p, "/"+dir); !ok {
+				continue
+			}
+		}
+		if p != "" && !slices.Contains(out, root{path: p}) {
+			out = append(out, root{path: p})
+		}
+	}
+	return out
+}
+
+// hashKey names a store entry's directory.
+func hashKey(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:12])
 }

@@ -7,9 +7,11 @@ import (
 	"github.com/sumgate/sumgate/internal/testworld"
 )
 
-// R1: a tag moved onto a commit that sumgate already verified under
-// another tag passes: the verified cache is keyed by commit, not tags.
-func TestReviewMovedTagOntoVerifiedCommit(t *testing.T) {
+// TestTagMovedOntoAVerifiedCommitIsRefused: a tag moved onto a commit
+// sumgate already verified under another tag is refused: the tags are
+// listed afresh for every fetch, and a verified revision is remembered
+// with the tags it was verified as.
+func TestTagMovedOntoAVerifiedCommitIsRefused(t *testing.T) {
 	e := start(t, nil)
 	const modPath = testworld.GitHubHost + "/owner/cachemove"
 	r := e.w.NewGitRepo(t, testworld.GitHubHost, "owner/cachemove", testworld.GitRepoOptions{})

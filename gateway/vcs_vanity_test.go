@@ -10,11 +10,12 @@ import (
 	"github.com/sumgate/sumgate/internal/testworld"
 )
 
-// R6: a vanity host that is not intercepted (most are: gorm.io, honnef.co,
-// mvdan.cc, filippo.io, ...) while its repository is on github.com, which
-// is. sumgate never sees discovery, so it reads the tag only as the
-// github.com path; the go command reads it as the vanity path.
-func TestReviewVanityNotIntercepted(t *testing.T) {
+// TestUnseenVanityPathIsNotPassedAsTheRepositoryPath: a vanity host that
+// is not intercepted (gorm.io, honnef.co, mvdan.cc, ...) with its
+// repository on github.com, which is: sumgate never sees discovery, but
+// the repository path is not a reading the go command builds when the
+// go.mod declares the vanity path, which is read instead.
+func TestUnseenVanityPathIsNotPassedAsTheRepositoryPath(t *testing.T) {
 	w := testworld.New(t)
 	e := startWith(t, w, func(c *gateway.Config) {
 		c.Intercept = slices.DeleteFunc(slices.Clone(c.Intercept), func(h string) bool { return h == testworld.VanityHost })

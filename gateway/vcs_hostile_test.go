@@ -161,10 +161,12 @@ func isSumgate(req *http.Request) bool { return strings.Contains(req.UserAgent()
 
 func pkt(s string) string { return fmt.Sprintf("%04x%s", len(s)+4, s) }
 
-// R2 (pack stuffing): the host adds an extra want to a verified fetch; the
-// extra commit lands in the client's vcs cache, and a later version is
-// taken from there with no fetch at all.
-func TestReviewPackStuffing(t *testing.T) {
+// TestStuffedPackIsNeverServed holds threat 20 against pack stuffing: a
+// host that adds an unverified commit to its answer to a verified fetch
+// would plant it in the client's repository cache, where the go command
+// later takes a version from with no fetch at all. A verified fetch is
+// answered from sumgate's copy of the verified objects, never the host's.
+func TestStuffedPackIsNeverServed(t *testing.T) {
 	e := start(t, nil)
 	const modPath = testworld.GitHubHost + "/owner/stuffed"
 	h := newHostile(t, "a")
@@ -193,10 +195,11 @@ func TestReviewPackStuffing(t *testing.T) {
 	}
 }
 
-// R3 (tailored advertisement): the host lists v1.0.0 -> X to the client but
-// only sub/v1.0.0 -> X to sumgate; X's sub/ is the database's
-// .../sub@v1.0.0, X's root is not .../@v1.0.0.
-func TestReviewTailoredAdvertisement(t *testing.T) {
+// TestTagsShownToClientsAreRead: a host that lists v1.0.0 -> X to clients
+// but only sub/v1.0.0 -> X to sumgate (X's sub/ is the database's
+// .../sub@v1.0.0, its root is not .../@v1.0.0) is caught: the tags the
+// host showed clients are read as versions of X too.
+func TestTagsShownToClientsAreRead(t *testing.T) {
 	e := start(t, nil)
 	const modPath = testworld.GitHubHost + "/owner/tailored"
 	h := newHostile(t, "a", "s")
@@ -226,10 +229,10 @@ func TestReviewTailoredAdvertisement(t *testing.T) {
 	}
 }
 
-// R4 (want-ref): the host advertises ref-in-want; git sends want-ref,
-// sumgate maps it with its own tag list (verified), the host answers the
-// client's fetch with another object in wanted-refs.
-func TestReviewWantRefSubstitution(t *testing.T) {
+// TestWantRefIsAnsweredFromTheVerifiedCopy: a host that advertises
+// ref-in-want, so that git asks for a tag by name, cannot answer with
+// another object in wanted-refs: sumgate answers from its verified copy.
+func TestWantRefIsAnsweredFromTheVerifiedCopy(t *testing.T) {
 	e := start(t, nil)
 	const modPath = testworld.GitHubHost + "/owner/wantref"
 	h := newHostile(t, "a", "b")
@@ -268,10 +271,10 @@ func TestReviewWantRefSubstitution(t *testing.T) {
 	}
 }
 
-// R7 (lying peel): sumgate trusts the peeled: value of its own ls-refs and
-// archives that commit, while fetching (and the client using) the tag
-// object, which peels elsewhere.
-func TestReviewLyingPeel(t *testing.T) {
+// TestLyingPeelIsCaught: a host whose ls-refs says an annotated tag peels
+// to a good commit while the tag object names another is caught: sumgate
+// peels the objects it fetched itself.
+func TestLyingPeelIsCaught(t *testing.T) {
 	e := start(t, nil)
 	const modPath = testworld.GitHubHost + "/owner/peel"
 	h := newHostile(t, "a")
@@ -310,10 +313,11 @@ func TestReviewLyingPeel(t *testing.T) {
 	}
 }
 
-// R8: under on_unverified: allow, the host fails sumgate's own fetch; the
-// refusal is an error (not remembered), and the go command's fallback
-// full fetch passes as "history" with the moved tag.
-func TestReviewAllowFallbackAfterVerifyError(t *testing.T) {
+// TestFailedVerificationIsNotPassedOnFallback: under on_unverified:
+// allow, a host that fails sumgate's own fetch of a moved tag does not get
+// it through the go command's fallback fetch of every branch and tag: a
+// failed verification is remembered and refused whatever the policy.
+func TestFailedVerificationIsNotPassedOnFallback(t *testing.T) {
 	e := start(t, func(c *gateway.Config) { c.OnUnverified = gateway.UnverifiedAllow })
 	const modPath = testworld.GitHubHost + "/owner/fallback"
 	h := newHostile(t, "a")
