@@ -272,16 +272,21 @@ func (r *repo) peel(ctx context.Context, obj string) (string, error) {
 	return c, nil
 }
 
-// archive writes commit's tree to a zip file at dst with git archive,
-// exactly as the go command's gitRepo.ReadZip runs it (the repository's
-// attributes were neutralised by initRepo).
-func (r *repo) archive(ctx context.Context, commit, dst string) error {
+// archive writes commit's tree under subdir ("" for all of it) to a zip
+// file at dst with git archive, exactly as the go command's
+// gitRepo.ReadZip runs it (the repository's attributes were neutralised by
+// initRepo).
+func (r *repo) archive(ctx context.Context, commit, subdir, dst string) error {
 	f, err := os.Create(dst)
 	if err != nil {
 		return err
 	}
 	cw := &capWriter{w: f, n: maxZipFile}
-	err = r.run(ctx, nil, cw, "archive", "--format=zip", "--prefix=prefix/", "--end-of-options", commit)
+	args := []string{"archive", "--format=zip", "--prefix=prefix/", "--end-of-options", commit}
+	if subdir != "" {
+		args = append(args, subdir) // a pathspec, as the go command passes it: its limit is the module's
+	}
+	err = r.run(ctx, nil, cw, args...)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -522,10 +522,7 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 			return Result{}, fmt.Errorf("vcs: %s: the code host says tag %s names commit %s, but its object %s does not", repoURL, t, commit, o)
 		}
 	}
-	archive := filepath.Join(dir, "archive.zip")
-	if err := r.archive(ctx, commit, archive); err != nil {
-		return Result{}, fmt.Errorf("vcs: archiving %s of %s: %w", commit, repoURL, err)
-	}
+	archives := map[string]string{} // module directory -> its git archive
 	tagNames := make([]string, 0, len(tags))
 	for t := range tags {
 		tagNames = append(tagNames, t)
@@ -552,6 +549,14 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 			modFile := filepath.Join(dir, fmt.Sprintf("%d.mod", n))
 			if err := os.WriteFile(modFile, gomod, 0o600); err != nil {
 				return Result{}, fmt.Errorf("vcs: %w", err)
+			}
+			archive, ok := archives[sub]
+			if !ok {
+				archive = filepath.Join(dir, fmt.Sprintf("archive-%d.zip", len(archives)))
+				if err := r.archive(ctx, commit, sub, archive); err != nil {
+					return Result{}, fmt.Errorf("vcs: archiving %s of %s: %w", commit, repoURL, err)
+				}
+				archives[sub] = archive
 			}
 			zipFile := filepath.Join(dir, fmt.Sprintf("%d.zip", n))
 			if err := r.moduleZip(ctx, commit, archive, sub, rd.mod, zipFile); err != nil {
