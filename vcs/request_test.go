@@ -3,6 +3,7 @@ package vcs
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -191,4 +192,43 @@ func TestReadings(t *testing.T) {
 			t.Errorf("readings(%v, %q) = %q, want %q", tt.roots, tt.tag, got, tt.want)
 		}
 	}
+}
+
+// FuzzWatchRefs: an ls-refs answer read in any chunks reaches the client
+// unchanged, and whatever the host sends, reading it never panics; the
+// tags of a well-formed answer are recorded.
+func FuzzWatchRefs(f *testing.F) {
+	f.Add(pkts(oidA+" refs/tags/v1.0.0", oidB+" refs/tags/v1.1.0 peeled:"+oidA, "0000"), uint8(7))
+	f.Add([]byte("0004\xff\xff"), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		v := &Verifier{cfg: Config{CacheEntries: 100}, shown: map[string]shownRef{}}
+		w := v.WatchRefs("https://example.com/r", io.NopCloser(&chunkReader{data: data, n: int(chunk%16) + 1}))
+		got, err := io.ReadAll(w)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("the client read %q (%v), want %q", got, err, data)
+		}
+		if refs, err := parseLsRefs(data); err == nil {
+			shown := v.shownTo("https://example.com/r")
+			for _, r := range refs {
+				if strings.HasPrefix(r.Name, "refs/tags/") && !slices.ContainsFunc(shown, func(s Ref) bool { return s.Name == r.Name }) {
+					t.Fatalf("tag %s of a well-formed answer was not recorded", r.Name)
+				}
+			}
+		}
+	})
+}
+
+// chunkReader reads data n bytes at a time.
+type chunkReader struct {
+	data []byte
+	n    int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.data)
+	c.data = c.data[n:]
+	return n, nil
 }
