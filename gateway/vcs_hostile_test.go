@@ -88,6 +88,13 @@ func (h *hostileGit) share(to, from string) {
 	os.WriteFile(p, []byte(filepath.Join(h.root, from+".git", "objects")+"\n"), 0o644)
 }
 
+// setRoute sets how requests are routed, from now on.
+func (h *hostileGit) setRoute(f func(req *http.Request, body []byte) (string, []byte)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.route = f
+}
+
 func (h *hostileGit) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	i := strings.Index(req.URL.Path, ".git/")
@@ -101,7 +108,10 @@ func (h *hostileGit) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	} else {
 		rest = req.URL.Path[i+5:]
 	}
-	repo, nb := h.route(req, body)
+	h.mu.Lock()
+	route := h.route
+	h.mu.Unlock()
+	repo, nb := route(req, body)
 	h.t.Logf("HOST %s %s ua=%q body=%q", req.Method, req.URL, req.UserAgent(), nb)
 	env := []string{"GIT_PROJECT_ROOT=" + h.root, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "HOME=" + h.root}
 	if v := req.Header.Get("Git-Protocol"); v != "" {
@@ -173,13 +183,13 @@ func TestStuffedPackIsNeverServed(t *testing.T) {
 	good := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n"}, "v1.0.0")
 	evil := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n\nfunc init() { steal() }\n"}, "v1.0.1")
 	h.tag("a", "v1.0.0", good)
-	h.route = func(req *http.Request, body []byte) (string, []byte) {
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) {
 		if !isSumgate(req) && bytes.Contains(body, []byte("want "+good)) && !bytes.Contains(body, []byte(evil)) {
 			// after sumgate: also want the unverified commit
 			body = bytes.Replace(body, []byte(pkt("want "+good+"\n")), []byte(pkt("want "+good+"\n")+pkt("want "+evil+"\n")), 1)
 		}
 		return "a", body
-	}
+	})
 	e.w.Override(t, testworld.GitHubHost, "/owner/stuffed", h)
 	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
 	e.w.Log(module.Version{Path: modPath, Version: "v1.0.1"}, "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
@@ -209,7 +219,7 @@ func TestTagsShownToClientsAreRead(t *testing.T) {
 		"sub/go.mod": "module " + modPath + "/sub\n", "sub/s.go": "package sub\n"}, "x")
 	h.tag("a", "v1.0.0", good)
 	h.tag("a", "sub/v1.0.0", x)
-	h.route = func(req *http.Request, body []byte) (string, []byte) { return "a", body }
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) { return "a", body })
 	e.w.Override(t, testworld.GitHubHost, "/owner/tailored", h)
 	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
 	e.w.LogGit(t, modPath+"/sub", "v1.0.0")
@@ -217,12 +227,12 @@ func TestTagsShownToClientsAreRead(t *testing.T) {
 	// Now: clients see v1.0.0 -> x; sumgate sees only sub/v1.0.0 -> x.
 	h.tag("a", "v1.0.0", x)
 	h.tag("s", "sub/v1.0.0", x)
-	h.route = func(req *http.Request, body []byte) (string, []byte) {
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) {
 		if isSumgate(req) {
 			return "s", body
 		}
 		return "a", body
-	}
+	})
 	d, out := e.goDirect(t, nil, modPath+"@v1.0.0")
 	if d.Sum != "" && d.Sum != sum {
 		t.Errorf("BYPASS: v1.0.0 delivered with Sum %s, database has %s\n%s", d.Sum, sum, out)
@@ -246,16 +256,16 @@ func TestWantRefIsAnsweredFromTheVerifiedCopy(t *testing.T) {
 	h.tag("a", "v1.0.0", good)
 	h.tag("b", "v1.0.0", evil)
 	var sawWantRef bool
-	h.route = func(req *http.Request, body []byte) (string, []byte) { return "a", body }
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) { return "a", body })
 	e.w.Override(t, testworld.GitHubHost, "/owner/wantref", h)
 	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
-	h.route = func(req *http.Request, body []byte) (string, []byte) {
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) {
 		if !isSumgate(req) {
 			sawWantRef = sawWantRef || bytes.Contains(body, []byte("want-ref "))
 			return "b", body
 		}
 		return "a", body
-	}
+	})
 	{
 		dir := t.TempDir()
 		gitCmd(t, dir, nil, "", "init", "-q", "--bare", "c.git")
@@ -281,7 +291,7 @@ func TestLyingPeelIsCaught(t *testing.T) {
 	good := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n"}, "good")
 	evil := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n\nfunc init() { steal() }\n"}, "evil")
 	h.tag("a", "v1.0.0", good)
-	h.route = func(req *http.Request, body []byte) (string, []byte) { return "a", body }
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) { return "a", body })
 	e.w.Override(t, testworld.GitHubHost, "/owner/peel", h)
 	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
 
@@ -290,12 +300,12 @@ func TestLyingPeelIsCaught(t *testing.T) {
 	gitCmd(t, bare, nil, "", "tag", "-f", "-a", "-m", "v1.0.0", "v1.0.0", evil)
 	tagObj := gitCmd(t, bare, nil, "", "rev-parse", "refs/tags/v1.0.0")
 	lsRefs := pkt(tagObj+" refs/tags/v1.0.0 peeled:"+good+"\n") + "0000"
-	h.route = func(req *http.Request, body []byte) (string, []byte) {
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) {
 		if isSumgate(req) && bytes.Contains(body, []byte("want "+tagObj)) {
 			body = bytes.Replace(body, []byte(pkt("want "+tagObj+"\n")), []byte(pkt("want "+tagObj+"\n")+pkt("want "+good+"\n")), 1)
 		}
 		return "a", body
-	}
+	})
 	lie := http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		if isSumgate(req) && bytes.Contains(body, []byte("command=ls-refs")) {
@@ -324,7 +334,7 @@ func TestFailedVerificationIsNotPassedOnFallback(t *testing.T) {
 	good := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n"}, "good")
 	evil := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n\nfunc init() { steal() }\n"}, "evil")
 	h.tag("a", "v1.0.0", good)
-	h.route = func(req *http.Request, body []byte) (string, []byte) { return "a", body }
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) { return "a", body })
 	e.w.Override(t, testworld.GitHubHost, "/owner/fallback", h)
 	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
 	h.tag("a", "v1.0.0", evil)
