@@ -22,7 +22,10 @@ const runUsage = `usage: sumgate run [-config FILE] [-listen ADDR] [-transparent
 
 Starts the gateway: it intercepts TLS to the configured hosts and passes a
 module zip or go.mod on only once the Go checksum database has vouched for
-it. On start it prints how to point clients at it. SIGTERM or SIGINT stops
+it. Under the default vcs: verify, a direct git fetch through an
+intercepted host is answered only with tagged revisions whose modules the
+database has vouched for; that needs git installed. On start it prints how
+to point clients at it. SIGTERM or SIGINT stops
 accepting, lets downloads in flight finish (timeouts.drain), flushes the
 audit spans and exits 0.
 
