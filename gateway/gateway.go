@@ -254,7 +254,8 @@ func New(cfg Config) (*Gateway, error) {
 	g.fetcher.metrics = metrics
 	if cfg.VCS == VCSVerify {
 		g.vcs, err = vcs.New(vcs.Config{Client: cfg.Upstream, SumDB: cfg.Verifier, WorkDir: filepath.Join(cfg.DataDir, "vcs"), Timeout: cfg.FetchTimeout,
-			Logger: g.log, TracerProvider: cfg.TracerProvider})
+			PassUnverified: cfg.OnUnverified == UnverifiedAllow,
+			Logger:         g.log, TracerProvider: cfg.TracerProvider})
 		if err != nil {
 			return nil, fmt.Errorf("gateway: vcs: verify: %w (or choose another vcs policy)", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -57,7 +58,8 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	if err != nil {
 		return refuse(vcs.Result{}, "%s: %v", d.repo, err)
 	}
-	res, err := g.vcs.Check(ctx, d.repo, ur)
+	res, err := g.vcs.Check(ctx, vcs.Fetch{Repo: d.repo, Client: clientIP(req), Request: ur,
+		Anonymous: req.Header.Get("Authorization") == "" && req.Header.Get("Cookie") == ""})
 	if err != nil {
 		return refuse(res, "%s: could not verify this fetch: %v", d.repo, err)
 	}
@@ -77,11 +79,30 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	pass := req.Clone(ctx)
 	pass.Body = io.NopCloser(bytes.NewReader(raw))
 	pass.ContentLength = int64(len(raw))
+	if ur.Command == "ls-refs" {
+		// Its answer is read on the way back: ask for it plain (sumgate's
+		// client decodes gzip itself then), and refuse another encoding.
+		pass.Header.Del("Accept-Encoding")
+	}
 	out := g.forward(pass, d.url, g.cfg.Upstream.Do, "pass-through")
 	if ur.Command == "ls-refs" && out.resp != nil && out.resp.StatusCode == http.StatusOK {
+		if enc := out.resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+			out.close()
+			return refuse(res, "%s: the code host answered ls-refs with Content-Encoding %q, which sumgate does not read", d.repo, enc)
+		}
 		out.resp.Body = g.vcs.WatchRefs(d.repo, out.resp.Body)
 	}
 	return res, out
+}
+
+// clientIP is the address of the client that sent req, without its
+// port: a client's go-get discovery and its git fetches come on different
+// connections.
+func clientIP(req *http.Request) string {
+	if h, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		return h
+	}
+	return req.RemoteAddr
 }
 
 // servedResponse is a verified fetch answered from sumgate's copy.
@@ -148,7 +169,7 @@ const maxDiscoveryBytes = 1 << 20
 // reads it, its <meta name="go-import"> tags are passed to the vcs
 // verifier (vcs.Verifier.LearnImport). The client's bytes are not
 // changed.
-func (g *Gateway) learnImports(host string, resp *http.Response) {
+func (g *Gateway) learnImports(client, host string, resp *http.Response) {
 	if resp.StatusCode != http.StatusOK || resp.Body == nil {
 		return
 	}
@@ -162,7 +183,7 @@ func (g *Gateway) learnImports(host string, resp *http.Response) {
 			if len(f) == 4 {
 				subdir = f[3]
 			}
-			g.vcs.LearnImport(host, f[0], f[1], f[2], subdir)
+			g.vcs.LearnImport(client, host, f[0], f[1], f[2], subdir)
 		}
 		io.Copy(io.Discard, pr)
 	}()

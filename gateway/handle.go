@@ -87,7 +87,7 @@ func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcom
 	case actPass:
 		out := g.forward(req, d.url, g.cfg.Upstream.Do, "pass-through")
 		if d.learn && out.resp != nil && g.vcs != nil {
-			g.learnImports(canonicalHost(req.URL.Host), out.resp)
+			g.learnImports(clientIP(req), canonicalHost(req.URL.Host), out.resp)
 		}
 		return out
 	case actGit:

@@ -238,7 +238,8 @@ func readPkt(r *bufio.Reader) (payload []byte, n int, err error) {
 // WatchRefs wraps the body of an ls-refs answer that repoURL's code host
 // sends a client, so that each tag in it is recorded (ShowRefs) before
 // the client can read the bytes that name it. The client's bytes are not
-// changed; an answer that does not parse is passed on unrecorded.
+// changed; an answer that does not parse is cut off with an error where
+// it stops parsing, so that nothing sumgate could not read reaches git.
 func (v *Verifier) WatchRefs(repoURL string, body io.ReadCloser) io.ReadCloser {
 	return &refsWatcher{ReadCloser: body, v: v, repo: repoURL}
 }
@@ -248,10 +249,14 @@ type refsWatcher struct {
 	v    *Verifier
 	repo string
 	buf  []byte // an incomplete pkt-line
-	done bool   // the flush was seen, or the answer did not parse
+	done bool   // the flush was seen
+	bad  error  // the answer did not parse
 }
 
 func (w *refsWatcher) Read(p []byte) (int, error) {
+	if w.bad != nil {
+		return 0, w.bad
+	}
 	n, err := w.ReadCloser.Read(p)
 	if n > 0 && !w.done {
 		w.buf = append(w.buf, p[:n]...)
@@ -263,8 +268,9 @@ func (w *refsWatcher) Read(p []byte) (int, error) {
 				break // the rest of the packet comes in a later read
 			}
 			if perr != nil || !ok {
-				w.done = true
-				break
+				w.bad = fmt.Errorf("the code host's ls-refs answer does not parse: %v", perr)
+				w.v.ShowRefs(w.repo, refs)
+				return 0, w.bad
 			}
 			w.buf = r.buf
 			if kind < 0 {
@@ -285,6 +291,10 @@ func (w *refsWatcher) Read(p []byte) (int, error) {
 			w.buf = nil
 		}
 		w.v.ShowRefs(w.repo, refs)
+	}
+	if err == io.EOF && !w.done {
+		w.bad = errors.New("the code host's ls-refs answer ended without a flush-pkt")
+		return n, w.bad
 	}
 	return n, err
 }

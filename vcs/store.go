@@ -1,6 +1,7 @@
 package vcs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -68,32 +69,74 @@ func (v *Verifier) evict() {
 			return
 		}
 		delete(v.store, oldest.key)
-		os.RemoveAll(oldest.dir)
+		os.RemoveAll(filepath.Dir(oldest.dir))
 	}
 }
 
-// keep moves a verified scratch repository into the store under key,
-// with its verified tags as refs, ready to serve fetches.
-func (v *Verifier) keep(ctx context.Context, key string, r *repo, res Result, tags map[string]string) error {
-	dst := filepath.Join(v.cfg.WorkDir, "store-"+hashKey(key))
-	os.RemoveAll(dst)
-	if err := os.Rename(r.dir, dst); err != nil {
+// keep puts a verified revision into the store under key: a new
+// repository holding only what objs (the verified commit and tag objects)
+// reach at depth 1, copied from the scratch repository r (whatever else
+// the code host sent stays behind), with the verified tags as refs.
+func (v *Verifier) keep(ctx context.Context, key string, r *repo, res Result, tags map[string]string, objs []string) error {
+	d, err := os.MkdirTemp(v.cfg.WorkDir, "store-")
+	if err != nil {
 		return fmt.Errorf("vcs: keeping a verified revision: %w", err)
 	}
-	s := &repo{git: r.git, dir: dst}
-	if err := s.serveConfig(ctx, tags); err != nil {
-		os.RemoveAll(dst)
+	dst := filepath.Join(d, "repo.git")
+	s, err := r.copyReachable(ctx, dst, objs)
+	if err == nil {
+		err = s.serveConfig(ctx, tags)
+	}
+	if err != nil {
+		os.RemoveAll(d)
 		return fmt.Errorf("vcs: keeping a verified revision: %w", err)
 	}
 	res.entries = nil
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if old := v.store[key]; old != nil && old.inUse == 0 {
-		delete(v.store, key)
+	if v.store[key] != nil {
+		os.RemoveAll(d) // verified twice: keep the one fetches may be using
+		return nil
 	}
 	v.store[key] = &entry{key: key, dir: dst, result: res, tags: tags, used: time.Now()}
 	v.evict()
 	return nil
+}
+
+// copyReachable makes a bare repository at dst holding exactly the
+// objects objs reach in r (at r's shallow boundary), and r's shallow
+// file.
+func (r *repo) copyReachable(ctx context.Context, dst string, objs []string) (*repo, error) {
+	var list bytes.Buffer
+	args := append([]string{"rev-list", "--objects", "--no-object-names", "--end-of-options"}, objs...)
+	if err := r.run(ctx, nil, &list, args...); err != nil {
+		return nil, err
+	}
+	pack, err := os.Create(dst + ".pack")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(pack.Name())
+	defer pack.Close()
+	if err := r.run(ctx, &list, pack, "pack-objects", "--stdout", "-q"); err != nil {
+		return nil, err
+	}
+	if _, err := pack.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	s, err := initRepo(ctx, r.git, dst)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.run(ctx, pack, nil, "index-pack", "--stdin"); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(filepath.Join(r.dir, "shallow")); err == nil {
+		if err := os.WriteFile(filepath.Join(dst, "shallow"), b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // serveConfig makes r answer fetches of any object it holds, with tags as

@@ -21,8 +21,6 @@ package vcs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +87,11 @@ type Config struct {
 	// process, a pack and an archive on disk; 0 is DefaultConcurrent.
 	// Others wait their turn.
 	Concurrent int
+	// PassUnverified says versions the database does not know pass
+	// (on_unverified: allow): the other readings of a revision are then
+	// still checked, since a mismatch never passes; otherwise the first
+	// reading the database does not know decides.
+	PassUnverified bool
 	// Logger receives verification failures; nil is slog.Default().
 	Logger *slog.Logger
 	// TracerProvider traces verifications; nil traces nothing.
@@ -105,10 +108,10 @@ type Verifier struct {
 	slots  chan struct{} // one per verification under way
 
 	mu      sync.Mutex
-	store   map[string]*entry   // repo + " " + commit -> the verified revision on disk
-	refused map[string]refusal  // repo + " " + object -> why a fetch of it was refused
-	imports map[string][]root   // repo (RepoOf) -> import path prefixes go-get discovery mapped to it
-	shown   map[string]shownRef // repo + " " + ref name -> what the code host showed a client
+	store   map[string]*entry    // repo + " " + commit -> the verified revision on disk
+	refused map[string]refusal   // repo + " " + object -> why a fetch of it was refused
+	imports map[string][]root    // repo (RepoOf) -> import path prefixes go-get discovery mapped to it
+	shown   map[string]*shownSet // repo -> the tags the code host showed clients
 }
 
 // refusalTTL is how long a refusal that may change (not found, outage)
@@ -125,10 +128,21 @@ type refusal struct {
 	at     time.Time
 }
 
-type shownRef struct {
-	Ref
-	at time.Time
+// Bounds of what clients were shown: tags a repository, and repositories.
+const (
+	maxShownTags  = 1 << 16
+	maxShownRepos = 1 << 10
+)
+
+type shownSet struct {
+	refs     map[string]Ref // ref name -> what it was shown to name
+	at       time.Time      // last shown
+	overflow bool           // more tags were shown than kept
 }
+
+// maxTags bounds the version tags read on one commit: each is a module
+// zip and two lookups per reading.
+const maxTags = 256
 
 // New returns a Verifier for cfg. It fails if git cannot be found.
 func New(cfg Config) (*Verifier, error) {
@@ -177,7 +191,15 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	return &Verifier{cfg: cfg, log: cfg.Logger.With("component", "vcs"), tracer: cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/vcs"),
 		slots: make(chan struct{}, cfg.Concurrent), store: map[string]*entry{}, refused: map[string]refusal{},
-		imports: map[string][]root{}, shown: map[string]shownRef{}}, nil
+		imports: map[string][]root{}, shown: map[string]*shownSet{}}, nil
+}
+
+// A Fetch is one client's git-upload-pack request.
+type Fetch struct {
+	Repo      string        // the repository's URL, as the client named it
+	Client    string        // the client's address (an IP): what it learned and met is its own
+	Anonymous bool          // the request carries no credentials (Authorization, Cookie)
+	Request   UploadRequest // what it asks
 }
 
 // A Result is what a Verifier concluded about one fetch.
@@ -207,8 +229,10 @@ const MovedTag = "the tag was moved or the repository differs from what the chec
 // importPrefix (the repository's subdir, if the tag has a fourth field,
 // Go 1.25's subdirectory). Answers for other VCSs, or whose import prefix
 // is not on host (the host that answered), are ignored: a page may speak
-// only for its own host's import paths.
-func (v *Verifier) LearnImport(host, importPrefix, vcs, repoURL, subdir string) {
+// only for its own host's import paths. What a client learns is its own
+// (client is its address): a page one client read cannot change how
+// another client's fetches are read.
+func (v *Verifier) LearnImport(client, host, importPrefix, vcs, repoURL, subdir string) {
 	repo, err := RepoOf(repoURL)
 	if err != nil || vcs != "git" || module.CheckImportPath(importPrefix) != nil ||
 		!(importPrefix == host || strings.HasPrefix(importPrefix, host+"/")) ||
@@ -218,6 +242,7 @@ func (v *Verifier) LearnImport(host, importPrefix, vcs, repoURL, subdir string) 
 	rt := root{path: importPrefix, subdir: subdir}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	repo = client + " " + repo
 	if slices.Contains(v.imports[repo], rt) {
 		return
 	}
@@ -231,7 +256,8 @@ func (v *Verifier) LearnImport(host, importPrefix, vcs, repoURL, subdir string) 
 // (an ls-refs answer passing through): a tag a client was told names an
 // object is read as a version of it, whatever the host tells sumgate
 // itself, so a host cannot show sumgate one set of tags and clients
-// another.
+// another. A repository's set is never dropped to make room for its own
+// tags: one that shows more than maxShownTags makes its fetches fail.
 func (v *Verifier) ShowRefs(repoURL string, refs []Ref) {
 	repo, err := RepoOf(repoURL)
 	if err != nil {
@@ -240,28 +266,50 @@ func (v *Verifier) ShowRefs(repoURL string, refs []Ref) {
 	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	set := v.shown[repo]
+	if set == nil {
+		for len(v.shown) >= maxShownRepos {
+			var oldest string
+			for k, s := range v.shown {
+				if oldest == "" || s.at.Before(v.shown[oldest].at) {
+					oldest = k
+				}
+			}
+			delete(v.shown, oldest)
+		}
+		set = &shownSet{refs: map[string]Ref{}}
+		v.shown[repo] = set
+	}
+	set.at = now
 	for _, r := range refs {
 		if !strings.HasPrefix(r.Name, "refs/tags/") {
 			continue
 		}
-		if len(v.shown) >= v.cfg.CacheEntries {
-			clear(v.shown)
+		if _, ok := set.refs[r.Name]; !ok && len(set.refs) >= maxShownTags {
+			set.overflow = true
+			continue
 		}
-		v.shown[repo+" "+r.Name] = shownRef{Ref: r, at: now}
+		set.refs[r.Name] = r
 	}
 }
 
-// shownTo returns the tags of repo clients were shown lately.
-func (v *Verifier) shownTo(repo string) []Ref {
+// shownTo returns the tags of repo clients were shown lately, or an
+// error if there were more than sumgate keeps.
+func (v *Verifier) shownTo(repo string) ([]Ref, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	var out []Ref
-	for k, r := range v.shown {
-		if strings.HasPrefix(k, repo+" ") && time.Since(r.at) < shownTTL {
-			out = append(out, r.Ref)
-		}
+	set := v.shown[repo]
+	if set == nil || time.Since(set.at) >= shownTTL {
+		return nil, nil
 	}
-	return out
+	if set.overflow {
+		return nil, fmt.Errorf("the code host showed clients more than %d tags of %s, more than sumgate keeps to check them", maxShownTags, repo)
+	}
+	out := make([]Ref, 0, len(set.refs))
+	for _, r := range set.refs {
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // RepoOf is the canonical form of a git repository's https URL, as
@@ -280,11 +328,11 @@ func RepoOf(repoURL string) (string, error) {
 }
 
 // roots are the module path prefixes of repo (RepoOf): its own host and
-// path, and what go-get discovery mapped to it.
-func (v *Verifier) roots(repo string) []root {
+// path, and what go-get discovery through client mapped to it.
+func (v *Verifier) roots(client, repo string) []root {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return append([]root{{path: strings.TrimPrefix(repo, "https://")}}, v.imports[repo]...)
+	return append([]root{{path: strings.TrimPrefix(repo, "https://")}}, v.imports[client+" "+repo]...)
 }
 
 // Check decides whether the objects req asks of repoURL may reach the
@@ -297,8 +345,13 @@ func (v *Verifier) roots(repo string) []root {
 // commit as a module version the go command would accept is the checksum
 // database's record, zip and go.mod, and there is at least one. A
 // repository that sumgate cannot read anonymously is never looked up.
-// A verified fetch must then be answered with Serve.
-func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest) (res Result, err error) {
+// A verified fetch must then be answered with Serve. A host that refuses
+// sumgate's anonymous read while serving a client that sent no
+// credentials is hiding from it: that is refused whatever the policy.
+// A refusal is remembered for the client that met it, for the go
+// command's fallback fetch.
+func (v *Verifier) Check(ctx context.Context, f Fetch) (res Result, err error) {
+	repoURL, req := f.Repo, f.Request
 	ctx, span := v.tracer.Start(ctx, "vcs.check", trace.WithAttributes(auditkey.VCSRepo.String(repoURL)))
 	defer func() {
 		if err != nil {
@@ -322,7 +375,8 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	if err != nil {
 		return Result{}, err
 	}
-	roots := v.roots(key)
+	roots := v.roots(f.Client, key)
+	mem := f.Client + " " + key // what this client's refusals are remembered under
 	for _, r := range roots {
 		if v.cfg.SumDB.IsPrivate(r.path) {
 			return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: r.path}, Outcome: sumdb.Private}}, nil
@@ -336,7 +390,7 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	// every branch and tag with their history, which must neither pass a
 	// mismatching revision under on_unverified: allow nor hide why. A
 	// refusal that never passes wins over one that on_unverified may pass.
-	if r, failed := v.earlierRefusal(key, req.Wants); failed != nil {
+	if r, failed := v.earlierRefusal(mem, req.Wants); failed != nil {
 		return r, failed
 	} else if r.Outcome != 0 {
 		return r, nil
@@ -346,6 +400,8 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	refs, err := v.lsRefs(ctx, repoURL)
 	var na *NotAnonymousError
 	switch {
+	case errors.As(err, &na) && f.Anonymous:
+		return Result{}, fmt.Errorf("the code host refuses sumgate's anonymous read of %s (%d) while it serves this client without credentials", repoURL, na.Status)
 	case errors.As(err, &na):
 		return unmapped(fmt.Sprintf("sumgate cannot read %s anonymously (%d), so it treats it as private and never sends its path to the checksum database; "+
 			"if it is a private module, add its path to the private key of sumgate's configuration", repoURL, na.Status))
@@ -355,8 +411,14 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 		return unmapped("the fetch asks for history (not --depth=1), which sumgate cannot map to one verified version: pseudo-versions and branches are fetched so")
 	case req.PackfileURIs:
 		return unmapped("the fetch accepts packfile URIs, whose objects would not pass through sumgate")
+	case !req.V2:
+		return unmapped("a protocol v0 fetch: sumgate reads the tags clients are shown in protocol v2 only (the code host did not speak v2 to this client)")
 	}
-	refs = append(refs, v.shownTo(key)...)
+	shown, err := v.shownTo(key)
+	if err != nil {
+		return Result{}, err
+	}
+	refs = append(refs, shown...)
 	wants := slices.Clone(req.Wants)
 	for _, name := range req.WantRefs {
 		i := slices.IndexFunc(refs, func(r Ref) bool { return r.Name == name })
@@ -370,7 +432,7 @@ func (v *Verifier) Check(ctx context.Context, repoURL string, req UploadRequest)
 	for _, want := range wants {
 		r, err := v.checkObject(ctx, repoURL, key, roots, refs, want)
 		if err != nil || !r.Pass() {
-			v.remember(key, want, r, err)
+			v.remember(mem, want, r, err)
 			v.release(entries)
 			return r, err
 		}
@@ -437,6 +499,9 @@ func (v *Verifier) checkObject(ctx context.Context, repoURL, repo string, roots 
 				tags[t] = r.Object
 			}
 		}
+	}
+	if len(tags) > maxTags {
+		return Result{}, fmt.Errorf("more than %d tags name commit %s of %s, more than sumgate checks", maxTags, commit, repoURL)
 	}
 	if len(tags) == 0 {
 		why := fmt.Sprintf("%s is not a tag of %s or its target, so sumgate cannot map it to one verified version "+
@@ -531,6 +596,16 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 	var pass, notFound *Result
 	n := 0
 	for _, tag := range tagNames {
+		// The readings of one tag that the database knows, and those it
+		// does not, by the module directory and version they are: an
+		// unknown reading passes only as the same files and version as a
+		// verified one, named by another module path (a repository path
+		// and a vanity path of one module).
+		verified := map[string]bool{}
+		var unknown []struct {
+			same string
+			res  Result
+		}
 		rts := append(slices.Clone(roots), r.declaredRoots(ctx, commit, tag)...)
 		for _, rd := range readings(rts, tag) {
 			sub, gomod, declared, err := r.findDir(ctx, commit, rd)
@@ -541,8 +616,11 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 				// go.mod declares another module: no client builds it.
 				continue
 			}
+			same := sub + "@" + rd.mod.Version
 			if gomod == nil {
 				gomod = legacyGoMod(rd.mod.Path)
+			} else {
+				same += " " + string(gomod) // a synthesised go.mod names the path
 			}
 			n++
 			res := Result{Tag: tag, Commit: commit}
@@ -566,6 +644,7 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 				n--
 				continue
 			}
+		files:
 			for _, f := range []struct {
 				kind sumdb.Kind
 				file string
@@ -577,20 +656,34 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 				res.Verdict = vd
 				switch vd.Outcome {
 				case sumdb.Verified, sumdb.Private:
+					if f.kind == sumdb.KindMod {
+						verified[same] = true
+					}
 					if pass == nil && f.kind == sumdb.KindZip {
 						p := res
 						pass = &p
 					}
-					continue
 				case sumdb.NotFound:
-					if notFound == nil {
-						nf := res
-						notFound = &nf
-					}
+					unknown = append(unknown, struct {
+						same string
+						res  Result
+					}{same, res})
+					break files
 				default:
 					return res, nil // a record that differs, an outage or a fork decides
 				}
-				break
+			}
+		}
+		for _, u := range unknown {
+			if verified[u.same] {
+				continue
+			}
+			if !v.cfg.PassUnverified {
+				return u.res, nil // refused whatever the other tags are
+			}
+			if notFound == nil {
+				nf := u.res
+				notFound = &nf
 			}
 		}
 	}
@@ -602,7 +695,7 @@ func (v *Verifier) verify(ctx context.Context, repoURL, key, want, commit string
 		return Result{Verdict: sumdb.Verdict{Module: module.Version{Path: roots[0].path, Version: path.Base(tag)}, Outcome: sumdb.NotFound,
 			Reason: "no reading of its tags is a module the go command would accept"}, Tag: tag, Commit: commit}, nil
 	}
-	if err := v.keep(ctx, key, r, *pass, tags); err != nil {
+	if err := v.keep(ctx, key, r, *pass, tags, objs); err != nil {
 		return Result{}, err
 	}
 	return *pass, nil
@@ -674,10 +767,4 @@ func (r *repo) declaredRoots(ctx context.Context, commit, tag string) []root {
 		}
 	}
 	return out
-}
-
-// hashKey names a store entry's directory.
-func hashKey(key string) string {
-	h := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(h[:12])
 }
