@@ -8,6 +8,8 @@
 //	sumgate run [-config FILE] [-listen ADDR] [-transparent-listen ADDR] [-admin-listen ADDR|off] [-data-dir DIR]
 //	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
 //	sumgate ca init|export|bundle [-config FILE] [-data-dir DIR] [-system-roots FILE]
+//	sumgate healthcheck [-config FILE] [-admin ADDR] [-timeout D]
+//	sumgate version
 //
 // See the README for the configuration file and the gateway.
 package main
@@ -41,6 +43,8 @@ commands:
   run       start the gateway
   verify    check a module version against the Go checksum database
   ca        create, export and bundle the enterprise CA's root
+  healthcheck  exit 0 if the gateway's /readyz answers 200 (for containers)
+  version   print the version, VCS revision and Go version
 
 Run 'sumgate <command> -h' for a command's flags.
 `
@@ -60,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return verifyCmd(ctx, args[1:], stdout, stderr)
 	case "ca":
 		return caCmd(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		return versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -30,6 +30,8 @@ func TestHelpPrintsUsageAndExitsZero(t *testing.T) {
 		{args: []string{"verify", "-frob"}, wantStatus: 2, wantErr: []string{"flag provided but not defined: -frob", "usage: sumgate verify ["}},
 		{args: []string{"ca", "export", "-frob"}, wantStatus: 2, wantErr: []string{"flag provided but not defined: -frob", "usage: sumgate ca <"}},
 		{args: []string{"ca"}, wantStatus: 2, wantErr: []string{"usage: sumgate ca <"}},
+		{args: []string{"healthcheck", "-h"}, wantOut: []string{"usage: sumgate healthcheck [", "-admin address"}},
+		{args: []string{"version", "-h"}, wantOut: []string{"usage: sumgate version"}},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			status, stdout, stderr := runCLI(tt.args...)
