@@ -66,7 +66,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *transparentListen != "" {
 		cfg.TransparentListen = *transparentListen
 	}
-	logger := telemetry.NewLogger(stderr, cfg.LogFormat, nil)
+	level, _ := cfg.Level() // validated by Load
+	logger := telemetry.NewLogger(stderr, cfg.LogFormat, level)
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		DataDir:     cfg.DataDir,
 		Version:     version(),

@@ -254,3 +254,24 @@ func TestRunLogsDurationsWithUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestRunHonoursLogLevel: log_level: warn keeps the info lines of a run
+// (minting a leaf, draining) out of the log; info keeps them.
+func TestRunHonoursLogLevel(t *testing.T) {
+	for _, tt := range []struct {
+		level    string
+		wantInfo bool
+	}{{"warn", false}, {"info", true}} {
+		t.Run(tt.level, func(t *testing.T) {
+			w := testworld.New(t)
+			r := startRun(t, w, "log_level: "+tt.level+"\n")
+			fetch(t, r.client(), w.ProxyURL+"/"+testworld.GoodPath+"/@v/list") // mints a leaf
+			if s := r.stop(t); s != 0 {
+				t.Fatalf("run exited %d", s)
+			}
+			if got := strings.Contains(r.logs.String(), `"level":"INFO"`); got != tt.wantInfo {
+				t.Errorf("log_level: %s: info lines logged: %v, want %v\n%s", tt.level, got, tt.wantInfo, r.logs)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -85,6 +86,9 @@ type Config struct {
 	AdminListen string `yaml:"admin_listen"`
 	// LogFormat is json (one JSON object per line) or text.
 	LogFormat string `yaml:"log_format"`
+	// LogLevel is the least severe level logged: debug, info, warn or
+	// error. The audit trail is spans, not logs: it does not depend on it.
+	LogLevel string `yaml:"log_level"`
 	// Audit configures the audit trail's export.
 	Audit Audit `yaml:"audit"`
 	// TransparentListen accepts connections the network redirected to
@@ -225,6 +229,21 @@ func (c *Config) Origins() []string {
 	return out
 }
 
+// Level is LogLevel as a slog level.
+func (c *Config) Level() (slog.Level, error) {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q", c.LogLevel)
+}
+
 // Default returns the configuration used when no file is given.
 func Default() *Config {
 	return &Config{
@@ -246,6 +265,7 @@ func Default() *Config {
 		CacheMaxMB:   10 << 10,
 		AdminListen:  "127.0.0.1:3129",
 		LogFormat:    "json",
+		LogLevel:     "info",
 		Audit:        Audit{FileMaxMB: 100, FileBackups: 10, QueueSize: 8192},
 		Transparent:  Transparent{NoSNI: "deny", SNIMismatch: "deny", PeekTimeout: 10 * time.Second},
 		Timeouts:     Timeouts{Idle: 5 * time.Minute, Header: 30 * time.Second, Fetch: 10 * time.Minute, Drain: 30 * time.Second},
@@ -474,6 +494,9 @@ func (c *Config) validate(at func(key string) string) error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fail("log_format", "%q: want json or text", c.LogFormat)
+	}
+	if _, err := c.Level(); err != nil {
+		return fail("log_level", "%q: want debug, info, warn or error", c.LogLevel)
 	}
 	if c.Audit.FileMaxMB < 1 {
 		return fail("audit.file_max_mb", "must be at least 1")

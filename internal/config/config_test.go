@@ -90,6 +90,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"bad tunnel", "tunnel: maybe\n", `c.yaml:1: tunnel: "maybe": want allow or deny`},
 		{"bad on_unverified", "on_unverified: warn\n", `c.yaml:1: on_unverified: "warn": want block or allow`},
 		{"bad vcs", "vcs: sometimes\n", `c.yaml:1: vcs: "sometimes": want verify, allow, private-only or deny`},
+		{"bad log level", "log_level: verbose\n", `c.yaml:1: log_level: "verbose": want debug, info, warn or error`},
 		{"bad admin_listen", "admin_listen: 9090\n", `c.yaml:1: admin_listen: "9090" is not host:port (or off)`},
 		{"bad log_format", "\nlog_format: xml\n", `c.yaml:2: log_format: "xml": want json or text`},
 		{"zero audit file size", "audit:\n  file_max_mb: 0\n", `c.yaml:2: audit.file_max_mb: must be at least 1`},
