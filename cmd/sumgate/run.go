@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/sumgate/sumgate/certs"
@@ -183,6 +185,25 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		export += " -config " + absPath(*configFile)
 	}
 	export += " -data-dir " + dir
+	// A configuration change needs a restart, which drains downloads in
+	// flight: listeners, the CA's intermediate and its name constraints,
+	// the verifier's keys and the policy are each built and checked once,
+	// and a reload that applied some of them and not others would leave a
+	// gateway no configuration describes. SIGHUP, which would otherwise
+	// end the process without draining, says so and changes nothing.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				logger.Warn("SIGHUP: the configuration is not reloaded; restart sumgate to apply a change (SIGTERM drains downloads in flight)")
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	fmt.Fprintf(stdout, `sumgate is listening on %s
 Point clients at it:
     export HTTPS_PROXY=http://%s

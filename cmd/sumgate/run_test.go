@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,5 +274,25 @@ func TestRunHonoursLogLevel(t *testing.T) {
 				t.Errorf("log_level: %s: info lines logged: %v, want %v\n%s", tt.level, got, tt.wantInfo, r.logs)
 			}
 		})
+	}
+}
+
+// TestRunSaysSIGHUPDoesNotReload: a configuration change needs a restart;
+// SIGHUP, which would otherwise end the process without draining, is
+// logged as such and the gateway goes on serving.
+func TestRunSaysSIGHUPDoesNotReload(t *testing.T) {
+	w := testworld.New(t)
+	r := startRun(t, w, "")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(r.logs.String(), "SIGHUP: the configuration is not reloaded"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no SIGHUP line in the log:\n%s", r.logs)
+		}
+	}
+	fetch(t, r.client(), w.ProxyURL+"/"+testworld.GoodPath+"/@v/list")
+	if s := r.stop(t); s != 0 {
+		t.Fatalf("run exited %d after SIGHUP", s)
 	}
 }
