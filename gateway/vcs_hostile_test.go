@@ -233,10 +233,7 @@ func TestTagsShownToClientsAreRead(t *testing.T) {
 		}
 		return "a", body
 	})
-	d, out := e.goDirect(t, nil, modPath+"@v1.0.0")
-	if d.Sum != "" && d.Sum != sum {
-		t.Errorf("BYPASS: v1.0.0 delivered with Sum %s, database has %s\n%s", d.Sum, sum, out)
-	}
+	e.noOtherThan(t, modPath+"@v1.0.0", sum)
 }
 
 // TestWantRefIsAnsweredFromTheVerifiedCopy: a host that advertises
@@ -317,10 +314,7 @@ func TestLyingPeelIsCaught(t *testing.T) {
 		h.ServeHTTP(rw, req)
 	})
 	e.w.Override(t, testworld.GitHubHost, "/owner/peel/", lie)
-	d, out := e.goDirect(t, nil, modPath+"@v1.0.0")
-	if d.Sum != "" && d.Sum != sum {
-		t.Errorf("BYPASS: v1.0.0 delivered with Sum %s, database has %s\n%s", d.Sum, sum, out)
-	}
+	e.noOtherThan(t, modPath+"@v1.0.0", sum)
 }
 
 // TestFailedVerificationIsNotPassedOnFallback: under on_unverified:
@@ -329,15 +323,7 @@ func TestLyingPeelIsCaught(t *testing.T) {
 // failed verification is remembered and refused whatever the policy.
 func TestFailedVerificationIsNotPassedOnFallback(t *testing.T) {
 	e := start(t, func(c *gateway.Config) { c.OnUnverified = gateway.UnverifiedAllow })
-	const modPath = testworld.GitHubHost + "/owner/fallback"
-	h := newHostile(t, "a")
-	good := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n"}, "good")
-	evil := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n\nfunc init() { steal() }\n"}, "evil")
-	h.tag("a", "v1.0.0", good)
-	h.setRoute(func(req *http.Request, body []byte) (string, []byte) { return "a", body })
-	e.w.Override(t, testworld.GitHubHost, "/owner/fallback", h)
-	sum, _ := e.w.LogGit(t, modPath, "v1.0.0")
-	h.tag("a", "v1.0.0", evil)
+	h, modPath, sum := movedTag(t, e, "fallback")
 	e.w.Override(t, testworld.GitHubHost, "/owner/fallback/", http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		if isSumgate(req) && bytes.Contains(body, []byte("command=fetch")) {
@@ -350,5 +336,32 @@ func TestFailedVerificationIsNotPassedOnFallback(t *testing.T) {
 	d, out := e.goDirect(t, nil, modPath+"@v1.0.0")
 	if d.Sum != "" && d.Sum != sum {
 		t.Errorf("BYPASS (on_unverified: allow): moved v1.0.0 delivered with Sum %s, database has %s\n%s", d.Sum, sum, out)
+	}
+}
+
+// movedTag serves a hostile repository owner/<name> on github.com whose
+// v1.0.0 the database logged at one commit and which was then moved to
+// another, with evil code. It returns the host, the module path and the
+// logged hash.
+func movedTag(t *testing.T, e *env, name string) (h *hostileGit, modPath, sum string) {
+	t.Helper()
+	modPath = testworld.GitHubHost + "/owner/" + name
+	h = newHostile(t, "a")
+	good := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n"}, "good")
+	evil := h.rootCommit("a", map[string]string{"go.mod": "module " + modPath + "\n", "a.go": "package a\n\nfunc init() { steal() }\n"}, "evil")
+	h.tag("a", "v1.0.0", good)
+	h.setRoute(func(req *http.Request, body []byte) (string, []byte) { return "a", body })
+	e.w.Override(t, testworld.GitHubHost, "/owner/"+name, h)
+	sum, _ = e.w.LogGit(t, modPath, "v1.0.0")
+	h.tag("a", "v1.0.0", evil)
+	return h, modPath, sum
+}
+
+// noOtherThan fails t if the go command, fetching mod directly through
+// the gateway, is delivered anything but the database's sum.
+func (e *env) noOtherThan(t *testing.T, mod, sum string) {
+	t.Helper()
+	if d, out := e.goDirect(t, nil, mod); d.Sum != "" && d.Sum != sum {
+		t.Errorf("bypass: %s delivered with Sum %s, the database has %s\n%s", mod, d.Sum, sum, out)
 	}
 }
