@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/sumgate/sumgate/certs"
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
@@ -224,11 +226,19 @@ Audit spans: %s
 	if tl != nil {
 		go func() { done <- gw.ServeTransparent(tl) }()
 	}
+	// Under systemd (Type=notify), ready once the CA is loaded and the
+	// listeners accept; then the watchdog is fed while the process runs.
+	// Without NOTIFY_SOCKET these do nothing.
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
+		go feedWatchdog(ctx, wd/2)
+	}
 	select {
 	case err := <-done:
 		return fail(err)
 	case <-ctx.Done():
 	}
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	logger.Info("draining", "timeout_s", cfg.Timeouts.Drain.Seconds())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Drain)
 	defer cancel()
@@ -236,6 +246,21 @@ Audit spans: %s
 		logger.Warn("drain incomplete", "err", err)
 	}
 	return exitOK
+}
+
+// feedWatchdog tells systemd the process is alive every interval until
+// ctx ends.
+func feedWatchdog(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // absPath is path made absolute, or path itself if that fails.

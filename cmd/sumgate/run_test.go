@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -295,4 +296,53 @@ func TestRunSaysSIGHUPDoesNotReload(t *testing.T) {
 	if s := r.stop(t); s != 0 {
 		t.Fatalf("run exited %d after SIGHUP", s)
 	}
+}
+
+// TestRunNotifiesSystemd: under systemd's Type=notify, sumgate says
+// READY=1 once it serves, feeds the watchdog at half its interval, and
+// says STOPPING=1 when it drains, on the socket systemd names.
+func TestRunNotifiesSystemd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000") // 200 ms: fed every 100 ms
+	got := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	wait := func(want string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case m := <-got:
+				if strings.Contains(m, want) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %s on the notify socket", want)
+			}
+		}
+	}
+	w := testworld.New(t)
+	r := startRun(t, w, "")
+	wait("READY=1")
+	wait("WATCHDOG=1")
+	wait("WATCHDOG=1")
+	if s := r.stop(t); s != 0 {
+		t.Fatalf("run exited %d", s)
+	}
+	wait("STOPPING=1")
 }
