@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/sumgate/sumgate/certs"
@@ -26,7 +27,10 @@ import (
 //	          a 403 that says why, which taking it out of a load balancer
 //	          would hide (sumgate_sumdb_alert says it instead).
 //	/ca.pem   the enterprise root, for clients to install
-func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, ca *certs.CA) http.Handler {
+//	/debug/pprof/  Go's profiler (net/http/pprof), only if pprof is set
+//	          (admin_pprof): a profile shows what the process holds, and
+//	          taking one costs CPU, so it is off unless asked for
+func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, ca *certs.CA, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +57,13 @@ func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, 
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(certs.PEM(ca.Root()))
 	})
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -155,7 +155,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return fail(fmt.Errorf("admin_listen: %w", err))
 		}
 		adminAddr = "http://" + al.Addr().String()
-		admin = &http.Server{Handler: adminHandler(tel.MetricsHandler(), gw, v, ca), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: adminHandler(tel.MetricsHandler(), gw, v, ca, cfg.AdminPprof), ReadHeaderTimeout: 10 * time.Second}
 		go admin.Serve(al)
 		defer admin.Close()
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -345,4 +346,22 @@ func TestRunNotifiesSystemd(t *testing.T) {
 		t.Fatalf("run exited %d", s)
 	}
 	wait("STOPPING=1")
+}
+
+// TestProfilerIsOffUnlessAsked: /debug/pprof/ on the admin listener
+// answers only under admin_pprof: true.
+func TestProfilerIsOffUnlessAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		w := testworld.New(t)
+		r := startRun(t, w, fmt.Sprintf("admin_pprof: %v\n", on))
+		resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Get(strings.TrimSuffix(r.admin, "/") + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.StatusCode == http.StatusOK; got != on {
+			t.Errorf("admin_pprof: %v: /debug/pprof/ answered %s", on, resp.Status)
+		}
+		r.stop(t)
+	}
 }

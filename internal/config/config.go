@@ -84,6 +84,9 @@ type Config struct {
 	// AdminListen serves /metrics, /healthz, /readyz and /ca.pem; "off"
 	// disables it. Keep it on loopback or a management network.
 	AdminListen string `yaml:"admin_listen"`
+	// AdminPprof serves Go's profiler at /debug/pprof/ on the admin
+	// listener; off by default.
+	AdminPprof bool `yaml:"admin_pprof"`
 	// LogFormat is json (one JSON object per line) or text.
 	LogFormat string `yaml:"log_format"`
 	// LogLevel is the least severe level logged: debug, info, warn or
