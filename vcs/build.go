@@ -31,11 +31,17 @@ const (
 
 // repo is a local bare repository holding one shallow commit, fetched by
 // sumgate itself; the go command's own steps (cmd/go/internal/modfetch)
-// are reproduced on it.
+// are reproduced on it. A repo is used by one goroutine.
 type repo struct {
-	git string   // the git binary
-	dir string   // the bare repository (GIT_DIR)
-	env []string // more environment for git
+	git   string                // the git binary
+	dir   string                // the bare repository (GIT_DIR)
+	env   []string              // more environment for git
+	files map[string]readResult // readFile's answers: the repository's objects never change
+}
+
+type readResult struct {
+	data []byte
+	err  error
 }
 
 // run runs git with a closed environment: no system or global
@@ -93,6 +99,23 @@ func initRepo(ctx context.Context, git, dir string) (*repo, error) {
 // read it, as the go command's gitRepo.ReadFile does. A file larger than
 // max is an error.
 func (r *repo) readFile(ctx context.Context, commit, file string, max int64) ([]byte, error) {
+	// findDir and declaredRoots read the same go.mod files for every
+	// reading of every tag: one git process each is enough.
+	key := commit + ":" + file
+	if res, ok := r.files[key]; ok {
+		return res.data, res.err
+	}
+	data, err := r.readFile1(ctx, commit, file, max)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		if r.files == nil {
+			r.files = map[string]readResult{}
+		}
+		r.files[key] = readResult{data, err}
+	}
+	return data, err
+}
+
+func (r *repo) readFile1(ctx context.Context, commit, file string, max int64) ([]byte, error) {
 	var out bytes.Buffer
 	lw := &capWriter{w: &out, n: max}
 	if err := r.run(ctx, nil, lw, "cat-file", "--end-of-options", "blob", commit+":"+file); err != nil {

@@ -38,25 +38,34 @@ func (r *pktReader) next() (payload []byte, n int, ok bool, err error) {
 	if len(r.buf) < 4 {
 		return nil, 0, false, errShortPkt
 	}
-	l, err := strconv.ParseUint(string(r.buf[:4]), 16, 16)
-	if err != nil {
-		return nil, 0, false, fmt.Errorf("bad pkt-line length %q", r.buf[:4])
-	}
-	switch l {
-	case 0, 1, 2:
+	l, special, err := pktLen(r.buf[:4])
+	switch {
+	case err != nil:
+		return nil, 0, false, err
+	case special < 0:
 		r.buf = r.buf[4:]
-		return nil, -1 - int(l), true, nil
-	case 3:
-		return nil, 0, false, fmt.Errorf("bad pkt-line length %q", r.buf[:4])
-	}
-	if l > maxPktLen {
-		return nil, 0, false, fmt.Errorf("pkt-line of %d bytes exceeds %d", l, maxPktLen)
+		return nil, special, true, nil
 	}
 	if int(l) > len(r.buf) {
 		return nil, 0, false, errShortPkt
 	}
 	payload, r.buf = r.buf[4:l], r.buf[l:]
 	return payload, len(payload), true, nil
+}
+
+// pktLen reads a pkt-line header: the line's whole length, or a special
+// packet (pktFlush, pktDelim, pktResponse) as special.
+func pktLen(hdr []byte) (l, special int, err error) {
+	n, err := strconv.ParseUint(string(hdr), 16, 16)
+	switch {
+	case err != nil || n == 3:
+		return 0, 0, fmt.Errorf("bad pkt-line length %q", hdr)
+	case n <= 2:
+		return 0, -1 - int(n), nil
+	case n > maxPktLen:
+		return 0, 0, fmt.Errorf("pkt-line of %d bytes exceeds %d", n, maxPktLen)
+	}
+	return int(n), 0, nil
 }
 
 // line is next for text lines: the payload without its trailing newline.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 )
 
@@ -219,14 +218,12 @@ func readPkt(r *bufio.Reader) (payload []byte, n int, err error) {
 		}
 		return nil, 0, err
 	}
-	l, err := strconv.ParseUint(string(hdr[:]), 16, 16)
+	l, special, err := pktLen(hdr[:])
 	switch {
 	case err != nil:
-		return nil, 0, fmt.Errorf("bad pkt-line length %q", hdr[:])
-	case l <= 2:
-		return nil, -1 - int(l), nil
-	case l == 3 || l > maxPktLen:
-		return nil, 0, fmt.Errorf("bad pkt-line length %q", hdr[:])
+		return nil, 0, err
+	case special < 0:
+		return nil, special, nil
 	}
 	payload = make([]byte, l-4)
 	if _, err := io.ReadFull(r, payload); err != nil {

@@ -51,10 +51,6 @@ func (v *Verifier) release(es []*entry) {
 	v.evict()
 }
 
-// Release releases what res holds, for a verified fetch that will not be
-// served after all.
-func (v *Verifier) Release(res Result) { v.release(res.entries) }
-
 // evict removes the least recently used entries not in use while there
 // are more than StoreEntries. v.mu must be held.
 func (v *Verifier) evict() {
