@@ -6,10 +6,24 @@
 # Build: a static binary (CGO_ENABLED=0), with the step-ca backend
 # (SUMGATE_TAGS=step), since the compose stack and Kubernetes use step-ca;
 # build with --build-arg SUMGATE_TAGS= for the smaller binary without it.
-# Final stage: Debian slim, for the system CA roots and git, which the
-# default vcs: verify runs to build the modules of direct git fetches (the
-# same Debian git the tests run against). Not distroless: it has no git.
+#
+# Or from a binary built outside, as a CI pipeline does (no Go toolchain
+# image is pulled):
+#
+#   CGO_ENABLED=0 go build -trimpath -tags step -o dist/sumgate ./cmd/sumgate
+#   docker build --build-arg BINARY=prebuilt -t sumgate .
+#
+# Runtime: Debian slim, for the system CA roots and git, which the default
+# vcs: verify runs to build the modules of direct git fetches (the same
+# Debian git the tests run against). Not distroless: it has no git.
+#
+# The final stage runs nothing (no RUN): it only copies the binary and the
+# configuration onto RUNTIME, so deploy/image_test.go builds it on a base
+# it makes itself, with no pull.
 ARG GO_VERSION=1.26
+ARG BINARY=build
+ARG RUNTIME=runtime
+
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -18,7 +32,10 @@ COPY . .
 ARG SUMGATE_TAGS=step
 RUN CGO_ENABLED=0 go build -trimpath -tags "${SUMGATE_TAGS}" -ldflags "-s -w" -o /out/sumgate ./cmd/sumgate
 
-FROM debian:bookworm-slim
+FROM scratch AS prebuilt
+COPY dist/sumgate /out/sumgate
+
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
@@ -27,7 +44,11 @@ RUN apt-get update \
  && mkdir -p /var/lib/sumgate \
  && chown 65532:65532 /var/lib/sumgate \
  && chmod 0700 /var/lib/sumgate
-COPY --from=build /out/sumgate /usr/local/bin/sumgate
+
+FROM ${BINARY} AS binary
+
+FROM ${RUNTIME}
+COPY --from=binary /out/sumgate /usr/local/bin/sumgate
 COPY deploy/docker/sumgate.yaml /etc/sumgate/sumgate.yaml
 USER 65532:65532
 VOLUME /var/lib/sumgate
