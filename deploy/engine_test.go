@@ -237,7 +237,8 @@ func TestImageServesFromALocalBinary(t *testing.T) {
 		}
 		return filepath.Join(dir, p)
 	}
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(mkdir("dist"), "sumgate"), "./cmd/sumgate")
+	revision := "test" + id // what a pipeline passes as SUMGATE_REVISION
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X main.linkedRevision="+revision, "-o", filepath.Join(mkdir("dist"), "sumgate"), "./cmd/sumgate")
 	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -258,12 +259,16 @@ func TestImageServesFromALocalBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.docker(context.Background(), nil, "rmi", "-f", tag, base) })
-	if _, err := e.docker(ctx, nil, "build", "--build-arg", "BINARY=prebuilt", "--build-arg", "RUNTIME="+base, "-t", tag, dir); err != nil {
+	if _, err := e.docker(ctx, nil, "build", "--build-arg", "BINARY=prebuilt", "--build-arg", "RUNTIME="+base, "--build-arg", "SUMGATE_REVISION="+revision, "-t", tag, dir); err != nil {
 		t.Fatal(err)
 	}
 	out, err := e.docker(ctx, nil, "run", "--rm", "--network", "none", tag, "version")
-	if err != nil || !strings.HasPrefix(string(out), "sumgate ") {
-		t.Fatalf("sumgate version in the image: %v\n%s", err, out)
+	if err != nil || !strings.HasPrefix(string(out), "sumgate ") || !strings.Contains(string(out), "\nrevision "+revision+"\n") {
+		t.Fatalf("sumgate version in the image: %v\n%s\nwant revision %s", err, out, revision)
+	}
+	out, err = e.docker(ctx, nil, "inspect", "--format", `{{index .Config.Labels "org.opencontainers.image.revision"}}`, tag)
+	if err != nil || strings.TrimSpace(string(out)) != revision {
+		t.Errorf("the image's revision label is %q (%v), want %s", out, err, revision)
 	}
 
 	// The gateway, on the host's network so that it reaches the test

@@ -7,6 +7,7 @@ package deploy_test
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -97,6 +98,16 @@ func (df dockerfile) stage(t *testing.T, name string) stage {
 	return stage{}
 }
 
+// stageNamed returns the stage named name, or nil.
+func (df dockerfile) stageNamed(name string) *stage {
+	for i := range df.stages {
+		if df.stages[i].name == name {
+			return &df.stages[i]
+		}
+	}
+	return nil
+}
+
 // final is the stage the image is.
 func (df dockerfile) final() stage { return df.stages[len(df.stages)-1] }
 
@@ -149,6 +160,19 @@ func TestImageRunsAsConfiguredForAContainer(t *testing.T) {
 	if b := strings.Join(build.get("RUN"), " "); !strings.Contains(b, "CGO_ENABLED=0 go build") || !strings.Contains(b, "-o /out/sumgate ") {
 		t.Errorf("the build stage does not build a static /out/sumgate: %s", b)
 	}
+	for _, x := range []string{"-X main.linkedVersion=${SUMGATE_VERSION}", "-X main.linkedRevision=${SUMGATE_REVISION}"} {
+		if b := strings.Join(build.get("RUN"), " "); !strings.Contains(b, x) {
+			t.Errorf("the build stage does not link %q: the image has no .git, so 'sumgate version' would name no revision", x)
+		}
+	}
+	if v := df.args["GO_VERSION"]; strings.Count(v, ".") != 2 {
+		t.Errorf("GO_VERSION=%s: pin the Go release (1.26.8), not a moving minor tag", v)
+	}
+	for _, st := range df.stages {
+		if strings.HasSuffix(st.from, ":latest") || !strings.ContainsAny(st.from, ":$") && st.from != "scratch" && df.stageNamed(st.from) == nil {
+			t.Errorf("FROM %s: name a tag (and pin a digest in the pipeline), never latest", st.from)
+		}
+	}
 	if c := df.stage(t, "prebuilt").get("COPY"); len(c) != 1 || !strings.HasSuffix(c[0], " /out/sumgate") {
 		t.Errorf("the prebuilt stage copies %q, want the binary to /out/sumgate", c)
 	}
@@ -193,7 +217,64 @@ func TestImageRunsAsConfiguredForAContainer(t *testing.T) {
 	if cmd := final.get("CMD"); len(cmd) != 1 || cmd[0] != `["run", "-config", "`+confDst+`"]` {
 		t.Errorf("CMD %v, want run with %s", cmd, confDst)
 	}
-	if l := strings.Join(final.get("LABEL"), " "); !strings.Contains(l, "org.opencontainers.image.source=") {
-		t.Errorf("no OCI source label: %s", l)
+	l := strings.Join(final.get("LABEL"), " ")
+	for _, want := range []string{"org.opencontainers.image.source=", `org.opencontainers.image.revision="${SUMGATE_REVISION}"`, `org.opencontainers.image.version="${SUMGATE_VERSION}"`} {
+		if !strings.Contains(l, want) {
+			t.Errorf("no OCI label %s: %s", want, l)
+		}
+	}
+	if a := final.get("ARG"); !slices.Contains(a, "SUMGATE_REVISION=") || !slices.Contains(a, "SUMGATE_VERSION=") {
+		t.Errorf("the final stage declares ARG %q: its labels need SUMGATE_VERSION and SUMGATE_REVISION", a)
+	}
+}
+
+// TestImageContextIsAnAllowList: .dockerignore leaves out everything but
+// what the image builds from, so that a CA folder or key lying in the
+// working tree never reaches the builder, and it lets in every folder of
+// this module that the binary is built from (else the build fails).
+func TestImageContextIsAnAllowList(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for line := range strings.Lines(string(data)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			patterns = append(patterns, line)
+		}
+	}
+	if len(patterns) == 0 || patterns[0] != "*" {
+		t.Fatalf(".dockerignore starts with %q, want * (an allow-list)", patterns)
+	}
+	for _, want := range []string{"**/*.key", "**/*.pem", "**/*_test.go"} {
+		if !slices.Contains(patterns, want) {
+			t.Errorf(".dockerignore does not leave out %s", want)
+		}
+	}
+	allowed := func(rel string) bool {
+		for _, p := range patterns {
+			if dir, ok := strings.CutPrefix(p, "!"); ok && (rel == dir || strings.HasPrefix(rel, dir+"/")) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tags := range []string{"", "step"} {
+		out, err := exec.Command("go", "list", "-tags", tags, "-deps", "-f", "{{if .Module}}{{if .Module.Main}}{{.Dir}}{{end}}{{end}}", "../cmd/sumgate").Output()
+		if err != nil {
+			t.Fatalf("go list: %v", err)
+		}
+		root, _ := filepath.Abs("..")
+		for _, dir := range strings.Fields(string(out)) {
+			rel, _ := filepath.Rel(root, dir)
+			if !allowed(filepath.ToSlash(rel)) {
+				t.Errorf("%s is built into sumgate (-tags %q) but .dockerignore leaves it out", rel, tags)
+			}
+		}
+	}
+	for _, f := range []string{"go.mod", "go.sum", "deploy/docker/sumgate.yaml", "dist/sumgate"} {
+		if !allowed(f) {
+			t.Errorf(".dockerignore leaves out %s, which the Dockerfile copies", f)
+		}
 	}
 }

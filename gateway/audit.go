@@ -88,7 +88,22 @@ func newInstruments(mp metric.MeterProvider) (*instruments, error) {
 			return nil, fmt.Errorf("gateway: creating metrics: %w", err)
 		}
 	}
+	// The series an alert watches exist from the start, at 0: a counter
+	// born at 1 by the first block shows no increase() to Prometheus, so
+	// the first block after each start would raise no alert.
+	for _, o := range []sumdb.Outcome{sumdb.Mismatch, sumdb.SecurityError} {
+		for _, k := range []sumdb.Kind{sumdb.KindZip, sumdb.KindMod} {
+			in.countVerdict(0, o, k)
+		}
+	}
 	return in, nil
+}
+
+// countVerdict adds n to sumgate.verdicts for outcome and kind.
+func (in *instruments) countVerdict(n int64, o sumdb.Outcome, k sumdb.Kind) {
+	outcome, kind := o.String(), k.String()
+	in.verdicts.Add(context.Background(), n, in.attrs("v "+outcome+" "+kind,
+		auditkey.Verdict.String(outcome), auditkey.ModuleKind.String(kind)))
 }
 
 // observeAlert reports sumgate.sumdb.alert: 1 while a checksum-database
@@ -309,9 +324,7 @@ func (in *instruments) direction(d string) metric.MeasurementOption {
 // a security error is also a span event and an error log line.
 func (a *requestAudit) verdict(vd sumdb.Verdict) {
 	a.set(sumdb.VerdictAttributes(vd)...)
-	outcome, kind := vd.Outcome.String(), vd.Kind.String()
-	a.g.metrics.verdicts.Add(context.Background(), 1, a.g.metrics.attrs("v "+outcome+" "+kind,
-		auditkey.Verdict.String(outcome), auditkey.ModuleKind.String(kind)))
+	a.g.metrics.countVerdict(1, vd.Outcome, vd.Kind)
 	if vd.Outcome == sumdb.SecurityError {
 		a.span.AddEvent(auditkey.SecurityEvent, trace.WithAttributes(auditkey.Reason.String(vd.Reason)))
 		a.g.log.ErrorContext(a.ctx, "checksum database security error: module blocked",

@@ -219,6 +219,17 @@ func TestAdminEndpoints(t *testing.T) {
 	w := testworld.New(t)
 	r := startRun(t, w, "")
 	c := r.client()
+	admin := &http.Client{Timeout: 10 * time.Second}
+	// Before any request, the series the block alert watches exist at 0:
+	// Prometheus sees no increase() in a counter born at 1.
+	_, before := fetch(t, admin, r.admin+"/metrics")
+	for _, verdict := range []string{"mismatch", "security-error"} {
+		for _, kind := range []string{"zip", "go.mod"} {
+			if v, ok := metricValue(string(before), "sumgate_verdicts_total", `sumgate_verdict="`+verdict+`"`, `sumgate_module_kind="`+kind+`"`); !ok || v != 0 {
+				t.Errorf("at start, sumgate_verdicts_total{%s, %s} = %v (present %v), want 0", verdict, kind, v, ok)
+			}
+		}
+	}
 	for _, tc := range []struct {
 		path   string
 		status int
@@ -232,7 +243,6 @@ func TestAdminEndpoints(t *testing.T) {
 			t.Fatalf("%s: %d %s", tc.path, status, body)
 		}
 	}
-	admin := &http.Client{Timeout: 10 * time.Second}
 	if body, want := waitReady(t, admin, r.admin, 200), "ready: checksum database sum.golang.org via https://sum.golang.org\n"; body != want {
 		t.Errorf("/readyz says %q, want %q", body, want)
 	}

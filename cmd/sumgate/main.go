@@ -81,6 +81,9 @@ func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
+	if linkedVersion != "" {
+		return linkedVersion
+	}
 	return "devel"
 }
 

@@ -37,6 +37,16 @@ func versionCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// linkedVersion and linkedRevision are set by the linker for a build that
+// records no module version or VCS information of its own, such as the
+// container image, built from a context without .git:
+//
+//	-ldflags "-X main.linkedVersion=v1.2.3 -X main.linkedRevision=<commit>"
+//
+// What the build information records comes first. Never assigned at run
+// time.
+var linkedVersion, linkedRevision string
+
 // versionText is what 'sumgate version' prints:
 //
 //	sumgate v1.2.3
@@ -52,6 +62,9 @@ func versionText() string {
 		s := map[string]string{}
 		for _, kv := range bi.Settings {
 			s[kv.Key] = kv.Value
+		}
+		if s["vcs.revision"] == "" && linkedRevision != "" {
+			s["vcs.revision"] = linkedRevision
 		}
 		if rev := s["vcs.revision"]; rev != "" {
 			line := "revision " + rev
@@ -79,10 +92,15 @@ otherwise, with the reason on standard error. The address is -admin, else
 the configuration's admin_listen; an unspecified host (0.0.0.0, [::]) is
 asked on loopback.
 
-Exit status: 0 ready, 1 not ready, 2 usage error.
+Exit status: 0 ready, 1 otherwise (not ready, a bad flag or configuration).
+Docker reserves 2 in a HEALTHCHECK, so it is never returned; -h exits 0.
 
 Flags:
 `
+
+// exitUnhealthy is healthcheck's status for anything but ready: Docker
+// reads 1 as unhealthy and reserves 2.
+const exitUnhealthy = 1
 
 // healthcheckCmd implements 'sumgate healthcheck'.
 func healthcheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -91,21 +109,21 @@ func healthcheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	admin := fs.String("admin", "", "admin `address` to ask, overriding the file's admin_listen")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
 	if err := parseFlags(fs, healthcheckUsage, args, stdout, stderr); err != nil {
-		return flagStatus(err)
+		return min(flagStatus(err), exitBlocked)
 	}
 	addr := *admin
 	if addr == "" {
 		cfg, err := config.Load(*configFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "sumgate healthcheck: %v\n", err)
-			return exitError
+			return exitUnhealthy
 		}
 		addr = cfg.AdminListen
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if addr == "off" || err != nil {
 		fmt.Fprintf(stderr, "sumgate healthcheck: admin address %q is not host:port (is admin_listen off?)\n", addr)
-		return exitError
+		return exitUnhealthy
 	}
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
@@ -119,18 +137,18 @@ func healthcheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "sumgate healthcheck: %v\n", err)
-		return exitError
+		return exitUnhealthy
 	}
 	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "sumgate healthcheck: not ready: %v\n", err)
-		return exitBlocked
+		return exitUnhealthy
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
 		fmt.Fprintf(stderr, "sumgate healthcheck: not ready: %s: %s\n", resp.Status, strings.TrimSpace(string(body)))
-		return exitBlocked
+		return exitUnhealthy
 	}
 	fmt.Fprint(stdout, string(body))
 	return exitOK

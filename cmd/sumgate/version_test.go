@@ -39,6 +39,15 @@ func TestVersionNamesTheBuild(t *testing.T) {
 			t.Errorf("sumgate %s printed:\n%s\nwant the module version, revision %s and %s", arg, out, head, runtime.Version())
 		}
 	}
+	// A build with no VCS information (the image's: no .git in its
+	// context) says what the linker was given.
+	build = exec.Command("go", "build", "-buildvcs=false", "-ldflags", "-X main.linkedVersion=v9.8.7 -X main.linkedRevision=0123abcd", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "version").Output(); err != nil || !strings.HasPrefix(string(out), "sumgate v9.8.7\nrevision 0123abcd\n") {
+		t.Errorf("a build with the version and revision linked in printed %q (%v)", out, err)
+	}
 	// In a test binary there is no VCS stamp: the version is "devel".
 	if status, stdout, _ := runCLI("version"); status != 0 || !strings.HasPrefix(stdout, "sumgate devel\n") {
 		t.Errorf("in-process version: %d %q", status, stdout)
@@ -82,7 +91,10 @@ func TestHealthcheckAsksReadyz(t *testing.T) {
 	}
 	cfg := filepath.Join(t.TempDir(), "sumgate.yaml")
 	os.WriteFile(cfg, []byte("admin_listen: \"off\"\n"), 0o644)
-	if status, _, stderr := runCLI("healthcheck", "-config", cfg); status != 2 || !strings.Contains(stderr, "admin_listen off") {
-		t.Errorf("admin_listen off: status %d, stderr %q", status, stderr)
+	if status, _, stderr := runCLI("healthcheck", "-config", cfg); status != 1 || !strings.Contains(stderr, "admin_listen off") {
+		t.Errorf("admin_listen off: status %d, stderr %q (Docker reserves 2 in a HEALTHCHECK)", status, stderr)
+	}
+	if status, _, _ := runCLI("healthcheck", "-nosuchflag"); status != 1 {
+		t.Errorf("a bad flag: status %d, want 1 (Docker reserves 2 in a HEALTHCHECK)", status)
 	}
 }
