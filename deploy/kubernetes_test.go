@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -847,12 +848,17 @@ func checkVolumes(t *testing.T, p *pod) {
 	}
 }
 
-// peer is one end of a connection, as a NetworkPolicy sees it.
+// peer is one end of a connection, as a NetworkPolicy sees it: a pod
+// (its namespace's labels and its own) at an address, or an address
+// outside the cluster (no labels).
 type peer struct {
-	namespace map[string]string // the namespace's labels
-	pod       map[string]string // the pod's labels
+	namespace map[string]string // the namespace's labels; nil outside the cluster
+	pod       map[string]string // the pod's labels; nil outside the cluster
+	ip        netip.Addr
 }
 
+// ns is a pod in the namespace name (extra: more namespace labels); the
+// test gives it an address in the pod range.
 func ns(name string, extra ...string) peer {
 	l := map[string]string{nsNameLabel: name}
 	for i := 0; i+1 < len(extra); i += 2 {
@@ -860,6 +866,16 @@ func ns(name string, extra ...string) peer {
 	}
 	return peer{namespace: l, pod: map[string]string{"app": "anything"}}
 }
+
+// at places p at the address ip.
+func (p peer) at(ip string) peer {
+	p.ip = netip.MustParseAddr(ip)
+	return p
+}
+
+// addr is an address no selector matches: outside the cluster, or a
+// Service's, a node's or the metadata service's.
+func addr(ip string) peer { return peer{ip: netip.MustParseAddr(ip)} }
 
 // allowed reports whether the policies that select the pod let a
 // connection through: to or from p, on port/protocol (named ports
@@ -926,13 +942,23 @@ func portMatches(rule []networkingv1.NetworkPolicyPort, named map[string]int32, 
 	return false
 }
 
+// peerMatches: an ipBlock matches by address, a pod's included (as
+// Calico reads it: the most permissive reading, so that what these tests
+// find refused is refused under every implementation); selectors match
+// pods only.
 func peerMatches(policyNS string, peers []networkingv1.NetworkPolicyPeer, p peer) bool {
 	if len(peers) == 0 {
 		return true
 	}
 	for _, pp := range peers {
 		if pp.IPBlock != nil {
-			continue // the tests' peers are namespaces and pods
+			if ipBlockMatches(pp.IPBlock, p.ip) {
+				return true
+			}
+			continue
+		}
+		if p.namespace == nil {
+			continue
 		}
 		nsOK := p.namespace[nsNameLabel] == policyNS
 		if pp.NamespaceSelector != nil {
@@ -951,22 +977,146 @@ func peerMatches(policyNS string, peers []networkingv1.NetworkPolicyPeer, p peer
 	return false
 }
 
+// ipBlockMatches: ip is in the block's cidr and in none of its excepts.
+// A CIDR that does not parse matches nothing (checkIPBlock reports it).
+func ipBlockMatches(b *networkingv1.IPBlock, ip netip.Addr) bool {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil || !ip.IsValid() || !cidr.Contains(ip.Unmap()) {
+		return false
+	}
+	for _, e := range b.Except {
+		if except, err := netip.ParsePrefix(e); err != nil || except.Contains(ip.Unmap()) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkIPBlock validates an ipBlock as the API server does: CIDRs in
+// canonical form, each except strictly inside the cidr (so of the same
+// address family: an IPv6 range set as an IPv4 parameter is refused).
+func checkIPBlock(b *networkingv1.IPBlock) error {
+	canonical := func(s string) (netip.Prefix, error) {
+		p, err := netip.ParsePrefix(s)
+		if err == nil && p != p.Masked() {
+			err = fmt.Errorf("%s has host bits set; want %s", s, p.Masked())
+		}
+		return p, err
+	}
+	cidr, err := canonical(b.CIDR)
+	if err != nil {
+		return err
+	}
+	for _, e := range b.Except {
+		except, err := canonical(e)
+		if err != nil {
+			return err
+		}
+		if except.Bits() <= cidr.Bits() || !cidr.Contains(except.Addr()) {
+			return fmt.Errorf("except %s is not strictly inside %s", e, b.CIDR)
+		}
+	}
+	return nil
+}
+
+// paramsOverlay writes an overlay of the base that merges the network
+// parameters literals (key=value) and includes the component, as the
+// README has operators do.
+func paramsOverlay(t testing.TB, literals ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	// kustomize refuses absolute paths to a base or a component.
+	rel := func(path string) string {
+		abs, err := filepath.Abs(path)
+		if err == nil {
+			path, err = filepath.Rel(dir, abs)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	k := types.Kustomization{
+		TypeMeta:   types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
+		Resources:  []string{rel(k8sBase)},
+		Components: []string{rel(filepath.Join(k8sDir, "components", "network-params"))},
+		ConfigMapGenerator: []types.ConfigMapArgs{{GeneratorArgs: types.GeneratorArgs{
+			Name: "sumgate-network-params", Behavior: "merge",
+			KvPairSources: types.KvPairSources{LiteralSources: literals},
+			Options: &types.GeneratorOptions{
+				DisableNameSuffixHash: true,
+				Annotations:           map[string]string{"config.kubernetes.io/local-config": "true"},
+			},
+		}}},
+	}
+	data, err := yaml.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // TestKubernetesNetworkPolicyAllowsWhatSumgateNeeds evaluates the
 // NetworkPolicies as an implementation would, for the connections
-// sumgate needs and for some it must not get.
+// sumgate needs and for some it must not get, on the base, the example
+// overlay, and an overlay whose pod and Service ranges lie outside the
+// private ranges the upstream egress always excludes (so that only the
+// parameters keep the cluster out).
 func TestKubernetesNetworkPolicyAllowsWhatSumgateNeeds(t *testing.T) {
 	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
 	dns := peer{namespace: map[string]string{nsNameLabel: "kube-system"}, pod: map[string]string{"k8s-app": "kube-dns"}}
+	// Addresses in each range the upstream egress excludes whatever the
+	// parameters, outside the parameters' ranges.
+	private := []struct{ what, ip string }{
+		{"10.0.0.0/8", "10.1.2.3"},
+		{"172.16.0.0/12: a kind node, where the API server listens", "172.18.0.2"},
+		{"192.168.0.0/16", "192.168.1.10"},
+		{"CGNAT 100.64.0.0/10", "100.64.0.1"},
+		{"169.254.0.0/16: the cloud metadata service", "169.254.169.254"},
+		{"fc00::/7: AWS's IPv6 metadata service", "fd00:ec2::254"},
+		{"fc00::/7", "fc00::1"},
+		{"fe80::/10", "fe80::1"},
+	}
+	public, public6 := "142.251.16.141", "2607:f8b0:4004:c1b::8d"
 	for _, tc := range []struct {
-		dir                   string
+		name, dir             string
 		monitoring, collector string
 		collectorPort         int32
+		podIP, serviceIP      string // one in each of the cluster's ranges
+		podIP6, serviceIP6    string
 	}{
-		{k8sBase, "monitoring", "opentelemetry", 4317},
-		{k8sOverlay, "prometheus", "observability", 4318},
+		{"base", k8sBase, "monitoring", "opentelemetry", 4317, "10.244.1.7", "10.96.0.1", "fd00:10:244::7", "fd00:10:96::1"},
+		{"example overlay", k8sOverlay, "prometheus", "observability", 4318, "10.5.1.7", "10.8.0.1", "fd00:10:244::7", "fd00:10:96::1"},
+		{"public cluster ranges", paramsOverlay(t,
+			"pod-cidr=192.0.2.0/24", "service-cidr=198.51.100.0/24",
+			"pod-cidr-ipv6=2001:db8:1::/64", "service-cidr-ipv6=2001:db8:2::/112"),
+			"monitoring", "opentelemetry", 4317, "192.0.2.7", "198.51.100.1", "2001:db8:1::7", "2001:db8:2::1"},
 	} {
-		t.Run(tc.dir, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			m := render(t, tc.dir)
+			for _, np := range m.policies {
+				for _, r := range np.Spec.Egress {
+					for _, pp := range r.To {
+						if pp.IPBlock != nil {
+							if err := checkIPBlock(pp.IPBlock); err != nil {
+								t.Errorf("NetworkPolicy %s: ipBlock %s: %v", np.Name, pp.IPBlock.CIDR, err)
+							}
+						}
+					}
+				}
+				for _, r := range np.Spec.Ingress {
+					for _, pp := range r.From {
+						if pp.IPBlock != nil {
+							if err := checkIPBlock(pp.IPBlock); err != nil {
+								t.Errorf("NetworkPolicy %s: ipBlock %s: %v", np.Name, pp.IPBlock.CIDR, err)
+							}
+						}
+					}
+				}
+			}
 			dep := only(t, "Deployments", m.deployments)
 			main := only(t, "containers", dep.Spec.Template.Spec.Containers)
 			ports := map[string]int32{}
@@ -978,30 +1128,54 @@ func TestKubernetesNetworkPolicyAllowsWhatSumgateNeeds(t *testing.T) {
 				t.Fatalf("container ports %v: want proxy and admin", ports)
 			}
 			in, out := networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress
-			for _, c := range []struct {
+			type connection struct {
 				what  string
 				dir   networkingv1.PolicyType
 				peer  peer
 				port  int32
 				proto corev1.Protocol
 				want  bool
-			}{
-				{"HTTPS upstreams at any address", out, ns("anywhere"), 443, tcp, true},
+			}
+			cases := []connection{
+				{"HTTPS to a public IPv4 address", out, addr(public), 443, tcp, true},
+				{"HTTPS to a public IPv6 address", out, addr(public6), 443, tcp, true},
 				{"DNS over UDP to kube-dns", out, dns, 53, udp, true},
 				{"DNS over TCP to kube-dns", out, dns, 53, tcp, true},
 				{"the OTLP collector", out, ns(tc.collector), tc.collectorPort, tcp, true},
 				{"the proxy from a client namespace", in, ns("ci", clientLabel, "true"), proxy, tcp, true},
 				{"the admin port from the monitoring namespace", in, ns(tc.monitoring), admin, tcp, true},
 
-				{"plain HTTP out", out, ns("anywhere"), 80, tcp, false},
-				{"DNS to another resolver", out, ns("anywhere"), 53, udp, false},
-				{"the collector port elsewhere", out, ns("anywhere"), tc.collectorPort, tcp, false},
+				{"SSH to a public address", out, addr(public), 22, tcp, false},
+				{"plain HTTP to a public address", out, addr(public), 80, tcp, false},
+				{"plain HTTP to a public IPv6 address", out, addr(public6), 80, tcp, false},
+				{"DNS to a public resolver", out, addr("8.8.8.8"), 53, udp, false},
+				{"DNS to a pod in another namespace", out, ns("anywhere"), 53, udp, false},
+				{"the collector port in another namespace", out, ns("anywhere"), tc.collectorPort, tcp, false},
+				{"the collector port at a public address", out, addr(public), tc.collectorPort, tcp, false},
+				{"HTTPS to a pod in another namespace", out, ns("anywhere"), 443, tcp, false},
+				{"HTTPS to a pod at the cluster's IPv6 pod range", out, ns("anywhere").at(tc.podIP6), 443, tcp, false},
+				{"HTTPS to the API server's Service (kubernetes.default)", out, addr(tc.serviceIP), 443, tcp, false},
+				{"HTTPS to a Service at the cluster's IPv6 Service range", out, addr(tc.serviceIP6), 443, tcp, false},
+				{"the cloud metadata service over HTTP", out, addr("169.254.169.254"), 80, tcp, false},
+				{"AWS's IPv6 metadata service over HTTP", out, addr("fd00:ec2::254"), 80, tcp, false},
 				{"the proxy from an unlabelled namespace", in, ns("default"), proxy, tcp, false},
 				{"the admin port from a client namespace", in, ns("ci", clientLabel, "true"), admin, tcp, false},
 				{"the proxy from the monitoring namespace", in, ns(tc.monitoring), proxy, tcp, false},
-			} {
+				{"the proxy from a public address", in, addr(public), proxy, tcp, false},
+				{"the proxy from a public IPv6 address", in, addr(public6), proxy, tcp, false},
+				{"the proxy from a node", in, addr("172.18.0.2"), proxy, tcp, false},
+				{"the admin port from a public address", in, addr(public), admin, tcp, false},
+				{"the admin port from a public IPv6 address", in, addr(public6), admin, tcp, false},
+			}
+			for _, a := range private {
+				cases = append(cases, connection{"HTTPS into " + a.what, out, addr(a.ip), 443, tcp, false})
+			}
+			for _, c := range cases {
+				if c.peer.namespace != nil && !c.peer.ip.IsValid() {
+					c.peer = c.peer.at(tc.podIP)
+				}
 				if got := allowed(m.policies, ports, c.dir, c.peer, c.port, c.proto); got != c.want {
-					t.Errorf("%s (%s port %d/%s): allowed %v, want %v", c.what, c.dir, c.port, c.proto, got, c.want)
+					t.Errorf("%s (%s %v port %d/%s): allowed %v, want %v", c.what, c.dir, c.peer.ip, c.port, c.proto, got, c.want)
 				}
 			}
 		})
