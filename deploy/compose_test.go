@@ -3,19 +3,30 @@ package deploy_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
+	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,24 +309,20 @@ func loadStackSumgateConfig(t *testing.T, p *types.Project) (cfg *config.Config,
 }
 
 // TestComposeSumgateRunsOnTheStack: the configuration sumgate runs with
-// in the stack loads with sumgate's own loader; it signs leaves with the
-// stack's step-ca through the JWK provisioner that step-ca's first start
-// creates; the root and the password it reads are on the volume ca-init
-// writes (and only those files, which ca-init names), mounted read-only;
-// it listens on every interface of its container, on the ports the stack
-// publishes, keeps data_dir on a volume, and sends its spans to the
-// collector's OTLP receiver.
+// in the stack loads with sumgate's own loader; it signs leaves with a
+// step-ca through a JWK provisioner (TestComposeCAScriptsRun checks that
+// it is the stack's, and the files ca-init writes); the root and the
+// password it reads are on a volume ca-init writes as root, mounted
+// read-only; it listens on every interface of its container, on the
+// ports the stack publishes, keeps data_dir on a volume, and sends its
+// spans to the collector's OTLP receiver.
 func TestComposeSumgateRunsOnTheStack(t *testing.T) {
 	p := loadStack(t)
 	cfg, caMount := loadStackSumgateConfig(t, p)
-	s, stepCA, initStep := service(t, p, "sumgate"), service(t, p, "step-ca"), service(t, p, "ca-init")
+	s, initStep := service(t, p, "sumgate"), service(t, p, "ca-init")
 
 	if cfg.CA.Backend != "step" || cfg.CA.Step.Type != "jwk" {
 		t.Errorf("ca.backend %q, ca.step.type %q: want step, jwk", cfg.CA.Backend, cfg.CA.Step.Type)
-	}
-	u, err := url.Parse(cfg.CA.Step.URL)
-	if err != nil {
-		t.Fatal(err)
 	}
 	env := func(s types.ServiceConfig, k string) string {
 		if v := s.Environment[k]; v != nil {
@@ -323,53 +330,17 @@ func TestComposeSumgateRunsOnTheStack(t *testing.T) {
 		}
 		return ""
 	}
-	if u.Hostname() != "step-ca" || !slices.Contains(strings.Split(env(stepCA, "DOCKER_STEPCA_INIT_DNS_NAMES"), ","), u.Hostname()) {
-		t.Errorf("ca.step.url %s: want the step-ca service, whose certificate names it (DOCKER_STEPCA_INIT_DNS_NAMES %q)", u, env(stepCA, "DOCKER_STEPCA_INIT_DNS_NAMES"))
-	}
-	// The image's entrypoint listens on DOCKER_STEPCA_INIT_ADDRESS, :9000 by default.
-	if want := strings.TrimPrefix(cmpOr(env(stepCA, "DOCKER_STEPCA_INIT_ADDRESS"), ":9000"), ":"); u.Port() != want {
-		t.Errorf("ca.step.url %s: step-ca listens on port %s", u, want)
-	}
-	if got := env(stepCA, "DOCKER_STEPCA_INIT_PROVISIONER_NAME"); got != cfg.CA.Step.Provisioner {
-		t.Errorf("ca.step.provisioner %q, but step-ca's init creates %q", cfg.CA.Step.Provisioner, got)
-	}
-	if env(stepCA, "DOCKER_STEPCA_INIT_NAME") == "" || env(stepCA, "DOCKER_STEPCA_INIT_PASSWORD_FILE") == "" {
-		t.Error("step-ca is not initialised on first start with a password it keeps (DOCKER_STEPCA_INIT_NAME, DOCKER_STEPCA_INIT_PASSWORD_FILE)")
-	}
-
 	if !caMount.ReadOnly {
 		t.Errorf("sumgate mounts %s writable", caMount.Source)
 	}
-	var written *types.ServiceVolumeConfig
+	written := false
 	for _, v := range initStep.Volumes {
 		if v.Type == types.VolumeTypeVolume && v.Source == caMount.Source && !v.ReadOnly {
-			written = &v
+			written = true
 		}
 	}
-	if written == nil {
-		t.Fatalf("ca-init does not write the volume %s that sumgate reads", caMount.Source)
-	}
-	var script string
-	for _, v := range initStep.Volumes {
-		if v.Type == types.VolumeTypeBind && slices.Contains(initStep.Entrypoint, v.Target) {
-			data, err := os.ReadFile(v.Source)
-			if err != nil {
-				t.Fatal(err)
-			}
-			script = string(data)
-		}
-	}
-	if script == "" {
-		t.Fatalf("ca-init's entrypoint %v runs no script from the repository", initStep.Entrypoint)
-	}
-	onVolume := func(f string) string { return written.Target + strings.TrimPrefix(f, caMount.Target) }
-	for _, want := range []string{
-		"chown 65532:65532 " + written.Target + "\n", "chmod 0700 " + written.Target + "\n",
-		onVolume(cfg.CA.Step.Root) + " 0600 65532:65532\n", onVolume(cfg.CA.Step.PasswordFile) + " 0600 65532:65532\n",
-	} {
-		if !strings.Contains(script, want) {
-			t.Errorf("ca-init's script has no line ending in %q: sumgate's files, owned by uid 65532, 0600 in a 0700 folder", want)
-		}
+	if !written {
+		t.Errorf("ca-init does not write the volume %s that sumgate reads", caMount.Source)
 	}
 	if initStep.User != "0:0" && initStep.User != "root" {
 		t.Errorf("ca-init runs as %q: it must be root to hand the files to uid 65532", initStep.User)
@@ -403,20 +374,60 @@ func TestComposeSumgateRunsOnTheStack(t *testing.T) {
 	}
 }
 
-// collector is the otel-collector service's configuration file.
+// collector is the otel-collector service's configuration file, decoded
+// strictly: a key the struct does not name (a misspelt option, another
+// component) fails the test, so the checks below see every option the
+// collector is given.
 type collector struct {
 	file       string
-	Extensions map[string]map[string]any `yaml:"extensions"`
-	Receivers  map[string]map[string]any `yaml:"receivers"`
-	Exporters  map[string]map[string]any `yaml:"exporters"`
-	Service    struct {
+	Extensions struct {
+		HealthCheck struct {
+			Endpoint string `yaml:"endpoint"`
+			Path     string `yaml:"path"`
+		} `yaml:"health_check"`
+	} `yaml:"extensions"`
+	Receivers struct {
+		OTLP struct {
+			Protocols map[string]struct {
+				Endpoint string `yaml:"endpoint"`
+			} `yaml:"protocols"`
+		} `yaml:"otlp"`
+	} `yaml:"receivers"`
+	Processors struct {
+		Batch struct{} `yaml:"batch"`
+	} `yaml:"processors"`
+	Exporters struct {
+		// Jaeger's OTLP/gRPC receiver, inside the stack's network.
+		Jaeger struct {
+			Endpoint string `yaml:"endpoint"`
+			TLS      struct {
+				Insecure bool `yaml:"insecure"`
+			} `yaml:"tls"`
+		} `yaml:"otlp_grpc/jaeger"`
+		// The span file the security team keeps.
+		File struct {
+			Path     string `yaml:"path"`
+			Rotation struct {
+				MaxMegabytes int `yaml:"max_megabytes"`
+				MaxBackups   int `yaml:"max_backups"`
+			} `yaml:"rotation"`
+		} `yaml:"file/audit"`
+	} `yaml:"exporters"`
+	Service struct {
 		Extensions []string `yaml:"extensions"`
 		Pipelines  map[string]struct {
-			Receivers []string `yaml:"receivers"`
-			Exporters []string `yaml:"exporters"`
+			Receivers  []string `yaml:"receivers"`
+			Processors []string `yaml:"processors"`
+			Exporters  []string `yaml:"exporters"`
 		} `yaml:"pipelines"`
 	} `yaml:"service"`
 }
+
+// The collector's component IDs, as the collector struct names them.
+const (
+	jaegerExporter = "otlp_grpc/jaeger"
+	fileExporter   = "file/audit"
+)
 
 // readCollector reads the file the otel-collector service mounts as its
 // configuration (the image's default --config path).
@@ -432,7 +443,9 @@ func readCollector(t *testing.T, p *types.Project) *collector {
 		t.Fatal(err)
 	}
 	c := &collector{file: m.Source}
-	if err := yaml.Unmarshal(data, c); err != nil {
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
 		t.Fatalf("%s: %v", m.Source, err)
 	}
 	return c
@@ -441,9 +454,7 @@ func readCollector(t *testing.T, p *types.Project) *collector {
 // receiverPort returns the port of the otlp receiver's protocol.
 func (c *collector) receiverPort(t *testing.T, protocol string) string {
 	t.Helper()
-	protos, _ := c.Receivers["otlp"]["protocols"].(map[string]any)
-	proto, _ := protos[protocol].(map[string]any)
-	ep, _ := proto["endpoint"].(string)
+	ep := c.Receivers.OTLP.Protocols[protocol].Endpoint
 	if ep == "" {
 		t.Fatalf("%s: the otlp receiver has no %s endpoint", c.file, protocol)
 	}
@@ -451,84 +462,107 @@ func (c *collector) receiverPort(t *testing.T, protocol string) string {
 	return port
 }
 
-// componentType is the type of a component ID ("otlp_grpc/jaeger": otlp_grpc).
-func componentType(id string) string {
-	typ, _, _ := strings.Cut(id, "/")
-	return typ
-}
-
 // TestComposeCollectorFeedsJaegerAndAFile: the collector's traces
-// pipeline receives OTLP and exports to Jaeger's OTLP/gRPC port and to a
-// file on a volume; every endpoint it exports to is a service of the
-// stack; its health check asks the health_check extension where it
-// listens.
+// pipeline receives OTLP and exports to Jaeger's OTLP/gRPC port, in plain
+// gRPC (Jaeger's receiver has no TLS inside the stack's network), and to
+// a rotated file on a volume; its health check asks the health_check
+// extension where it listens, on the path the extension serves (by
+// running the health check's own command against a stand-in).
 func TestComposeCollectorFeedsJaegerAndAFile(t *testing.T) {
 	p := loadStack(t)
 	c := readCollector(t, p)
 	svc := service(t, p, "otel-collector")
-	traces, ok := c.Service.Pipelines["traces"]
-	if !ok {
-		t.Fatalf("%s: no traces pipeline", c.file)
+	if got := slices.Sorted(maps.Keys(c.Service.Pipelines)); !slices.Equal(got, []string{"traces"}) {
+		t.Fatalf("%s: pipelines %v, want traces", c.file, got)
 	}
-	if !slices.Contains(traces.Receivers, "otlp") {
-		t.Errorf("the traces pipeline receives from %v, want otlp", traces.Receivers)
+	traces := c.Service.Pipelines["traces"]
+	if !slices.Equal(traces.Receivers, []string{"otlp"}) || !slices.Equal(traces.Processors, []string{"batch"}) {
+		t.Errorf("the traces pipeline receives from %v through %v, want otlp through batch", traces.Receivers, traces.Processors)
 	}
-	for _, r := range traces.Receivers {
-		if _, ok := c.Receivers[r]; !ok {
-			t.Errorf("the traces pipeline names the undefined receiver %s", r)
-		}
+	if got := slices.Sorted(maps.Keys(c.Receivers.OTLP.Protocols)); !slices.Equal(got, []string{"grpc", "http"}) {
+		t.Errorf("the otlp receiver's protocols are %v, want grpc and http", got)
 	}
-	var toJaeger, toFile bool
-	for _, id := range traces.Exporters {
-		e, ok := c.Exporters[id]
-		if !ok {
-			t.Errorf("the traces pipeline names the undefined exporter %s", id)
-			continue
-		}
-		switch componentType(id) {
-		case "otlp_grpc", "otlp":
-			ep, _ := e["endpoint"].(string)
-			host, port := hostPort(t, id+" endpoint", ep)
-			if host == "jaeger" && port == "4317" { // Jaeger's OTLP/gRPC receiver
-				toJaeger = true
-			}
-		case "file":
-			path, _ := e["path"].(string)
-			if m, ok := mountOf(svc, path); ok && m.Type == types.VolumeTypeVolume && !m.ReadOnly {
-				toFile = true
-			} else {
-				t.Errorf("%s writes %q, which is on no writable volume of the collector", id, path)
-			}
-		}
-	}
-	if !toJaeger || !toFile {
-		t.Errorf("the traces pipeline exports to %v: want Jaeger's OTLP port (jaeger:4317) and a file", traces.Exporters)
-	}
-	for id, e := range c.Exporters {
-		if ep, ok := e["endpoint"].(string); ok {
-			host := ep
-			if u, err := url.Parse(ep); err == nil && u.Host != "" {
-				host = u.Host
-			}
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
-			if _, ok := p.Services[host]; !ok {
-				t.Errorf("exporter %s sends to %s, which is not a service of the stack", id, ep)
-			}
-		}
+	if want := []string{jaegerExporter, fileExporter}; !slices.Equal(slices.Sorted(slices.Values(traces.Exporters)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("the traces pipeline exports to %v, want %v", traces.Exporters, want)
 	}
 
-	hc, ok := c.Extensions["health_check"]
-	if !ok || !slices.Contains(c.Service.Extensions, "health_check") {
-		t.Fatalf("%s: the health_check extension is not enabled", c.file)
+	jaeger := c.Exporters.Jaeger
+	host, port := hostPort(t, jaegerExporter+" endpoint", jaeger.Endpoint)
+	if _, ok := p.Services[host]; host != "jaeger" || port != "4317" || !ok { // Jaeger's OTLP/gRPC receiver
+		t.Errorf("%s sends to %s, want the jaeger service's OTLP/gRPC port, jaeger:4317", jaegerExporter, jaeger.Endpoint)
 	}
-	ep, _ := hc["endpoint"].(string)
-	_, port := hostPort(t, "health_check endpoint", ep)
+	if !jaeger.TLS.Insecure {
+		t.Errorf("%s: tls.insecure is not true, but Jaeger's OTLP receiver speaks plain gRPC inside the stack: every export would fail its handshake", jaegerExporter)
+	}
+
+	file := c.Exporters.File
+	if m, ok := mountOf(svc, file.Path); !ok || m.Type != types.VolumeTypeVolume || m.ReadOnly || !strings.HasPrefix(file.Path, m.Target+"/") {
+		t.Errorf("%s writes %q, which is on no writable volume of the collector", fileExporter, file.Path)
+	}
+	if file.Rotation.MaxMegabytes <= 0 || file.Rotation.MaxBackups <= 0 {
+		t.Errorf("%s: rotation %+v: want max_megabytes and max_backups, or the file grows without end", fileExporter, file.Rotation)
+	}
+
+	hc := c.Extensions.HealthCheck
+	if !slices.Equal(c.Service.Extensions, []string{"health_check"}) {
+		t.Fatalf("%s: extensions %v, want the health_check extension enabled", c.file, c.Service.Extensions)
+	}
+	_, port = hostPort(t, "health_check endpoint", hc.Endpoint)
 	test := svc.HealthCheck.Test
-	if _, probePort := hostPort(t, "the health check's -admin", argAfter(test, "-admin")); probePort != port || hc["path"] != "/readyz" || !slices.Contains(test, "healthcheck") {
-		t.Errorf("health check %v: want `sumgate healthcheck -admin 127.0.0.1:%s` and the extension's path /readyz (%v)", test, port, hc["path"])
+	if len(test) < 3 || test[0] != "CMD" || !slices.Contains(test, "healthcheck") {
+		t.Fatalf("health check %v: want [CMD sumgate healthcheck -admin ...]", test)
 	}
+	if _, probePort := hostPort(t, "the health check's -admin", argAfter(test, "-admin")); probePort != port {
+		t.Errorf("health check %v asks port %s; the extension listens on %s", test, probePort, port)
+	}
+	// Run the health check's own command against a stand-in for the
+	// extension that answers 200 on every path and records which one it
+	// was asked.
+	asked := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case asked <- r.URL.Path:
+		default:
+		}
+	}))
+	defer srv.Close()
+	argv := slices.Clone(test[1:])
+	argv[0] = buildStepSumgate(t)
+	argv[slices.Index(argv, "-admin")+1] = srv.Listener.Addr().String()
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("the health check's command %v: %v\n%s", argv, err, out)
+	}
+	select {
+	case path := <-asked:
+		if path != hc.Path {
+			t.Errorf("the health check asks %s; the health_check extension serves %s", path, hc.Path)
+		}
+	default:
+		t.Error("the health check's command asked nothing")
+	}
+
+	// Jaeger's health check: v2.20.0's built-in configuration
+	// (cmd/jaeger/internal/all-in-one.yaml) enables healthcheckv2 with its
+	// HTTP endpoint on ${JAEGER_LISTEN_HOST}:13133, and the extension
+	// serves its status at /status.
+	jt := service(t, p, "jaeger").HealthCheck.Test
+	if u := jt[len(jt)-1]; u != "http://127.0.0.1:13133/status" {
+		t.Errorf("jaeger's health check %v asks %s, want healthcheckv2's http://127.0.0.1:13133/status", jt, u)
+	}
+}
+
+// buildStepSumgate builds cmd/sumgate with the step backend, as the
+// image does (the Dockerfile's SUMGATE_TAGS=step), and returns its path.
+func buildStepSumgate(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sumgate")
+	build := exec.Command("go", "build", "-buildvcs=false", "-tags", "step", "-o", bin, "./cmd/sumgate")
+	build.Dir = repoRoot(t)
+	build.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=readonly")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags step ./cmd/sumgate: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // prometheusRules is the rule file's structure.
@@ -928,4 +962,454 @@ func scrapeRunningSumgate(t *testing.T) map[string][]string {
 		t.Fatalf("sumgate's /metrics has no sumgate_requests_total after two downloads:\n%v", slices.Sorted(maps.Keys(out)))
 	}
 	return out
+}
+
+// TestComposePublishesOnLoopbackOnly: every port the stack publishes
+// listens on the host's loopback only. Published on every interface, the
+// proxy would be open to the whole network (and tunnel anywhere).
+func TestComposePublishesOnLoopbackOnly(t *testing.T) {
+	p := loadStack(t)
+	n := 0
+	for _, name := range stackServices {
+		for _, pc := range service(t, p, name).Ports {
+			n++
+			if pc.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes %d on host address %q, want 127.0.0.1", name, pc.Target, pc.HostIP)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("the stack publishes no port")
+	}
+}
+
+// stackHost lays out the stack's named volumes as temporary folders, one
+// per volume, shared by every service that mounts it, as Docker does.
+type stackHost struct {
+	p    *types.Project
+	root string
+	vols map[string]string // volume name: its folder
+	bin  string            // the folder of the stand-in commands, first on PATH
+	log  string            // what the stand-ins were called with
+}
+
+func newStackHost(t *testing.T, p *types.Project) *stackHost {
+	t.Helper()
+	h := &stackHost{p: p, root: t.TempDir(), vols: map[string]string{}}
+	for name := range p.Volumes {
+		dir := filepath.Join(h.root, "vol-"+name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		h.vols[name] = dir
+	}
+	h.bin = filepath.Join(h.root, "bin")
+	h.log = filepath.Join(h.root, "calls")
+	if err := os.Mkdir(h.bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// stub installs a stand-in command: a shell script that appends its name
+// and arguments to h.log (one call a line, the fields separated by 0x1f),
+// then runs body.
+func (h *stackHost) stub(t *testing.T, name, body string) string {
+	t.Helper()
+	script := "#!/bin/sh\nset -eu\n{ printf '%s' " + name + "; for a in \"$@\"; do printf '\\037%s' \"$a\"; done; echo; } >> " + h.log + "\n" + body + "\n"
+	file := filepath.Join(h.bin, name)
+	if err := os.WriteFile(file, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// calls returns the recorded calls of the stand-in name, each its arguments.
+func (h *stackHost) calls(t *testing.T, name string) [][]string {
+	t.Helper()
+	data, err := os.ReadFile(h.log)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for line := range strings.Lines(string(data)) {
+		f := strings.Split(strings.TrimSuffix(line, "\n"), "\x1f")
+		if f[0] == name {
+			out = append(out, f[1:])
+		}
+	}
+	return out
+}
+
+// local rewrites a service's mount targets in s to the folders standing in
+// for them (named volumes) or to their sources in the repository (bind
+// mounts), the longest target first.
+func (h *stackHost) local(s types.ServiceConfig, text string) string {
+	mounts := slices.Clone(s.Volumes)
+	slices.SortFunc(mounts, func(a, b types.ServiceVolumeConfig) int { return len(b.Target) - len(a.Target) })
+	var pairs []string
+	for _, v := range mounts {
+		switch v.Type {
+		case types.VolumeTypeVolume:
+			pairs = append(pairs, v.Target, h.vols[v.Source])
+		case types.VolumeTypeBind:
+			pairs = append(pairs, v.Target, v.Source)
+		}
+	}
+	return strings.NewReplacer(pairs...).Replace(text)
+}
+
+// scriptPaths finds absolute paths in a shell script's code.
+var scriptPaths = regexp.MustCompile(`(?:^|[\s"'=>])(/[^\s"';|&)]*)`)
+
+// run runs a service's entrypoint script, bind-mounted from the
+// repository, with its mount targets mapped by local, under the
+// entrypoint's interpreter, with the given command (mapped too), as the
+// test's user, with the stand-ins first on PATH and nothing else from the
+// environment. It returns the script's output; the script fails the test
+// if it exits non-zero.
+func (h *stackHost) run(t *testing.T, name string, command []string) string {
+	t.Helper()
+	s := service(t, h.p, name)
+	if len(s.Entrypoint) != 2 || (s.Entrypoint[0] != "/bin/sh" && s.Entrypoint[0] != "/bin/bash") {
+		t.Fatalf("%s's entrypoint %v: want [/bin/sh|/bin/bash SCRIPT]", name, s.Entrypoint)
+	}
+	m, ok := mountOf(s, s.Entrypoint[1])
+	if !ok || m.Type != types.VolumeTypeBind || m.Target != s.Entrypoint[1] {
+		t.Fatalf("%s's entrypoint %s is not bind-mounted from the repository", name, s.Entrypoint[1])
+	}
+	data, err := os.ReadFile(m.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := h.local(s, string(data))
+	// Never let a mapping miss touch this machine's own folders: every
+	// path the code names is under a stand-in folder, or a device.
+	for line := range strings.Lines(text) {
+		code := strings.TrimSpace(line)
+		if strings.HasPrefix(code, "#") {
+			continue
+		}
+		code, _, _ = strings.Cut(code, " #")
+		for _, p := range scriptPaths.FindAllStringSubmatch(code, -1) {
+			if !strings.HasPrefix(p[1], h.root+"/") && p[1] != "/dev/urandom" && p[1] != "/dev/null" {
+				t.Fatalf("%s: %s names %s, which is on no volume it mounts", name, m.Source, p[1])
+			}
+		}
+	}
+	script := filepath.Join(h.root, name+".sh")
+	if err := os.WriteFile(script, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{script}
+	for _, a := range command {
+		args = append(args, h.local(s, a))
+	}
+	cmd := exec.Command(s.Entrypoint[0], args...)
+	cmd.Env = []string{"PATH=" + h.bin + ":" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s's %s: %v\n%s", name, filepath.Base(m.Source), err, out)
+	}
+	return string(out)
+}
+
+// flagValues parses the arguments of `step ca init`: every flag it is
+// given takes a value (--name=value or --name value).
+func flagValues(t *testing.T, args []string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for i := 0; i < len(args); i++ {
+		name, ok := strings.CutPrefix(args[i], "--")
+		if !ok {
+			t.Fatalf("step ca init %q: %q is not a flag", args, args[i])
+		}
+		if k, v, ok := strings.Cut(name, "="); ok {
+			out[k] = append(out[k], v)
+			continue
+		}
+		if i+1 >= len(args) {
+			t.Fatalf("step ca init %q: %s has no value", args, args[i])
+		}
+		out[name] = append(out[name], args[i+1])
+		i++
+	}
+	return out
+}
+
+// testRoot makes a self-signed CA certificate, PEM.
+func testRoot(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sumgate compose CA Root CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// readSecret returns a file's contents, failing the test unless it is a
+// non-empty regular file with mode 0600.
+func readSecret(t *testing.T, what, file string) string {
+	t.Helper()
+	info, err := os.Lstat(file)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if !info.Mode().IsRegular() || info.Mode().Perm() != 0o600 {
+		t.Errorf("%s %s: %v, want a regular file 0600", what, file, info.Mode())
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(data)) == "" {
+		t.Errorf("%s %s is empty", what, file)
+	}
+	return string(data)
+}
+
+// TestComposeCAScriptsRun runs step-ca's entrypoint (step-ca-start.sh)
+// and then ca-init.sh as the stack runs them, their volumes laid out in
+// temporary folders, with a stand-in `step` that records its arguments
+// and makes the files `step ca init` makes, and a stand-in for step-ca
+// itself; then sumgate, built as the image builds it, loads the files
+// ca-init wrote with its own configuration from the stack (`sumgate ca
+// export` reads the provisioner password and the root).
+//
+// step-ca-start.sh: `step ca init` gets every flag that keeps it from
+// prompting, the DNS name, port and provisioner sumgate's configuration
+// uses, and two different random passwords, each in a 0600 file; no
+// password is printed; step-ca then runs with the keys' password and the
+// ca.json init wrote; a restart initialises nothing again. The image's
+// own initialisation (which prints a password) is never configured.
+//
+// ca-init.sh: the root and the provisioner's password (never the keys')
+// are copied into sumgate's volume, 0600 in a 0700 folder, owned by
+// sumgate's uid 65532 (when the test runs as root; otherwise the chown
+// calls are recorded), and the root alone into the clients' volume, 0644.
+func TestComposeCAScriptsRun(t *testing.T) {
+	p := loadStack(t)
+	cfg, _ := loadStackSumgateConfig(t, p)
+	stepCA, caInit, sg := service(t, p, "step-ca"), service(t, p, "ca-init"), service(t, p, "sumgate")
+	for k := range stepCA.Environment {
+		if strings.HasPrefix(k, "DOCKER_STEPCA_INIT_") {
+			t.Errorf("step-ca sets %s: the image's own initialisation, which prints the provisioner's password, would run", k)
+		}
+	}
+	h := newStackHost(t, p)
+	root := testRoot(t)
+	rootFile := filepath.Join(h.root, "root.pem")
+	if err := os.WriteFile(rootFile, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.stub(t, "step", `case "$1 $2" in
+"ca init")
+	: "${STEPPATH:?STEPPATH is not exported}"
+	mkdir -p "$STEPPATH/config" "$STEPPATH/certs"
+	cp `+rootFile+` "$STEPPATH/certs/root_ca.crt"
+	echo '{}' > "$STEPPATH/config/ca.json"
+	echo "Your PKI is ready to go." >&2 ;;
+"certificate fingerprint")
+	echo 4fe5f5ef09e95c803fdcb80b8cf511e2a885eb86f3ce74e3e90e62fa3faf1531 ;;
+*)
+	echo "stand-in step: unexpected $*" >&2
+	exit 2 ;;
+esac`)
+	h.stub(t, "step-ca", "")
+
+	// step-ca's first start, then a restart.
+	if len(stepCA.Command) == 0 {
+		t.Fatal("step-ca has no command: the image's is cleared by the new entrypoint")
+	}
+	command := slices.Concat([]string{"step-ca"}, stepCA.Command[1:])
+	if stepCA.Command[0] != "/usr/local/bin/step-ca" {
+		t.Errorf("step-ca runs %s, want the image's /usr/local/bin/step-ca", stepCA.Command[0])
+	}
+	out := h.run(t, "step-ca", command)
+	inits := h.calls(t, "step")
+	if len(inits) != 1 || len(inits[0]) < 2 || inits[0][0] != "ca" || inits[0][1] != "init" {
+		t.Fatalf("step-ca-start.sh ran step %q, want `step ca init` once", inits)
+	}
+	flags := flagValues(t, inits[0][2:])
+	one := func(name string) string {
+		t.Helper()
+		if v := flags[name]; len(v) == 1 && v[0] != "" {
+			return v[0]
+		}
+		t.Errorf("step ca init: --%s %q, want one value", name, flags[name])
+		return ""
+	}
+	// Without any of these `step ca init` prompts, and there is no terminal.
+	if got := one("deployment-type"); got != "standalone" {
+		t.Errorf("step ca init --deployment-type %q, want standalone (the only type with a provisioner of its own)", got)
+	}
+	one("name")
+	u, err := url.Parse(cfg.CA.Step.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dns []string
+	for _, v := range flags["dns"] {
+		dns = append(dns, strings.Split(v, ",")...)
+	}
+	if _, ok := p.Services[u.Hostname()]; !ok || !slices.Contains(dns, u.Hostname()) {
+		t.Errorf("ca.step.url %s: want a service of the stack whose certificate names it (step ca init --dns %q)", u, dns)
+	}
+	probe := strings.Fields(strings.Join(stepCA.HealthCheck.Test, " "))
+	hc, err := url.Parse(argAfter(probe, "--ca-url"))
+	if err != nil || !slices.Contains(dns, hc.Hostname()) || hc.Port() != u.Port() {
+		t.Errorf("step-ca's health check %v asks %v: want a name in --dns %q and port %s", stepCA.HealthCheck.Test, hc, dns, u.Port())
+	}
+	if _, err := os.Stat(h.local(stepCA, argAfter(probe, "--root"))); err != nil {
+		t.Errorf("step-ca's health check trusts --root %s: %v", argAfter(probe, "--root"), err)
+	}
+	if _, port := hostPort(t, "step ca init --address", one("address")); port != u.Port() {
+		t.Errorf("ca.step.url %s: step-ca listens on port %s", u, port)
+	}
+	if got := one("provisioner"); got != cfg.CA.Step.Provisioner {
+		t.Errorf("ca.step.provisioner %q, but step ca init creates %q", cfg.CA.Step.Provisioner, got)
+	}
+	keyFile, provFile := one("password-file"), one("provisioner-password-file")
+	if keyFile == "" || provFile == "" {
+		t.FailNow()
+	}
+	keyPass := readSecret(t, "the CA keys' password", keyFile)
+	provPass := readSecret(t, "the provisioner's password", provFile)
+	if keyFile == provFile || keyPass == provPass {
+		t.Errorf("the CA's keys and the provisioner share a password (%s, %s): sumgate would hold the one that decrypts the CA's keys", keyFile, provFile)
+	}
+	for _, pw := range []string{keyPass, provPass} {
+		if len(strings.TrimSpace(pw)) < 32 {
+			t.Errorf("a password of %d characters: want at least 32 random ones", len(strings.TrimSpace(pw)))
+		}
+		if pw := strings.TrimSpace(pw); pw != "" && strings.Contains(out, pw) {
+			t.Errorf("step-ca-start.sh prints a password to the container's log:\n%s", out)
+		}
+	}
+	runs := h.calls(t, "step-ca")
+	wantRun := slices.Concat([]string{"--password-file", keyFile}, []string{h.local(stepCA, stepCA.Command[len(stepCA.Command)-1])})
+	if len(runs) != 1 || !slices.Equal(runs[0], wantRun) {
+		t.Errorf("step-ca ran with %q, want once with %q (the keys' password file init was given)", runs, wantRun)
+	}
+	if _, err := os.Stat(wantRun[len(wantRun)-1]); err != nil {
+		t.Errorf("step-ca's configuration: %v", err)
+	}
+
+	h.run(t, "step-ca", command) // a restart
+	if n := len(h.calls(t, "step")); n != 1 {
+		t.Errorf("a restart ran step again (%d calls): an initialised CA must be left alone", n)
+	}
+	if readSecret(t, "the CA keys' password", keyFile) != keyPass || readSecret(t, "the provisioner's password", provFile) != provPass {
+		t.Error("a restart changed the passwords of an initialised CA")
+	}
+	if n := len(h.calls(t, "step-ca")); n != 2 {
+		t.Errorf("step-ca ran %d times in two starts", n)
+	}
+
+	// ca-init, twice: it runs on every `up`.
+	asRoot := os.Getuid() == 0
+	if !asRoot {
+		h.stub(t, "chown", "") // only root can give files away: record the calls
+	}
+	for range 2 {
+		h.run(t, "ca-init", nil)
+	}
+	sgVol, ok := mountOf(sg, cfg.CA.Step.Root)
+	if !ok || sgVol.Type != types.VolumeTypeVolume {
+		t.Fatalf("ca.step.root %s is on no volume of sumgate", cfg.CA.Step.Root)
+	}
+	dir := h.vols[sgVol.Source]
+	onVol := func(f string) string { return filepath.Join(dir, strings.TrimPrefix(f, sgVol.Target+"/")) }
+	if info, err := os.Stat(dir); err != nil || info.Mode().Perm() != 0o700 {
+		t.Errorf("sumgate's volume %s after ca-init: %v, %v, want a folder 0700", sgVol.Source, info.Mode(), err)
+	}
+	gotRoot := readSecret(t, "sumgate's root", onVol(cfg.CA.Step.Root))
+	gotPass := readSecret(t, "sumgate's provisioner password", onVol(cfg.CA.Step.PasswordFile))
+	if gotPass != provPass {
+		t.Errorf("ca-init gave sumgate %s, not the provisioner's password (the keys' one: %v)", cfg.CA.Step.PasswordFile, gotPass == keyPass)
+	}
+	if gotRoot != string(root) {
+		t.Errorf("ca-init gave sumgate a root that is not step-ca's")
+	}
+	if asRoot {
+		for _, f := range []string{dir, onVol(cfg.CA.Step.Root), onVol(cfg.CA.Step.PasswordFile)} {
+			info, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := info.Sys().(*syscall.Stat_t); st.Uid != 65532 || st.Gid != 65532 {
+				t.Errorf("%s is owned by %d:%d, want sumgate's 65532:65532", f, st.Uid, st.Gid)
+			}
+		}
+	} else {
+		var chowns []string
+		for _, c := range h.calls(t, "chown") {
+			chowns = append(chowns, strings.Join(c, " "))
+		}
+		for _, f := range []string{dir, onVol(cfg.CA.Step.Root) + ".tmp", onVol(cfg.CA.Step.PasswordFile) + ".tmp"} {
+			if !slices.Contains(chowns, "65532:65532 "+f) {
+				t.Errorf("ca-init does not give %s to sumgate's uid (chown calls %q)", f, chowns)
+			}
+		}
+	}
+	for _, v := range caInit.Volumes {
+		if v.Type != types.VolumeTypeVolume || v.ReadOnly || v.Source == sgVol.Source {
+			continue
+		}
+		// The clients' volume: the root alone, readable by all.
+		entries, err := os.ReadDir(h.vols[v.Source])
+		if err != nil || len(entries) != 1 {
+			t.Fatalf("ca-init's volume %s holds %v (%v), want the root alone", v.Source, entries, err)
+		}
+		f := filepath.Join(h.vols[v.Source], entries[0].Name())
+		info, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(f)
+		if block, _ := pem.Decode(data); info.Mode().Perm() != 0o644 || block == nil || block.Type != "CERTIFICATE" || string(data) != string(root) {
+			t.Errorf("%s in %s: %v, want step-ca's root, PEM, 0644", entries[0].Name(), v.Source, info.Mode())
+		}
+	}
+
+	// sumgate reads them: its configuration from the stack, with its mount
+	// targets mapped to the stand-in folders.
+	confMount, _ := mountOf(sg, argAfter(sg.Command, "-config"))
+	raw, err := os.ReadFile(confMount.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(h.root, "sumgate.yaml")
+	if err := os.WriteFile(conf, []byte(h.local(sg, string(raw))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	export := exec.Command(buildStepSumgate(t), "ca", "export", "-config", conf)
+	export.Env = []string{"PATH=" + os.Getenv("PATH")} // no $SUMGATE_STEP_PASSWORD
+	var stderr strings.Builder
+	export.Stderr = &stderr
+	pemOut, err := export.Output()
+	if err != nil {
+		t.Fatalf("sumgate ca export, with the stack's configuration and the files ca-init wrote: %v\n%s", err, stderr.String())
+	}
+	if block, _ := pem.Decode(pemOut); block == nil || string(pemOut) != string(root) {
+		t.Errorf("sumgate ca export printed %q, want step-ca's root", pemOut)
+	} else if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		t.Errorf("the root sumgate reads: %v", err)
+	}
 }

@@ -11,15 +11,19 @@
 #   /out/ca-root     (clients mount it read-only)
 #       root_ca.crt             the root alone, 0644
 #
+# The password that decrypts the CA's keys (/home/step/secrets/password)
+# is not copied: sumgate only signs in to the provisioner.
+#
 # Each file is written beside its final name and renamed over it, so that
-# a reader never sees half a file.
+# a reader never sees half a file. deploy/compose_test.go runs this script
+# with its paths mapped to temporary folders.
 set -eu
 
 root=/home/step/certs/root_ca.crt
-password=/home/step/secrets/password # $PWDPATH: the password init was given
+password=/home/step/secrets/provisioner-password # written by step-ca-start.sh
 for f in "$root" "$password"; do
 	if [ ! -s "$f" ]; then
-		echo "ca-init: $f is missing or empty: has step-ca been initialised?" >&2
+		echo "ca-init: $f is missing or empty: has step-ca been initialised by deploy/compose/step-ca-start.sh? (A CA made by an older version of this stack has no separate provisioner password: docker compose down -v makes a new one.)" >&2
 		exit 1
 	fi
 done
@@ -32,8 +36,6 @@ publish() {
 	mv -f "$2.tmp" "$2"
 }
 
-# The paths are spelt out: deploy/compose_test.go checks that they are the
-# ones sumgate's configuration names.
 umask 077
 chown 65532:65532 /out/sumgate-ca
 chmod 0700 /out/sumgate-ca
