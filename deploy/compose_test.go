@@ -848,13 +848,7 @@ func scrapeRunningSumgate(t *testing.T) map[string][]string {
 	w := testworld.New(t)
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "data_dir: %s\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n", filepath.Join(dir, "data"))
-	fmt.Fprintf(&conf, "module_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n", w.ProxyURL, w.SumDBKey, w.RootsFile)
-	var hosts []string
-	for host, addr := range w.Resolve {
-		fmt.Fprintf(&conf, "    %s: %q\n", host, addr)
-		hosts = append(hosts, host)
-	}
-	fmt.Fprintf(&conf, "intercept: [%s]\n", strings.Join(hosts, ", "))
+	conf.WriteString(w.UpstreamConfig(w.RootsFile))
 	file := filepath.Join(dir, "sumgate.yaml")
 	if err := os.WriteFile(file, []byte(conf.String()), 0o600); err != nil {
 		t.Fatal(err)

@@ -276,15 +276,9 @@ func TestImageServesFromALocalBinary(t *testing.T) {
 	// (the one its CMD and HEALTHCHECK name) pointing it at that world.
 	w := testworld.New(t)
 	proxyPort, adminPort := freePort(t), freePort(t)
-	var hosts []string
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "data_dir: /var/lib/sumgate\nlisten: 127.0.0.1:%s\nadmin_listen: 127.0.0.1:%s\n", proxyPort, adminPort)
-	fmt.Fprintf(&cfg, "module_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: /etc/sumgate/world.pem\n  resolve:\n", w.ProxyURL, w.SumDBKey)
-	for h, addr := range w.Resolve {
-		fmt.Fprintf(&cfg, "    %s: %q\n", h, addr)
-		hosts = append(hosts, h)
-	}
-	fmt.Fprintf(&cfg, "intercept: [%s]\n", strings.Join(hosts, ", "))
+	cfg.WriteString(w.UpstreamConfig("/etc/sumgate/world.pem"))
 	cfg.WriteString("vcs: deny\n") // the stand-in base has no git for vcs: verify
 	conf := filepath.Join(t.TempDir(), "sumgate.yaml")
 	roots, err := os.ReadFile(w.RootsFile)

@@ -368,3 +368,20 @@ func (w *World) Modules() []*Module {
 	defer w.cmu.RUnlock()
 	return append([]*Module(nil), w.corpus...)
 }
+
+// UpstreamConfig is the part of a sumgate configuration file (YAML) that
+// points a gateway at w: w's module proxy, its checksum database's key,
+// its roots (rootsFile: where the gateway reads RootsFile, which differs
+// inside a container), its addresses, and every host it serves
+// intercepted. Each line ends in a newline, so more keys can follow.
+func (w *World) UpstreamConfig(rootsFile string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "module_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n", w.ProxyURL, w.SumDBKey, rootsFile)
+	hosts := make([]string, 0, len(w.Resolve))
+	for host, addr := range w.Resolve {
+		fmt.Fprintf(&b, "    %s: %q\n", host, addr) // an IPv6 address starts with [
+		hosts = append(hosts, host)
+	}
+	fmt.Fprintf(&b, "intercept: [%s]\n", strings.Join(hosts, ", "))
+	return b.String()
+}
