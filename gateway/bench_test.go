@@ -85,6 +85,21 @@ func publishModule(b *testing.B, w *testworld.World, path string, size int64) st
 	return m.String()
 }
 
+// publishWorkload publishes the gateway benchmarks' modules in w:
+// -sumgate.small modules of 48 KiB, then two of -sumgate.large-mib MiB.
+// It returns them as path@version, in that order.
+func publishWorkload(b *testing.B, w *testworld.World) []string {
+	b.Helper()
+	var mods []string
+	for i := range *smallMods {
+		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/bench/small%d", i), 48<<10))
+	}
+	for i := range 2 {
+		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/bench/large%d", i), int64(*largeMiB)<<20))
+	}
+	return mods
+}
+
 type memFile struct {
 	name string
 	data []byte
@@ -102,13 +117,7 @@ func (f memFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewRe
 // and warm. Compare the three in one run.
 func BenchmarkGoModDownload(b *testing.B) {
 	w := testworld.New(b)
-	var mods []string
-	for i := range *smallMods {
-		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/bench/small%d", i), 48<<10))
-	}
-	for i := range 2 {
-		mods = append(mods, publishModule(b, w, fmt.Sprintf("example.com/bench/large%d", i), int64(*largeMiB)<<20))
-	}
+	mods := publishWorkload(b, w)
 	run := func(b *testing.B, env []string) {
 		b.Helper()
 		if out, err := testworld.GoModDownload(b, env, mods...); err != nil || bytes.Contains(out, []byte(`"Error"`)) {

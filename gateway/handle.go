@@ -85,6 +85,11 @@ func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcom
 		res, err := g.fetcher.Fetch(ctx, d.url, d.mod.mod, d.mod.kind)
 		return outcome{res: res, err: err}
 	case actPass:
+		if d.mod != nil && d.mod.file == "info" {
+			// The go command asks for the .mod or .zip next: look the
+			// version up meanwhile.
+			g.cfg.Verifier.Prefetch(ctx, d.mod.mod)
+		}
 		out := g.forward(req, d.url, g.cfg.Upstream.Do, "pass-through")
 		if d.learn && out.resp != nil && g.vcs != nil {
 			g.learnImports(clientIP(req), canonicalHost(req.URL.Host), out.resp)

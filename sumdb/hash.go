@@ -3,6 +3,8 @@ package sumdb
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -60,30 +62,32 @@ func malformed(format string, args ...any) error {
 // 8 MiB, while the current one is hashed. A zip that may have more than
 // [DefaultMaxZipEntries] entries is malformed.
 func Hash(m module.Version, kind Kind, file string) (string, error) {
-	return hash(m, kind, file, runtime.GOMAXPROCS(0), DefaultMaxZipEntries)
+	h, _, err := hash(m, kind, file, runtime.GOMAXPROCS(0), DefaultMaxZipEntries)
+	return h, err
 }
 
 // hash is Hash with the number of goroutines inflating a zip and the
-// bound on its entries.
-func hash(m module.Version, kind Kind, file string, workers, maxEntries int) (string, error) {
+// bound on its entries. For a zip it also returns the hex SHA-256 of the
+// file's bytes, read in the same pass that counts its entries.
+func hash(m module.Version, kind Kind, file string, workers, maxEntries int) (h1, raw string, err error) {
 	info, err := os.Stat(file)
 	if err != nil {
-		return "", fmt.Errorf("hashing %s of %s: %w", kind, m, err)
+		return "", "", fmt.Errorf("hashing %s of %s: %w", kind, m, err)
 	}
 	switch kind {
 	case KindMod:
 		if info.Size() > modzip.MaxGoMod {
-			return "", malformed("go.mod too large (%d bytes; limit is %d bytes)", info.Size(), modzip.MaxGoMod)
+			return "", "", malformed("go.mod too large (%d bytes; limit is %d bytes)", info.Size(), modzip.MaxGoMod)
 		}
 		h, err := dirhash.Hash1([]string{"go.mod"}, func(string) (io.ReadCloser, error) { return os.Open(file) })
 		if err != nil {
-			return "", fmt.Errorf("hashing go.mod of %s: %w", m, err)
+			return "", "", fmt.Errorf("hashing go.mod of %s: %w", m, err)
 		}
-		return h, nil
+		return h, "", nil
 	case KindZip:
-		return hashZip(m, file, workers, maxEntries)
+		return hashZipRaw(m, file, workers, maxEntries)
 	}
-	return "", fmt.Errorf("hashing %s: unknown kind %v", m, kind)
+	return "", "", fmt.Errorf("hashing %s: unknown kind %v", m, kind)
 }
 
 // DefaultMaxZipEntries is the default bound on the entries of a module zip.
@@ -103,30 +107,39 @@ var centralHeader = []byte("PK\x01\x02")
 // wherever it believes the directory starts; stored data that happens to
 // contain the signature only makes the bound looser.
 func checkEntryCount(file string, limit int) error {
+	_, err := scanZip(file, limit)
+	return err
+}
+
+// scanZip is checkEntryCount that also returns the hex SHA-256 of the
+// file's bytes.
+func scanZip(file string, limit int) (string, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer f.Close()
+	sum := sha256.New()
 	keep := len(centralHeader) - 1 // tail carried over: a signature may straddle two reads
 	buf := make([]byte, keep+1<<20)
 	n, have := 0, 0
 	for {
 		m, err := f.Read(buf[have:])
 		if m > 0 {
+			sum.Write(buf[have : have+m])
 			chunk := buf[:have+m]
 			// The carried tail is shorter than a signature and the
 			// signature cannot overlap itself, so nothing counts twice.
 			if n += bytes.Count(chunk, centralHeader); n > limit {
-				return malformed("malformed zip: more than %d entries (the limit, sumdb.max_zip_entries)", limit)
+				return "", malformed("malformed zip: more than %d entries (the limit, sumdb.max_zip_entries)", limit)
 			}
 			have = copy(buf, chunk[len(chunk)-min(keep, len(chunk)):])
 		}
 		if err == io.EOF {
-			return nil
+			return hex.EncodeToString(sum.Sum(nil)), nil
 		}
 		if err != nil {
-			return err
+			return "", err
 		}
 	}
 }
@@ -135,9 +148,21 @@ func checkEntryCount(file string, limit int) error {
 // workers > 1 it inflates upcoming entries on other goroutines while
 // dirhash hashes the current one.
 func hashZip(m module.Version, file string, workers, maxEntries int) (string, error) {
-	if err := checkEntryCount(file, maxEntries); err != nil {
-		return "", err
+	h, _, err := hashZipRaw(m, file, workers, maxEntries)
+	return h, err
+}
+
+// hashZipRaw is hashZip that also returns the hex SHA-256 of the file.
+func hashZipRaw(m module.Version, file string, workers, maxEntries int) (h1, raw string, err error) {
+	if raw, err = scanZip(file, maxEntries); err != nil {
+		return "", "", err
 	}
+	h1, err = hashZipEntries(m, file, workers)
+	return h1, raw, err
+}
+
+// hashZipEntries is hashZip after the entry count is checked.
+func hashZipEntries(m module.Version, file string, workers int) (string, error) {
 	if _, err := modzip.CheckZip(m, file); err != nil {
 		return "", &MalformedError{Err: fmt.Errorf("malformed zip: %w", err)}
 	}

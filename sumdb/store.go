@@ -29,9 +29,15 @@ import (
 //	proven/…        hashes proven for a module version (JSON, immutable)
 //	SECURITY-ALERT  present once a fork was seen; removed by an operator
 //
-// Every file is replaced atomically (write, fsync, rename, fsync dir), so
-// a crash never leaves a torn file. A store is safe for concurrent use,
-// also by several processes sharing the directory.
+// Every file is replaced atomically (write, rename), so a reader never
+// sees a torn file. The security state (key, latest, SECURITY-ALERT) is
+// also made durable (fsync of the file and its directory) before it is
+// acted on. Tiles and proven hashes are caches, written without fsync: on
+// a cold lookup the fsyncs were most of the wait (see README,
+// Performance), and after a power loss a cache file that did not reach
+// the disk reads as absent (a tile not exactly its width of hashes, a
+// proof that does not parse), so it is fetched again. A store is safe for
+// concurrent use, also by several processes sharing the directory.
 type store struct {
 	dir string
 	mu  sync.Mutex // serialises WriteConfig within this process; flock covers other processes
@@ -52,7 +58,7 @@ func openStore(dataDir, key string) (*store, error) {
 	old, err := os.ReadFile(keyFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := writeFileAtomic(keyFile, []byte(key+"\n")); err != nil {
+		if err := writeFileAtomic(keyFile, []byte(key+"\n"), durable); err != nil {
 			return nil, fmt.Errorf("recording checksum database key: %w", err)
 		}
 	case err != nil:
@@ -89,7 +95,7 @@ func (s *store) swapLatest(old, new []byte) error {
 	if !bytes.Equal(cur, old) {
 		return sumdb.ErrWriteConflict
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, "latest"), new); err != nil {
+	if err := writeFileAtomic(filepath.Join(s.dir, "latest"), new, durable); err != nil {
 		return fmt.Errorf("writing tree head: %w", err)
 	}
 	return nil
@@ -104,13 +110,23 @@ func (s *store) tilePath(tile string) (string, error) {
 	return filepath.Join(s.dir, filepath.FromSlash(tile)), nil
 }
 
-// readTile returns a stored tile.
+// readTile returns a stored tile. A tile that is not exactly its width of
+// hashes (one a power loss cut short) is removed and reported missing, so
+// that the client fetches and authenticates it again.
 func (s *store) readTile(tile string) ([]byte, error) {
 	path, err := s.tilePath(tile)
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if t, _ := tlog.ParseTilePath(tile); t.L >= 0 && len(data) != t.W*tlog.HashSize {
+		os.Remove(path)
+		return nil, fmt.Errorf("sumdb: stored tile %s: %d bytes, want %d: %w", tile, len(data), t.W*tlog.HashSize, fs.ErrNotExist)
+	}
+	return data, nil
 }
 
 // writeTile stores a tile the client has authenticated.
@@ -119,7 +135,7 @@ func (s *store) writeTile(tile string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data)
+	return writeFileAtomic(path, data, cache)
 }
 
 // proven is what the database proved for one module version.
@@ -127,6 +143,9 @@ type proven struct {
 	Zip  string `json:"zip"`  // h1: hash of the zip
 	Mod  string `json:"mod"`  // h1: hash of go.mod
 	Tree int64  `json:"tree"` // size of the tree head it was proven against
+	// Known are the hex SHA-256 digests of zip files (newest first, at
+	// most maxKnownZips) that this verifier hashed to Zip.
+	Known []string `json:"known_zips,omitempty"`
 }
 
 func (s *store) provenPath(m module.Version) (string, error) {
@@ -167,7 +186,7 @@ func (s *store) writeProven(m module.Version, p proven) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data)
+	return writeFileAtomic(path, data, cache)
 }
 
 func (s *store) alertPath() string { return filepath.Join(s.dir, "SECURITY-ALERT") }
@@ -198,10 +217,18 @@ func (s *store) alerted() (time.Time, bool) {
 	return info.ModTime(), true
 }
 
+// Durability of a write (see writeFileAtomic).
+const (
+	durable = true  // security state: on disk before the write returns
+	cache   = false // re-fetchable: atomic for readers, not fsynced
+)
+
 // writeFileAtomic replaces path with data (mode 0600), creating its
-// directory (0700) if needed, so that readers, and the file after a crash,
-// see either the old or the new content.
-func writeFileAtomic(path string, data []byte) error {
+// directory (0700) if needed, so that readers see either the old or the
+// new content. With sync (durable) the file and its directory are fsynced
+// too, so that after a power loss the file holds the old or the new
+// content; without (cache), it may then be missing or empty.
+func writeFileAtomic(path string, data []byte, sync bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -213,7 +240,7 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -225,6 +252,9 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	if !sync {
+		return nil
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()

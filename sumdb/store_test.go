@@ -91,3 +91,41 @@ func TestTilePathsAreConfined(t *testing.T) {
 		t.Errorf("a well-formed tile path was refused: %v", err)
 	}
 }
+
+// TestTileNotItsWidthIsMissing: tiles are written without fsync, so one a
+// power loss cut short must read as missing (and go), never as a tile.
+func TestTileNotItsWidthIsMissing(t *testing.T) {
+	s, err := openStore(t.TempDir(), DefaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tile = "tile/8/0/001.p/5"
+	full := make([]byte, 5*32)
+	for _, tt := range []struct {
+		name string
+		data []byte
+		ok   bool
+	}{
+		{"empty", nil, false},
+		{"short", full[:5*32-1], false},
+		{"long", append(full, 0), false},
+		{"its width", full, true},
+	} {
+		if err := s.writeTile(tile, tt.data); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.readTile(tile)
+		if tt.ok {
+			if err != nil || len(got) != len(full) {
+				t.Errorf("%s: readTile = %d bytes, %v", tt.name, len(got), err)
+			}
+			continue
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: readTile err = %v, want one that says missing", tt.name, err)
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, filepath.FromSlash(tile))); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: the bad tile is still stored", tt.name)
+		}
+	}
+}

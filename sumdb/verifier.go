@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,7 @@ type Verifier struct {
 	store     *store         // persistent state
 	remote    *remote        // access to the database
 	lookups   singleflight.Group
+	ahead     chan struct{} // one token per lookup Prefetch has in flight
 	tracer    trace.Tracer
 	reached   atomic.Bool // the database has answered with a signed head or a record
 }
@@ -147,6 +149,7 @@ func New(cfg Config) (*Verifier, error) {
 		log:       cfg.Logger.With("sumdb", verifier.Name()),
 		store:     st,
 		remote:    remote,
+		ahead:     make(chan struct{}, maxPrefetches),
 		tracer:    cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/sumdb"),
 	}, nil
 }
@@ -168,6 +171,40 @@ func (v *Verifier) Proven(m module.Version, kind Kind) (Verdict, bool) {
 		h = p.Mod
 	}
 	return Verdict{Module: m, Kind: kind, Outcome: Verified, Got: h, Want: h, TreeSize: p.Tree, Cached: true}, true
+}
+
+// maxPrefetches bounds the lookups [Verifier.Prefetch] has in flight.
+const maxPrefetches = 64
+
+// Prefetch starts looking m up in the background and returns at once, so
+// that a check of m that follows finds the proof proven or its lookup in
+// flight (checks of one version share one lookup). The go command asks a
+// module proxy for a version's .info before its .mod and .zip: a gateway
+// that prefetches on the .info overlaps the lookup with that round trip.
+// It does nothing for a private module, an invalid path or non-canonical
+// version, a version already proven, while a fork is on record, or while
+// maxPrefetches lookups it started are in flight. The lookup is bounded by
+// the lookup timeout, not by ctx, whose span it is recorded under.
+func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
+	if CheckModule(m) != nil || v.IsPrivate(m.Path) {
+		return
+	}
+	if _, alerted := v.store.alerted(); alerted {
+		return
+	}
+	if _, ok := v.store.readProven(m); ok {
+		return
+	}
+	select {
+	case v.ahead <- struct{}{}:
+	default:
+		return
+	}
+	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
+	go func() {
+		<-ch
+		<-v.ahead
+	}()
 }
 
 // Probe fetches the database's latest signed tree head and checks its
@@ -315,7 +352,7 @@ func (v *Verifier) check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 	vd := Verdict{Module: m, Kind: kind}
 	if v.IsPrivate(m.Path) {
-		got, err := v.hash(ctx, m, kind, file)
+		got, _, err := v.hash(ctx, m, kind, file)
 		return v.withHash(vd, got, err, Private)
 	}
 	if since, ok := v.store.alerted(); ok {
@@ -323,9 +360,14 @@ func (v *Verifier) check(ctx context.Context, m module.Version, kind Kind, file 
 		vd.Reason = v.alertReason(since)
 		return vd, nil
 	}
+	if kind == KindZip {
+		if known, ok := v.knownZip(ctx, m, file); ok {
+			return known, nil
+		}
+	}
 
 	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
-	got, hashErr := v.hash(ctx, m, kind, file)
+	got, raw, hashErr := v.hash(ctx, m, kind, file)
 	var res lookupResult
 	select {
 	case r := <-ch:
@@ -353,19 +395,62 @@ func (v *Verifier) check(ctx context.Context, m module.Version, kind Kind, file 
 	}
 	if got != vd.Want {
 		vd.Outcome = Mismatch
+	} else if raw != "" {
+		v.rememberZip(m, raw)
 	}
 	return vd, nil
 }
 
-// hash hashes file, in a span.
-func (v *Verifier) hash(ctx context.Context, m module.Version, kind Kind, file string) (string, error) {
+// maxKnownZips bounds the zip digests remembered per module version:
+// mirrors that build their own zips serve other bytes with the same h1:
+// hash, and a few of them is all a gateway meets.
+const maxKnownZips = 4
+
+// knownZip recognises a zip whose bytes, by their SHA-256, are bytes this
+// verifier already hashed to the logged h1: hash of m: the same bytes
+// give the same entries, the same checks and the same h1: hash, so it is
+// Verified without inflating it again. It costs one SHA-256 pass over the
+// compressed file, a fraction of inflating it (see README, Performance).
+// Anything else, including an error reading the file, answers false and
+// the zip is checked in full.
+func (v *Verifier) knownZip(ctx context.Context, m module.Version, file string) (Verdict, bool) {
+	p, ok := v.store.readProven(m)
+	if !ok || len(p.Known) == 0 {
+		return Verdict{}, false
+	}
 	_, span := v.tracer.Start(ctx, "sumdb.hash")
 	defer span.End()
-	got, err := hash(m, kind, file, v.workers, v.maxFiles)
+	raw, err := scanZip(file, v.maxFiles)
+	if err != nil || !slices.Contains(p.Known, raw) {
+		return Verdict{}, false
+	}
+	span.SetAttributes(auditkey.HashKnown.Bool(true))
+	return Verdict{Module: m, Kind: KindZip, Outcome: Verified, Got: p.Zip, Want: p.Zip, TreeSize: p.Tree, Cached: true}, true
+}
+
+// rememberZip records that the zip whose bytes have SHA-256 raw hashed to
+// m's logged h1: hash (see knownZip).
+func (v *Verifier) rememberZip(m module.Version, raw string) {
+	p, ok := v.store.readProven(m)
+	if !ok || slices.Contains(p.Known, raw) {
+		return
+	}
+	p.Known = append([]string{raw}, p.Known[:min(len(p.Known), maxKnownZips-1)]...)
+	if err := v.store.writeProven(m, p); err != nil {
+		v.log.Warn("cannot record a verified zip's digest", "module", m.String(), "err", err)
+	}
+}
+
+// hash hashes file, in a span; for a zip it also returns the SHA-256 of
+// its bytes.
+func (v *Verifier) hash(ctx context.Context, m module.Version, kind Kind, file string) (h1, raw string, err error) {
+	_, span := v.tracer.Start(ctx, "sumdb.hash")
+	defer span.End()
+	h1, raw, err = hash(m, kind, file, v.workers, v.maxFiles)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
-	return got, err
+	return h1, raw, err
 }
 
 // withHash records the hash result in vd: a malformed file is a Mismatch
@@ -451,6 +536,8 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 	res.proof.Tree = v.latestSize()
 	res.outcome = Verified
 	v.reached.Store(true)
+	_, wspan := v.tracer.Start(ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String("proven")))
+	defer wspan.End()
 	if err := v.store.writeProven(m, res.proof); err != nil {
 		v.log.Warn("cannot cache proven hashes", "module", m.String(), "err", err)
 	}
@@ -518,7 +605,9 @@ func (o *clientOps) securityErr() string {
 
 // ReadRemote fetches path from the database.
 func (o *clientOps) ReadRemote(path string) ([]byte, error) {
-	data, err := o.v.remote.get(o.ctx, path)
+	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String(path)))
+	defer span.End()
+	data, err := o.v.remote.get(ctx, path)
 	if final(path, err) {
 		o.mu.Lock()
 		o.notFound = true
@@ -543,6 +632,8 @@ func (o *clientOps) WriteConfig(file string, old, new []byte) error {
 	if file != o.v.name+"/latest" {
 		return fmt.Errorf("sumdb: cannot write config file %q", file)
 	}
+	_, span := o.v.tracer.Start(o.ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String("latest")))
+	defer span.End()
 	return o.v.store.swapLatest(old, new)
 }
 
@@ -558,6 +649,8 @@ func (o *clientOps) WriteCache(file string, data []byte) {
 	if !strings.HasPrefix(tile, "tile/") {
 		return
 	}
+	_, span := o.v.tracer.Start(o.ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String(tile)))
+	defer span.End()
 	if err := o.v.store.writeTile(tile, data); err != nil {
 		o.v.log.Warn("cannot cache tile", "tile", file, "err", err)
 	}

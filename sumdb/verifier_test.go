@@ -1,7 +1,10 @@
 package sumdb_test
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,14 +13,18 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/sumgate/sumgate/internal/auditkey"
 	"github.com/sumgate/sumgate/internal/config"
 	"github.com/sumgate/sumgate/internal/testworld"
 	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // newVerifier returns a verifier for w's checksum database with its state
@@ -539,4 +546,147 @@ func FuzzParseEscaped(f *testing.F) {
 			t.Fatalf("%q@%q decoded to %s, which encodes as %q@%q (%v, %v)", path, version, m, ep, ev, err1, err2)
 		}
 	})
+}
+
+// rezip rewrites a module zip entry by entry with edit applied to each
+// entry's content (nil: unchanged), stored rather than deflated, so that
+// the bytes differ from the original whatever edit does.
+func rezip(t testing.TB, data []byte, edit func(name string, content []byte) []byte) string {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range zr.File {
+		r, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			content = edit(f.Name, content)
+		}
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(content)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "rezipped.zip")
+	if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// TestKnownZipIsNotInflatedAgain: a zip whose exact bytes were hashed to
+// the logged hash before is recognised by their SHA-256 and not inflated
+// again; any other bytes for the same version, however close, are checked
+// in full: a tampered copy is still a mismatch, and an honest re-zip is
+// verified by its entries.
+func TestKnownZipIsNotInflatedAgain(t *testing.T) {
+	w := testworld.New(t)
+	rec := tracetest.NewSpanRecorder()
+	dir := t.TempDir()
+	traced := func(c *sumdb.Config) { c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)) }
+	v := newVerifier(t, w, dir, traced)
+	m := w.Module(testworld.GoodPath, testworld.Version)
+	genuine := m.WriteZip(t)
+	tampered := rezip(t, m.Zip, func(name string, content []byte) []byte {
+		if strings.HasSuffix(name, ".go") {
+			return append(content, "\nfunc init() { println(\"pwned\") }\n"...)
+		}
+		return content
+	})
+	honestRezip := rezip(t, m.Zip, nil)
+	known := func() bool {
+		t.Helper()
+		for _, s := range rec.Ended() {
+			for _, a := range s.Attributes() {
+				if a.Key == auditkey.HashKnown && a.Value.AsBool() {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	tests := []struct {
+		name      string
+		v         *sumdb.Verifier
+		file      string
+		want      sumdb.Outcome
+		wantKnown bool
+	}{
+		{"first sight: inflated", v, genuine, sumdb.Verified, false},
+		{"same bytes: recognised", v, genuine, sumdb.Verified, true},
+		{"tampered copy of a proven version: inflated, mismatch", v, tampered, sumdb.Mismatch, false},
+		{"honest re-zip: inflated, verified", v, honestRezip, sumdb.Verified, false},
+		{"honest re-zip again: recognised", v, honestRezip, sumdb.Verified, true},
+		{"the first bytes are still known", v, genuine, sumdb.Verified, true},
+		{"after a restart too", newVerifier(t, w, dir, traced), genuine, sumdb.Verified, true},
+		{"tampered after a restart: mismatch", newVerifier(t, w, dir, traced), tampered, sumdb.Mismatch, false},
+	}
+	for _, tt := range tests {
+		rec.Reset()
+		vd, err := tt.v.Check(context.Background(), m.Version, sumdb.KindZip, tt.file)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if vd.Outcome != tt.want || vd.Want != m.ZipHash {
+			t.Errorf("%s: verdict %s, want %v against %s", tt.name, vd, tt.want, m.ZipHash)
+		}
+		if tt.want == sumdb.Verified && vd.Got != m.ZipHash {
+			t.Errorf("%s: Got = %s, want %s", tt.name, vd.Got, m.ZipHash)
+		}
+		if got := known(); got != tt.wantKnown {
+			t.Errorf("%s: recognised by its digest = %v, want %v", tt.name, got, tt.wantKnown)
+		}
+	}
+}
+
+// TestPrefetchProvesAhead: Prefetch looks a version up in the background,
+// so the checks of its files that follow need no lookup of their own.
+func TestPrefetchProvesAhead(t *testing.T) {
+	w := testworld.New(t)
+	v := newVerifier(t, w, "", nil)
+	m := w.Module(testworld.GoodPath, testworld.Version)
+	w.ResetRequests()
+	v.Prefetch(context.Background(), m.Version)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, ok := v.Proven(m.Version, sumdb.KindZip); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Prefetch proved nothing within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, kind := range []sumdb.Kind{sumdb.KindMod, sumdb.KindZip} {
+		if vd := check(t, w, v, testworld.GoodPath, testworld.Version, kind); vd.Outcome != sumdb.Verified || !vd.Cached {
+			t.Errorf("%v after Prefetch: %s (cached %v), want verified from the proof on disk", kind, vd, vd.Cached)
+		}
+	}
+	if n := w.Requests(config.SumDBName, "/lookup/"); n != 1 {
+		t.Errorf("%d lookups, want Prefetch's one", n)
+	}
+	// Nothing is looked up for a private module or a version that is not
+	// canonical; a tampered file of a prefetched version is still caught.
+	v.Prefetch(context.Background(), module.Version{Path: testworld.PrivatePath, Version: testworld.Version})
+	v.Prefetch(context.Background(), module.Version{Path: testworld.GoodPath, Version: "master"})
+	if vd := check(t, w, v, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Mismatch {
+		t.Errorf("tampered: %s", vd)
+	}
+	if n := w.Requests(config.SumDBName, "/lookup/"); n != 2 {
+		t.Errorf("%d lookups, want 2 (Prefetch's and the tampered module's)", n)
+	}
 }

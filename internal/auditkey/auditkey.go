@@ -30,7 +30,14 @@ const (
 	HashWant = attribute.Key("sumgate.hash.want")       // h1: hash the checksum database logged
 	TreeSize = attribute.Key("sumgate.sumdb.tree_size") // size of the tree that proved it
 	Cached   = attribute.Key("sumgate.sumdb.cached")    // the proof came from the local cache
-	SumDB    = attribute.Key("sumgate.sumdb.name")      // the checksum database's name
+	// HashKnown marks a zip recognised by the SHA-256 of its bytes as
+	// bytes already hashed to the logged hash (not inflated again).
+	HashKnown = attribute.Key("sumgate.hash.known")
+	SumDB     = attribute.Key("sumgate.sumdb.name") // the checksum database's name
+	// SumDBPath is what a sumdb.read or sumdb.store span read or wrote:
+	// a path of the database's protocol (/lookup/…, tile/…), or latest or
+	// proven for sumgate's own state.
+	SumDBPath = attribute.Key("sumgate.sumdb.path")
 
 	SpoolBytes  = attribute.Key("sumgate.spool.bytes")         // bytes spooled from upstream
 	BytesSent   = attribute.Key("sumgate.bytes.sent")          // response body bytes sent to the client
