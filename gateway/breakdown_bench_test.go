@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"syscall"
@@ -24,7 +25,7 @@ import (
 	"github.com/sumgate/sumgate/internal/testworld"
 )
 
-var breakdownProfile = flag.String("sumgate.breakdown-profile", "", "BenchmarkBreakdown: write a CPU profile of each timed run to this path + .cold or .warm-nocache")
+var breakdownProfile = flag.String("sumgate.breakdown-profile", "", "BenchmarkBreakdown: write a CPU profile (path.cpu.MODE) and an execution trace (path.trace.MODE) of each timed run")
 
 // BenchmarkBreakdown is BenchmarkGoModDownload's workload through a cold
 // sumgate and a warm one with the verified-file cache off, in process,
@@ -76,15 +77,22 @@ func BenchmarkBreakdown(b *testing.B) {
 				}
 				direct := run(b, directEnv) // the pair's baseline, just before
 				if *breakdownProfile != "" {
-					pf, err := os.Create(*breakdownProfile + "." + mode)
+					cpu, err := os.Create(*breakdownProfile + ".cpu." + mode)
 					if err != nil {
 						b.Fatal(err)
 					}
-					defer pf.Close()
-					pprof.StartCPUProfile(pf)
+					defer cpu.Close()
+					tr, err := os.Create(*breakdownProfile + ".trace." + mode)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer tr.Close()
+					pprof.StartCPUProfile(cpu)
+					trace.Start(tr)
 				}
 				u := run(b, env)
 				pprof.StopCPUProfile()
+				trace.Stop()
 				ratio := float64(u.wall) / float64(direct.wall)
 				b.ReportMetric(ratio, "x-direct")
 				b.ReportMetric(float64(u.self.Milliseconds()), "gw-cpu-ms")
