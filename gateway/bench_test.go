@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,9 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/module"
-	modzip "golang.org/x/mod/zip"
-
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/testworld"
 )
@@ -33,56 +29,11 @@ var (
 	smallMods = flag.Int("sumgate.small", 20, "number of small modules in BenchmarkGoModDownload")
 )
 
-// genFile is a module file whose Go-like text is generated on Open.
-type genFile struct {
-	name string
-	size int64
-	seed uint64
-}
-
-func (f genFile) Path() string                { return f.name }
-func (f genFile) Lstat() (fs.FileInfo, error) { return genInfo(f), nil }
-func (f genFile) Open() (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(genText(f.size, f.seed))), nil
-}
-
-type genInfo genFile
-
-func (i genInfo) Name() string       { return filepath.Base(i.name) }
-func (i genInfo) Size() int64        { return i.size }
-func (i genInfo) Mode() fs.FileMode  { return 0o644 }
-func (i genInfo) ModTime() time.Time { return time.Time{} }
-func (i genInfo) IsDir() bool        { return false }
-func (i genInfo) Sys() any           { return nil }
-
-func genText(n int64, seed uint64) []byte {
-	words := []string{"func", "return", "err", "if", "nil", "{", "}", "ctx", "for", "range", "string", "\n\t", ":=", "x"}
-	r := rand.New(rand.NewPCG(seed, 7))
-	var b bytes.Buffer
-	for int64(b.Len()) < n {
-		b.WriteString(words[r.IntN(len(words))])
-		b.WriteByte(' ')
-	}
-	return b.Bytes()[:n]
-}
-
-// publishModule builds a module of about size bytes of content and
-// publishes it in w.
+// publishModule publishes path@v1.0.0 with about size bytes of generated
+// Go-like text (testworld.PublishGenerated) and returns "path@v1.0.0".
 func publishModule(b *testing.B, w *testworld.World, path string, size int64) string {
 	b.Helper()
-	m := module.Version{Path: path, Version: "v1.0.0"}
-	mod := []byte("module " + path + "\n")
-	files := []modzip.File{memFile{"go.mod", mod}}
-	const fileSize = 256 << 10
-	for i := int64(0); i*fileSize < size; i++ {
-		files = append(files, genFile{name: fmt.Sprintf("f%05d.go", i), size: min(fileSize, size-i*fileSize), seed: uint64(i) + uint64(len(path))})
-	}
-	var zip bytes.Buffer
-	if err := modzip.Create(&zip, m, files); err != nil {
-		b.Fatal(err)
-	}
-	w.Publish(b, m, zip.Bytes(), mod)
-	return m.String()
+	return w.PublishGenerated(b, path, size).String()
 }
 
 // publishWorkload publishes the gateway benchmarks' modules in w:
@@ -100,16 +51,24 @@ func publishWorkload(b *testing.B, w *testworld.World) []string {
 	return mods
 }
 
+// memFile is an in-memory module file, a modzip.File.
 type memFile struct {
 	name string
 	data []byte
 }
 
-func (f memFile) Path() string { return f.name }
-func (f memFile) Lstat() (fs.FileInfo, error) {
-	return genInfo{name: f.name, size: int64(len(f.data))}, nil
-}
+func (f memFile) Path() string                 { return f.name }
+func (f memFile) Lstat() (fs.FileInfo, error)  { return memInfo(f), nil }
 func (f memFile) Open() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(f.data)), nil }
+
+type memInfo memFile
+
+func (i memInfo) Name() string       { return filepath.Base(i.name) }
+func (i memInfo) Size() int64        { return int64(len(i.data)) }
+func (i memInfo) Mode() fs.FileMode  { return 0o644 }
+func (i memInfo) ModTime() time.Time { return time.Time{} }
+func (i memInfo) IsDir() bool        { return false }
+func (i memInfo) Sys() any           { return nil }
 
 // BenchmarkGoModDownload is `go mod download` of N small modules and two
 // large ones: straight to the test world's proxy (no proxy hop), then

@@ -30,7 +30,7 @@ func BenchmarkDirectGit(b *testing.B) {
 		r := w.NewGitRepo(b, testworld.GitHubHost, repo, testworld.GitRepoOptions{})
 		files := map[string]string{"go.mod": "module github.com/" + repo + "\n"}
 		for i := range size.files {
-			files[fmt.Sprintf("f%03d.go", i)] = string(genText(size.bytes, uint64(i)))
+			files[fmt.Sprintf("f%03d.go", i)] = string(testworld.GoText(size.bytes, uint64(i)))
 		}
 		r.Tag(b, "v1.0.0", r.Commit(b, files))
 		mod := testworld.GitHubHost + "/" + repo + "@v1.0.0"
