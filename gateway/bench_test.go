@@ -180,44 +180,81 @@ func BenchmarkPeakRSS(b *testing.B) {
 // proxy URL and CA bundle from its banner, its pid, and a stop function.
 func runSumgate(b *testing.B, bin string, w *testworld.World) (proxyURL, bundle string, pid int, stop func()) {
 	b.Helper()
+	p := startSumgate(b, bin, w, "", false)
+	return p.proxyURL, p.bundle, p.pid, p.stop
+}
+
+// sumgateProc is a `sumgate run` process started by startSumgate.
+type sumgateProc struct {
+	proxyURL string // HTTPS_PROXY, from the banner
+	bundle   string // SSL_CERT_FILE, from the banner
+	admin    string // the admin listener's base URL, from the banner
+	pid      int
+	stop     func() // SIGINT, then wait for the exit
+}
+
+// startSumgate starts bin as `sumgate run` in front of w, on loopback
+// ports of its own (the proxy and the admin listener), with extra
+// appended to its configuration file. Its log goes to a file, or with
+// logPipe to a pipe that this process reads and discards.
+func startSumgate(b *testing.B, bin string, w *testworld.World, extra string, logPipe bool) sumgateProc {
+	b.Helper()
 	dir := b.TempDir()
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "data_dir: %s\nlisten: 127.0.0.1:0\nmodule_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n",
+	fmt.Fprintf(&cfg, "data_dir: %s\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nmodule_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n",
 		filepath.Join(dir, "data"), strings.Join(append([]string{w.ProxyURL}, w.MirrorURLs...), ", "), w.SumDBKey, w.RootsFile)
 	var hosts []string
 	for h, a := range w.Resolve {
 		fmt.Fprintf(&cfg, "    %s: %s\n", h, a)
 		hosts = append(hosts, h)
 	}
-	fmt.Fprintf(&cfg, "intercept: [%s]\n", strings.Join(hosts, ", "))
+	fmt.Fprintf(&cfg, "intercept: [%s]\n%s", strings.Join(hosts, ", "), extra)
 	file := filepath.Join(dir, "sumgate.yaml")
 	os.WriteFile(file, []byte(cfg.String()), 0o600)
 	cmd := exec.Command(bin, "run", "-config", file)
 	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = io.Discard
+	// A log file is a log collector that always keeps up. A pipe read by
+	// this process, whose clients keep it busy, is one that falls behind,
+	// as journald or a container runtime's log driver may under load.
+	if logPipe {
+		cmd.Stderr = io.Discard
+	} else {
+		logFile, err := os.Create(filepath.Join(dir, "sumgate.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer logFile.Close() // the child has its own descriptor
+		cmd.Stderr = logFile
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	p := sumgateProc{pid: cmd.Process.Pid}
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if v, ok := strings.CutPrefix(line, "export HTTPS_PROXY="); ok {
-			proxyURL = v
+			p.proxyURL = v
 		}
 		if v, ok := strings.CutPrefix(line, "export SSL_CERT_FILE="); ok {
-			bundle = v
+			p.bundle = v
+		}
+		if v, ok := strings.CutPrefix(line, "Admin (metrics, health, /ca.pem): "); ok {
+			p.admin = v
 			break
 		}
 	}
 	go io.Copy(io.Discard, stdout)
-	if bundle == "" {
+	if p.bundle == "" || p.admin == "" {
 		cmd.Process.Kill()
+		cmd.Wait()
 		b.Fatal("sumgate run printed no banner")
 	}
-	return proxyURL, bundle, cmd.Process.Pid, func() {
+	p.stop = func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	}
+	return p
 }
 
 func proxiedClient(b *testing.B, proxyURL, bundle string) *http.Client {

@@ -146,6 +146,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	warnSmallBacklog(logger, somaxconnFile)
 	adminAddr := "off"
 	var admin *http.Server
 	if cfg.AdminListen != "off" {
