@@ -180,7 +180,7 @@ func BenchmarkPeakRSS(b *testing.B) {
 // proxy URL and CA bundle from its banner, its pid, and a stop function.
 func runSumgate(b *testing.B, bin string, w *testworld.World) (proxyURL, bundle string, pid int, stop func()) {
 	b.Helper()
-	p := startSumgate(b, bin, w, "", false)
+	p := startSumgate(b, bin, w, "", logFile)
 	return p.proxyURL, p.bundle, p.pid, p.stop
 }
 
@@ -193,11 +193,50 @@ type sumgateProc struct {
 	stop     func() // SIGINT, then wait for the exit
 }
 
+// A logSink is where startSumgate sends the log of `sumgate run`.
+type logSink func(b *testing.B, cmd *exec.Cmd, dir string)
+
+// logFile is a log collector that always keeps up: a file.
+func logFile(b *testing.B, cmd *exec.Cmd, dir string) {
+	f, err := os.Create(filepath.Join(dir, "sumgate.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() }) // the child has its own descriptor
+	cmd.Stderr = f
+}
+
+// logPipe is a pipe this process reads and discards: a collector that
+// falls behind when its clients keep this process busy, as journald or a
+// container runtime's log driver may under load. With stall > 0 it also
+// stops reading for stall every second, as a collector that flushes or
+// rotates.
+func logPipe(stall time.Duration) logSink {
+	return func(b *testing.B, cmd *exec.Cmd, _ string) {
+		r, err := cmd.StderrPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			buf := make([]byte, 64<<10)
+			next := time.Now().Add(time.Second)
+			for {
+				if stall > 0 && time.Now().After(next) {
+					time.Sleep(stall)
+					next = time.Now().Add(time.Second)
+				}
+				if _, err := r.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
 // startSumgate starts bin as `sumgate run` in front of w, on loopback
 // ports of its own (the proxy and the admin listener), with extra
-// appended to its configuration file. Its log goes to a file, or with
-// logPipe to a pipe that this process reads and discards.
-func startSumgate(b *testing.B, bin string, w *testworld.World, extra string, logPipe bool) sumgateProc {
+// appended to its configuration file, its log going to logTo.
+func startSumgate(b *testing.B, bin string, w *testworld.World, extra string, logTo logSink) sumgateProc {
 	b.Helper()
 	dir := b.TempDir()
 	var cfg strings.Builder
@@ -213,19 +252,7 @@ func startSumgate(b *testing.B, bin string, w *testworld.World, extra string, lo
 	os.WriteFile(file, []byte(cfg.String()), 0o600)
 	cmd := exec.Command(bin, "run", "-config", file)
 	stdout, _ := cmd.StdoutPipe()
-	// A log file is a log collector that always keeps up. A pipe read by
-	// this process, whose clients keep it busy, is one that falls behind,
-	// as journald or a container runtime's log driver may under load.
-	if logPipe {
-		cmd.Stderr = io.Discard
-	} else {
-		logFile, err := os.Create(filepath.Join(dir, "sumgate.log"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer logFile.Close() // the child has its own descriptor
-		cmd.Stderr = logFile
-	}
+	logTo(b, cmd, dir)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -33,6 +33,7 @@ var (
 	loadBin      = flag.String("sumgate.bin", "", "sumgate binary BenchmarkLoad runs (default: build ./cmd/sumgate); compare two builds with it")
 	loadConfig   = flag.String("sumgate.config", "", "BenchmarkLoad: YAML lines appended to sumgate's configuration, such as \"log_level: warn\"")
 	loadLogPipe  = flag.Bool("sumgate.log-pipe", false, "BenchmarkLoad: sumgate logs to a pipe this process reads, a log collector that falls behind under load (default: a file)")
+	loadLogStall = flag.Duration("sumgate.log-stall", 0, "BenchmarkLoad with -sumgate.log-pipe: the pipe's reader stops reading for this long every second, as a log collector that flushes or rotates")
 	loadProfile  = flag.String("sumgate.profile", "", "BenchmarkLoad: a folder where a runtime trace and a CPU profile of the sumgate process, 8 s from the start of the first iteration, and its allocation profile, are saved")
 )
 
@@ -129,7 +130,11 @@ func BenchmarkLoad(b *testing.B) {
 	if *loadProfile != "" {
 		extra += "admin_pprof: true\n"
 	}
-	p := startSumgate(b, bin, w, extra, *loadLogPipe)
+	logTo := logFile
+	if *loadLogPipe {
+		logTo = logPipe(*loadLogStall)
+	}
+	p := startSumgate(b, bin, w, extra, logTo)
 	defer p.stop()
 	pemData, err := os.ReadFile(p.bundle)
 	if err != nil {

@@ -40,6 +40,10 @@ Flags:
 `
 
 // runCmd implements 'sumgate run': the gateway, until SIGTERM or SIGINT.
+// logBuffer bounds the log lines `sumgate run` holds for a collector that
+// has fallen behind: about 4,000 lines, seconds of a busy gateway's log.
+const logBuffer = 1 << 20
+
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
@@ -71,7 +75,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.TransparentListen = *transparentListen
 	}
 	level, _ := cfg.Level() // validated by Load
-	logger := telemetry.NewLogger(stderr, cfg.LogFormat, level)
+	// Log lines leave through a buffer, so a request never waits on a
+	// log collector that stalls (see telemetry.AsyncWriter); it is
+	// written out last, after the final spans are flushed.
+	logOut := telemetry.NewAsyncWriter(stderr, logBuffer)
+	defer logOut.Close()
+	logger := telemetry.NewLogger(logOut, cfg.LogFormat, level)
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		DataDir:     cfg.DataDir,
 		Version:     version(),
