@@ -3,6 +3,7 @@ package certs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -21,6 +22,9 @@ import (
 // thousand leaves, about 2 MiB. Past it, Store waits for the disk, as
 // certmagic's FileStorage always does.
 const maxUnwritten = 3 * 1000
+
+// errClosed reports a write or a lock asked of a closed leafStore.
+var errClosed = errors.New("the leaf storage is closed")
 
 // maxBatch bounds the queue entries the writer takes at once, and so the
 // files it holds open.
@@ -51,8 +55,10 @@ const maxBatch = 64
 // network file systems, which sumgate does not support under data_dir
 // (see the README).
 //
-// Close writes everything queued and stops the writer; after it, writes
-// are synchronous and Lock fails. A leafStore is safe for concurrent use.
+// Close writes everything queued and stops the writer; after it, Store
+// and Lock fail, so that nothing is written once Close has returned (a
+// handshake still in flight at shutdown then fails). A leafStore is safe
+// for concurrent use.
 type leafStore struct {
 	disk  certmagic.FileStorage // the folder and its layout; every write ends here
 	files *fileLocks            // the cross-process half of each lock
@@ -68,7 +74,7 @@ type leafStore struct {
 	queue    []*writeOp           // stores, releases and barriers, in call order
 	locks    map[string]*nameLock // lock name -> the lock this process holds
 	stopping bool                 // Close was called: the writer exits once the queue is empty
-	closed   bool                 // the writer has exited: writes are synchronous
+	closed   bool                 // the writer has exited: Store and Lock fail
 }
 
 // writeOp is one entry of the writer's queue: exactly one of a store (key
@@ -141,7 +147,7 @@ func (s *leafStore) signal() {
 }
 
 // enqueue appends op to the writer's queue, recording a store as pending,
-// and reports whether it did: after Close, the caller does the work.
+// and reports whether it did: not after Close.
 func (s *leafStore) enqueue(op *writeOp) bool {
 	s.mu.Lock()
 	if s.closed {
@@ -306,7 +312,7 @@ func (s *leafStore) flush(ctx context.Context) error {
 }
 
 // Store implements certmagic.Storage: value is visible at once and
-// written in the background.
+// written in the background; after Close, Store fails.
 func (s *leafStore) Store(ctx context.Context, key string, value []byte) error {
 	select {
 	case s.slots <- struct{}{}:
@@ -315,7 +321,7 @@ func (s *leafStore) Store(ctx context.Context, key string, value []byte) error {
 	}
 	if !s.enqueue(&writeOp{key: key, value: bytes.Clone(value), at: time.Now()}) {
 		<-s.slots
-		return s.disk.Store(ctx, key, value)
+		return fmt.Errorf("storing %s: %w", key, errClosed)
 	}
 	return nil
 }
@@ -375,7 +381,7 @@ func (s *leafStore) Lock(ctx context.Context, name string) error {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return fmt.Errorf("locking %s: the leaf storage is closed", name)
+			return fmt.Errorf("locking %s: %w", name, errClosed)
 		}
 		held := s.locks[name]
 		if held == nil {

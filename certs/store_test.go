@@ -94,10 +94,15 @@ func TestLeafStoreWritesBehind(t *testing.T) {
 		t.Errorf("after a restart, Load = %q, %v", got, err)
 	}
 
-	// After Close, a store is written before Store returns.
-	s.Store(ctx, "certificates/sumgate-x/late.example/late.example.crt", []byte("LATE"))
-	if data, err := os.ReadFile(filepath.Join(dir, "certificates/sumgate-x/late.example/late.example.crt")); err != nil || string(data) != "LATE" {
-		t.Errorf("a store after Close: %q, %v", data, err)
+	// After Close nothing is written, nor locked.
+	if err := s.Store(ctx, "certificates/sumgate-x/late.example/late.example.crt", []byte("LATE")); !errors.Is(err, errClosed) {
+		t.Errorf("Store after Close: err = %v, want errClosed", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "certificates/sumgate-x/late.example")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a store after Close reached the disk: %v", err)
+	}
+	if err := s.Lock(ctx, "issue_cert_late.example"); !errors.Is(err, errClosed) {
+		t.Errorf("Lock after Close: err = %v, want errClosed", err)
 	}
 }
 
