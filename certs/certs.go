@@ -5,8 +5,10 @@
 // apiv1.CertificateAuthorityService: cas/softcas over an embedded (or
 // imported) root and intermediate for the "local" backend, cas/stepcas
 // against a real step-ca for the "step" backend. Leaves are minted on
-// demand during the TLS handshake through certmagic, which caches,
-// persists and renews them; only names on the intercept list are ever
+// demand during the TLS handshake (and, with [Config.Premint], at start
+// for the names listed exactly) through certmagic, which caches and
+// renews them; they are served once signed and written to the data
+// directory in the background. Only names on the intercept list are ever
 // minted.
 //
 // The step backend is compiled in only with the build tag "step", which
@@ -96,6 +98,14 @@ type Config struct {
 	Password []byte
 	// LeafLifetime is how long a leaf is valid. Zero means 24 h.
 	LeafLifetime time.Duration
+	// Premint has New ready, in the background, the leaf of every name
+	// listed exactly in Intercept and not spliced (a pattern names no
+	// host): loaded from storage if held there, minted otherwise, so that
+	// no client's first handshake waits for it. A handshake for a name
+	// still being minted shares that issuance. A failure is logged and
+	// the name's first handshake tries again. Stop cancels what is left.
+	// False mints each leaf on its first handshake only.
+	Premint bool
 	// Step configures the step backend.
 	Step StepConfig
 	// Logger receives issuance events and failures. Zero means slog.Default().
@@ -121,22 +131,26 @@ type StepConfig struct {
 // A CA mints leaf certificates for intercepted hosts. Create it with [New]
 // and stop it with [CA.Stop]. It is safe for concurrent use.
 type CA struct {
-	cfg     Config
-	log     *slog.Logger
-	service apiv1.CertificateAuthorityService // the backend that signs
-	root    *x509.Certificate                 // what clients trust
-	chain   []*x509.Certificate               // certificates served after the leaf
-	id      string                            // fingerprint of the root; names this CA's leaves in storage
-	allowed hostpattern.Policy                // what may be minted: intercept minus splice
-	magic   *certmagic.Config                 // on-demand issuance, storage, renewal
-	cache   *certmagic.Cache                  // bounded leaf cache; owns a maintenance goroutine
-	issued  atomic.Int64                      // leaves minted since New
-	stop    sync.Once                         // guards cache.Stop, which panics if called twice
-	tracer  trace.Tracer
-	mints   metric.Int64Counter
-	parents sync.Map // lower-case name -> context of a handshake waiting for its leaf
-	ours    sync.Map // leaf DER -> struct{}: leaves seen to chain to root (see own)
-	nOurs   atomic.Int64
+	cfg         Config
+	log         *slog.Logger
+	service     apiv1.CertificateAuthorityService // the backend that signs
+	root        *x509.Certificate                 // what clients trust
+	chain       []*x509.Certificate               // certificates served after the leaf
+	id          string                            // fingerprint of the root; names this CA's leaves in storage
+	allowed     hostpattern.Policy                // what may be minted: intercept minus splice
+	magic       *certmagic.Config                 // on-demand issuance, storage, renewal
+	cache       *certmagic.Cache                  // bounded leaf cache; owns a maintenance goroutine
+	store       *leafStore                        // leaf storage; owns the goroutine that writes it
+	size        int                               // the cache's capacity (see cacheCapacity)
+	issued      atomic.Int64                      // leaves minted since New
+	stop        sync.Once                         // Stop runs once: cache.Stop panics if called twice
+	stopPremint context.CancelFunc                // cancels pre-minting (see Config.Premint); nil without it
+	premintDone chan struct{}                     // closed when pre-minting has ended, or never started
+	tracer      trace.Tracer
+	mints       metric.Int64Counter
+	parents     sync.Map // lower-case name -> context of a handshake waiting for its leaf
+	ours        sync.Map // leaf DER -> struct{}: leaves seen to chain to root (see own)
+	nOurs       atomic.Int64
 }
 
 // New opens the configured CA, creating the embedded local CA on first
@@ -190,18 +204,68 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		c.id = Fingerprint(c.root)
 	}
 
-	capacity := c.cacheCapacity()
+	if c.store, err = newLeafStore(c.leafDir(), c.log); err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	c.size = c.cacheCapacity()
 	c.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return c.magic, nil },
-		Capacity:         capacity,
+		Capacity:         c.size,
 		// certmagic renews any leaf with less than five check intervals
 		// left; scale the interval so that short lifetimes are not renewed
 		// on every handshake.
 		RenewCheckInterval: min(10*time.Minute, max(time.Second, cfg.LeafLifetime/30)),
 		Logger:             zap.NewNop(),
 	})
-	c.magic = certmagic.New(c.cache, c.magicConfig())
+	c.magic = certmagic.New(c.cache, c.magicConfig(c.store))
+	c.premintDone = make(chan struct{})
+	if !cfg.Premint {
+		close(c.premintDone)
+		return c, nil
+	}
+	// Pre-minting outlives New's context (a deadline on starting up) and
+	// ends with Stop.
+	ctx, c.stopPremint = context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(c.premintDone)
+		c.premintAll(ctx)
+	}()
 	return c, nil
+}
+
+// premintAll readies the leaf of every name listed exactly on the
+// intercept list, one at a time, as a handshake for it would.
+func (c *CA) premintAll(ctx context.Context) {
+	names := c.exactNames()
+	ctx, span := c.tracer.Start(ctx, "certs.premint", trace.WithAttributes(auditkey.CABackend.String(c.cfg.Backend)))
+	defer span.End()
+	start, failed := time.Now(), 0
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := c.magic.GetCertificateWithContext(ctx, &tls.ClientHelloInfo{ServerName: name}); err != nil && ctx.Err() == nil {
+			failed++
+			c.log.WarnContext(ctx, "pre-minting a leaf failed; its first handshake will try again", "host", name, "err", err)
+		}
+	}
+	if failed > 0 {
+		span.SetStatus(codes.Error, fmt.Sprintf("%d of %d leaves failed", failed, len(names)))
+	}
+	c.log.InfoContext(ctx, "leaves ready for the names listed in intercept", "names", len(names), "failed", failed,
+		"took_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+// exactNames returns the names listed exactly on the intercept list and
+// not spliced: the hosts whose leaves can be had before any handshake.
+func (c *CA) exactNames() []string {
+	var names []string
+	for _, name := range c.allowed.Intercept.Exact() {
+		if c.allowed.Intercepts(name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // cacheCapacity bounds the leaves certmagic keeps in memory: four per
@@ -218,18 +282,20 @@ func (c *CA) cacheCapacity() int {
 }
 
 // magicConfig is certmagic's configuration: our issuer only (no ACME), no
-// OCSP stapling, no ARI, ECDSA P-256 keys, file storage under the data
-// directory, and on-demand issuance for intercepted names only.
-func (c *CA) magicConfig() certmagic.Config {
+// OCSP stapling, no ARI, ECDSA P-256 keys, storage (the leaf folder under
+// the data directory), and on-demand issuance for intercepted names only.
+func (c *CA) magicConfig(storage certmagic.Storage) certmagic.Config {
 	return certmagic.Config{
 		Issuers:   []certmagic.Issuer{issuer{c}},
 		KeySource: certmagic.StandardKeyGenerator{KeyType: certmagic.P256},
 		OCSP:      certmagic.OCSPConfig{DisableStapling: true},
 		// Leaves live in a 0700 folder under the data directory, keys 0600,
-		// so restarts and replicas sharing the volume reuse them, and a
-		// step-ca outage at startup does not stop sumgate while they last.
-		Storage:    &certmagic.FileStorage{Path: c.leafDir()},
-		DisableARI: true,
+		// so restarts reuse them, and a step-ca outage at startup does not
+		// stop sumgate while they last.
+		Storage: storage,
+		// newLeafStore checks the folder once, not before every issuance.
+		DisableStorageCheck: true,
+		DisableARI:          true,
 		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
 			if !c.allowed.Intercepts(name) {
 				return fmt.Errorf("%q is not on the intercept list", name)
@@ -248,12 +314,7 @@ func (c *CA) leafDir() string { return filepath.Join(c.cfg.DataDir, "ca", "leave
 // handshake while the CA is away, as any new name does. A list of
 // patterns alone holds no such promise, so the answer is then false.
 func (c *CA) holdsValidLeaves(ctx context.Context) bool {
-	var names []string
-	for _, name := range c.allowed.Intercept.Exact() {
-		if c.allowed.Intercepts(name) {
-			names = append(names, name)
-		}
-	}
+	names := c.exactNames()
 	if len(names) == 0 {
 		return false
 	}
@@ -262,7 +323,7 @@ func (c *CA) holdsValidLeaves(ctx context.Context) bool {
 		Logger:           zap.NewNop(),
 	})
 	defer cache.Stop()
-	cfg := c.magicConfig()
+	cfg := c.magicConfig(&certmagic.FileStorage{Path: c.leafDir()}) // read only
 	cfg.OnDemand = nil
 	magic := certmagic.New(cache, cfg)
 	for _, name := range names {
@@ -274,9 +335,19 @@ func (c *CA) holdsValidLeaves(ctx context.Context) bool {
 	return true
 }
 
-// Stop stops certmagic's maintenance goroutine. It may be called more
+// Stop cancels pre-minting, stops certmagic's maintenance goroutine and
+// writes to storage every leaf not yet written. It may be called more
 // than once.
-func (c *CA) Stop() { c.stop.Do(c.cache.Stop) }
+func (c *CA) Stop() {
+	c.stop.Do(func() {
+		if c.stopPremint != nil {
+			c.stopPremint()
+		}
+		<-c.premintDone
+		c.cache.Stop()
+		c.store.Close()
+	})
+}
 
 // Root returns the root certificate clients must trust.
 func (c *CA) Root() *x509.Certificate { return c.root }
@@ -308,8 +379,9 @@ func (c *CA) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error
 }
 
 // own reports whether cert chains to this CA's root (always, when the
-// root is not known). A leaf is verified once; later handshakes find it
-// in a bounded set.
+// root is not known). A leaf the local backend signed is known from its
+// issuance; any other is verified once. Later handshakes find either in a
+// bounded set.
 func (c *CA) own(cert *tls.Certificate) bool {
 	if c.root == nil {
 		return true
@@ -338,12 +410,18 @@ func (c *CA) own(cert *tls.Certificate) bool {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		return false
 	}
-	if c.nOurs.Add(1) > 4*int64(c.cacheCapacity()) {
+	c.remember(cert.Certificate[0])
+	return true
+}
+
+// remember records the leaf der as this CA's, in a set bounded to four
+// times the cache's capacity.
+func (c *CA) remember(der []byte) {
+	if c.nOurs.Add(1) > 4*int64(c.size) {
 		c.ours.Clear()
 		c.nOurs.Store(1)
 	}
-	c.ours.Store(key, struct{}{})
-	return true
+	c.ours.Store(string(der), struct{}{})
 }
 
 // GetCertificateContext is GetCertificate for a handshake that belongs to
@@ -431,6 +509,11 @@ func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certm
 	}
 	c.issued.Add(1)
 	outcome = "ok"
+	if c.cfg.Backend != BackendStep {
+		// Signed here, by the chain loaded in New: it is this CA's, and
+		// its first handshake need not verify it again (see own).
+		c.remember(resp.Certificate.Raw)
+	}
 	c.log.InfoContext(ctx, "minted a leaf", "host", csr.DNSNames[0], "serial", resp.Certificate.SerialNumber.Text(16),
 		"not_after", resp.Certificate.NotAfter, "took_ms", float64(time.Since(start).Microseconds())/1000)
 	var chainPEM []byte
@@ -450,8 +533,12 @@ func (i issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certm
 
 // create calls the CA service, giving up when ctx ends: a hung step-ca
 // must fail the handshake, not hold it (and every handshake waiting on the
-// same name) open.
+// same name) open. The local backend signs in memory and cannot hang: it
+// is called directly.
 func (c *CA) create(ctx context.Context, req *apiv1.CreateCertificateRequest) (*apiv1.CreateCertificateResponse, error) {
+	if c.cfg.Backend != BackendStep {
+		return c.service.CreateCertificate(req)
+	}
 	type result struct {
 		resp *apiv1.CreateCertificateResponse
 		err  error
@@ -477,5 +564,5 @@ func Fingerprint(cert *x509.Certificate) string {
 }
 
 func isSelfSigned(c *x509.Certificate) bool {
-	return c.CheckSignatureFrom(c) == nil && string(c.RawIssuer) == string(c.RawSubject)
+	return string(c.RawIssuer) == string(c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }

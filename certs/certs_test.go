@@ -453,3 +453,115 @@ func TestBundle(t *testing.T) {
 		t.Fatalf("bundle holds %d certificates (%v), want the system root then the enterprise root", len(certs), err)
 	}
 }
+
+// premintDone waits for c's pre-minting to end.
+func premintDone(t testing.TB, c *CA) {
+	t.Helper()
+	select {
+	case <-c.premintDone:
+	case <-time.After(time.Minute):
+		t.Fatal("pre-minting did not end")
+	}
+}
+
+// TestPremint: with Premint, every name listed exactly and not spliced
+// has its leaf before any handshake, and only those: not a pattern's
+// names, not a spliced name. Handshakes then mint nothing.
+func TestPremint(t *testing.T) {
+	names := []string{"premint-a.example", "premint-b.example"}
+	c := newCA(t, Config{Premint: true, Intercept: append([]string{"*.pattern.example", "spliced.example"}, names...),
+		Splice: []string{"spliced.example"}})
+	premintDone(t, c)
+	if c.Issued() != int64(len(names)) {
+		t.Fatalf("pre-minted %d leaves, want %d", c.Issued(), len(names))
+	}
+	for _, name := range []string{"spliced.example", "a.pattern.example"} {
+		if len(c.cache.AllMatchingCertificates(name)) != 0 {
+			t.Errorf("pre-minted a leaf for %s", name)
+		}
+	}
+	addr := serve(t, c)
+	for _, name := range names {
+		chain, err := handshake(addr, name, pool(c.Root()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLeaf(t, chain, name, c.Root(), DefaultLeafLifetime)
+	}
+	if c.Issued() != int64(len(names)) {
+		t.Errorf("handshakes after pre-minting minted %d leaves", c.Issued()-int64(len(names)))
+	}
+}
+
+// TestPremintSharesIssuanceWithHandshakes: handshakes arriving while
+// their names are being pre-minted wait for that issuance.
+func TestPremintSharesIssuanceWithHandshakes(t *testing.T) {
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("premint-%d.shared.example", i))
+	}
+	c := newCA(t, Config{Premint: true, Intercept: names})
+	addr := serve(t, c)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(names))
+	for range 4 {
+		for _, name := range slices.Backward(names) {
+			wg.Go(func() {
+				if _, err := handshake(addr, name, pool(c.Root())); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	premintDone(t, c)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if c.Issued() != int64(len(names)) {
+		t.Errorf("pre-minting and %d handshakes minted %d leaves for %d names", 4*len(names), c.Issued(), len(names))
+	}
+}
+
+// TestPremintAfterRestartReusesLeaves: pre-minting after a restart loads
+// the leaves in storage and mints nothing; handshakes get the same leaf.
+func TestPremintAfterRestartReusesLeaves(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, Premint: true, Intercept: []string{"premint-restart.example"}}
+	first := newCA(t, cfg)
+	premintDone(t, first)
+	before, err := handshake(serve(t, first), "premint-restart.example", pool(first.Root()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Stop()
+	second := newCA(t, cfg)
+	premintDone(t, second)
+	if second.Issued() != 0 {
+		t.Errorf("pre-minting after a restart minted %d leaves, want 0", second.Issued())
+	}
+	after, err := handshake(serve(t, second), "premint-restart.example", pool(second.Root()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[0].SerialNumber.Cmp(before[0].SerialNumber) != 0 {
+		t.Errorf("after a restart the leaf is serial %x, want the stored %x", after[0].SerialNumber, before[0].SerialNumber)
+	}
+}
+
+// TestStopCancelsPremint: Stop ends pre-minting without waiting for the
+// rest of the list.
+func TestStopCancelsPremint(t *testing.T) {
+	var names []string
+	for i := range 5000 {
+		names = append(names, fmt.Sprintf("premint-%d.stop.example", i))
+	}
+	c := newCA(t, Config{Premint: true, Intercept: names})
+	time.Sleep(20 * time.Millisecond)
+	c.Stop()
+	premintDone(t, c)
+	if c.Issued() == int64(len(names)) {
+		t.Errorf("Stop let pre-minting finish all %d names", len(names))
+	}
+}

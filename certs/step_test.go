@@ -3,15 +3,14 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sumgate/sumgate/internal/stepcatest"
+	"github.com/sumgate/sumgate/internal/testworld"
 )
 
 // stepConfig returns a Config for the step backend against s with the
@@ -82,24 +81,6 @@ func TestStepConfigErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestStepOutage: when the step-ca goes away, leaves already minted keep
 // working, a new host fails its handshake with a logged reason, and a
 // restart is possible while the held leaves are valid.
@@ -108,7 +89,7 @@ func TestStepOutage(t *testing.T) {
 	cfg := stepConfig(s, "jwk")
 	cfg.DataDir = t.TempDir()
 	cfg.Intercept = []string{"held.example", "new.example"}
-	var logs syncBuffer
+	var logs testworld.Buffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	c, err := New(context.Background(), cfg)
 	if err != nil {
@@ -145,5 +126,43 @@ func TestStepOutage(t *testing.T) {
 	defer restarted.Stop()
 	if _, err := handshake(serve(t, restarted), "held.example", pool(s.Root)); err != nil {
 		t.Errorf("held leaf after restart: %v", err)
+	}
+}
+
+// TestStepPremint: pre-minting asks the step-ca for each listed name;
+// after a restart with the CA down it loads the leaves held, asks for
+// nothing and logs no failure.
+func TestStepPremint(t *testing.T) {
+	s := stepcatest.Start(t)
+	cfg := stepConfig(s, "jwk")
+	cfg.DataDir = t.TempDir()
+	cfg.Intercept = []string{"premint-a.step.example", "premint-b.step.example"}
+	cfg.Premint = true
+	var logs testworld.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	c, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	premintDone(t, c)
+	c.Stop()
+	if c.Issued() != 2 {
+		t.Fatalf("pre-minted %d leaves through the step-ca, want 2", c.Issued())
+	}
+
+	s.Stop()
+	restarted, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("restart with the CA down but valid leaves held: %v", err)
+	}
+	defer restarted.Stop()
+	premintDone(t, restarted)
+	if restarted.Issued() != 0 || strings.Contains(logs.String(), "pre-minting a leaf failed") {
+		t.Errorf("pre-minting with the CA down and the leaves held: %d minted; logs:\n%s", restarted.Issued(), logs.String())
+	}
+	for _, name := range cfg.Intercept {
+		if _, err := handshake(serve(t, restarted), name, pool(s.Root)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

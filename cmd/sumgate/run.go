@@ -117,6 +117,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ccfg.Logger = logger
 	ccfg.TracerProvider, ccfg.MeterProvider = tel.TracerProvider, tel.MeterProvider
+	// The leaves of the names listed exactly are readied in the background.
+	ccfg.Premint = true
 	ca, err := certs.New(ctx, ccfg) // creates the local CA on first start
 	if err != nil {
 		return fail(err)
