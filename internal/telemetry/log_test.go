@@ -78,7 +78,7 @@ func TestAsyncWriterDoesNotWaitForTheCollector(t *testing.T) {
 	wg.Wait()
 	a.Close()
 	fmt.Fprintf(a, "after close\n") // written through, after everything else
-	a.Close()                         // harmless
+	a.Close()                       // harmless
 
 	sw.mu.Lock()
 	out := sw.out.String()
