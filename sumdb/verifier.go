@@ -292,6 +292,12 @@ func CheckModule(m module.Version) error {
 // A version whose hashes were proven before is answered from disk without
 // touching the network. Once a fork has been recorded, every check that is
 // not private answers [SecurityError] until the alert file is removed.
+//
+// file must be the caller's own and must not change while Check runs: it
+// is read more than once, and the SHA-256 of a zip verified as m is
+// remembered under the data directory, so that those bytes pass later
+// checks of m without being inflated (see knownZip). A file another party
+// can change (a path given by a user) must be copied first.
 func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file string) (vd Verdict, err error) {
 	ctx, span := v.tracer.Start(ctx, "sumdb.check", trace.WithAttributes(
 		auditkey.ModulePath.String(m.Path), auditkey.ModuleVersion.String(m.Version),
