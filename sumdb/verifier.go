@@ -96,7 +96,10 @@ type Verifier struct {
 	store     *store         // persistent state
 	remote    *remote        // access to the database
 	lookups   singleflight.Group
-	ahead     chan struct{} // one token per lookup Prefetch has in flight
+	ahead     chan struct{}  // one token per lookup Prefetch has in flight
+	bgMu      sync.Mutex     // guards closed and the Add of bg
+	bg        sync.WaitGroup // the lookups Prefetch started
+	closed    bool           // Close was called: Prefetch starts nothing
 	tracer    trace.Tracer
 	reached   atomic.Bool // the database has answered with a signed head or a record
 }
@@ -183,8 +186,9 @@ const maxPrefetches = 64
 // that prefetches on the .info overlaps the lookup with that round trip.
 // It does nothing for a private module, an invalid path or non-canonical
 // version, a version already proven, while a fork is on record, or while
-// maxPrefetches lookups it started are in flight. The lookup is bounded by
-// the lookup timeout, not by ctx, whose span it is recorded under.
+// maxPrefetches lookups it started are in flight, or after Close. The
+// lookup is bounded by the lookup timeout, not by ctx, whose span it is
+// recorded under.
 func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
 	if CheckModule(m) != nil || v.IsPrivate(m.Path) {
 		return
@@ -195,16 +199,35 @@ func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
 	if _, ok := v.store.readProven(m); ok {
 		return
 	}
+	v.bgMu.Lock()
+	defer v.bgMu.Unlock()
+	if v.closed {
+		return
+	}
 	select {
 	case v.ahead <- struct{}{}:
 	default:
 		return
 	}
+	v.bg.Add(1)
 	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
 	go func() {
+		defer v.bg.Done()
 		<-ch
 		<-v.ahead
 	}()
+}
+
+// Close makes later Prefetch calls do nothing and waits for the lookups
+// Prefetch started, each bounded by the lookup timeout, so that nothing
+// reads the database or writes under the data directory on their behalf
+// once it returns. Call it once the gateway has shut down. Checks still
+// work after it. It may be called more than once.
+func (v *Verifier) Close() {
+	v.bgMu.Lock()
+	v.closed = true
+	v.bgMu.Unlock()
+	v.bg.Wait()
 }
 
 // Probe fetches the database's latest signed tree head and checks its

@@ -111,6 +111,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	defer v.Close() // the lookups a .info started, after the drain
 	ccfg, err := caConfig(cfg)
 	if err != nil {
 		return fail(err)
