@@ -537,12 +537,14 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
 	defer cancel()
-	ops := &clientOps{v: v, ctx: ctx}
-	c := sumdb.NewClient(ops)
-	zipLines, err := c.Lookup(m.Path, m.Version)
-	var modLines []string
-	if err == nil {
-		modLines, err = c.Lookup(m.Path, m.Version+"/go.mod")
+	ops, zipLines, modLines, err := v.lookupOnce(ctx, m)
+	if err != nil && ops.localFailure() && ops.dropStoredTiles() {
+		// With every read of the database answered, a tile read from
+		// disk is what failed: tiles are written without fsync, and a
+		// power loss can leave one its width of zeros. Those tiles are
+		// fetched anew (and authenticated, as every tile is) by a
+		// second try.
+		ops, zipLines, modLines, err = v.lookupOnce(ctx, m)
 	}
 	res = lookupResult{took: time.Since(start)}
 	switch {
@@ -571,6 +573,18 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 		v.log.Warn("cannot cache proven hashes", "module", m.String(), "err", err)
 	}
 	return res
+}
+
+// lookupOnce looks m's zip and go.mod up with a fresh x/mod client, and
+// returns its ops, which say what the database answered.
+func (v *Verifier) lookupOnce(ctx context.Context, m module.Version) (ops *clientOps, zipLines, modLines []string, err error) {
+	ops = &clientOps{v: v, ctx: ctx}
+	c := sumdb.NewClient(ops)
+	zipLines, err = c.Lookup(m.Path, m.Version)
+	if err == nil {
+		modLines, err = c.Lookup(m.Path, m.Version+"/go.mod")
+	}
+	return ops, zipLines, modLines, err
 }
 
 // oneLine shortens an error message to one line for a verdict: x/mod
@@ -616,8 +630,18 @@ type clientOps struct {
 	ctx context.Context // bounds every remote read of this lookup
 
 	mu       sync.Mutex
-	notFound bool   // a /lookup/ answered with an authoritative 404 or 410
-	security string // message passed to SecurityError
+	notFound bool     // a /lookup/ answered with an authoritative 404 or 410
+	security string   // message passed to SecurityError
+	stored   []string // tiles ReadCache served from disk
+	failed   bool     // a read of the database failed
+}
+
+// localFailure reports whether a failed lookup failed with every read
+// of the database answered, and no fork or missing record seen.
+func (o *clientOps) localFailure() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.failed && !o.notFound && o.security == ""
 }
 
 func (o *clientOps) isNotFound() bool {
@@ -637,11 +661,10 @@ func (o *clientOps) ReadRemote(path string) ([]byte, error) {
 	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String(path)))
 	defer span.End()
 	data, err := o.v.remote.get(ctx, path)
-	if final(path, err) {
-		o.mu.Lock()
-		o.notFound = true
-		o.mu.Unlock()
-	}
+	o.mu.Lock()
+	o.failed = o.failed || err != nil
+	o.notFound = o.notFound || final(path, err)
+	o.mu.Unlock()
 	return data, err
 }
 
@@ -669,7 +692,25 @@ func (o *clientOps) WriteConfig(file string, old, new []byte) error {
 // ReadCache reads an authenticated tile. Lookup records are not cached
 // here: the verifier keeps the proven hashes itself.
 func (o *clientOps) ReadCache(file string) ([]byte, error) {
-	return o.v.store.readTile(strings.TrimPrefix(file, o.v.name+"/"))
+	tile := strings.TrimPrefix(file, o.v.name+"/")
+	data, err := o.v.store.readTile(tile)
+	if err == nil {
+		o.mu.Lock()
+		o.stored = append(o.stored, tile)
+		o.mu.Unlock()
+	}
+	return data, err
+}
+
+// dropStoredTiles removes the tiles ReadCache served from disk, and
+// reports whether there were any.
+func (o *clientOps) dropStoredTiles() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, tile := range o.stored {
+		o.v.store.removeTile(tile)
+	}
+	return len(o.stored) > 0
 }
 
 // WriteCache stores an authenticated tile, and drops lookup records.
