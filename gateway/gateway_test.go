@@ -76,6 +76,7 @@ func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edi
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(v.Close) // after the gateway's shutdown, before dir is removed
 	var hosts []string
 	for h := range w.Resolve {
 		hosts = append(hosts, h)

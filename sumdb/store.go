@@ -36,8 +36,11 @@ import (
 // a cold lookup the fsyncs were most of the wait (see README,
 // Performance), and after a power loss a cache file that did not reach
 // the disk reads as absent (a tile not exactly its width of hashes, a
-// proof that does not parse), so it is fetched again. A store is safe for
-// concurrent use, also by several processes sharing the directory.
+// proof that does not parse), so it is fetched again; a tile of the right
+// length whose bytes did not (zeros) fails authentication, and the lookup
+// then drops the tiles it read from disk and tries once more. A store is
+// safe for concurrent use, also by several processes sharing the
+// directory.
 type store struct {
 	dir string
 	mu  sync.Mutex // serialises WriteConfig within this process; flock covers other processes
@@ -127,6 +130,13 @@ func (s *store) readTile(tile string) ([]byte, error) {
 		return nil, fmt.Errorf("sumdb: stored tile %s: %d bytes, want %d: %w", tile, len(data), t.W*tlog.HashSize, fs.ErrNotExist)
 	}
 	return data, nil
+}
+
+// removeTile removes a stored tile, so that it is fetched again.
+func (s *store) removeTile(tile string) {
+	if path, err := s.tilePath(tile); err == nil {
+		os.Remove(path)
+	}
 }
 
 // writeTile stores a tile the client has authenticated.

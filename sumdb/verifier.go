@@ -96,7 +96,10 @@ type Verifier struct {
 	store     *store         // persistent state
 	remote    *remote        // access to the database
 	lookups   singleflight.Group
-	ahead     chan struct{} // one token per lookup Prefetch has in flight
+	ahead     chan struct{}  // one token per lookup Prefetch has in flight
+	bgMu      sync.Mutex     // guards closed and the Add of bg
+	bg        sync.WaitGroup // the lookups Prefetch started
+	closed    bool           // Close was called: Prefetch starts nothing
 	tracer    trace.Tracer
 	reached   atomic.Bool // the database has answered with a signed head or a record
 }
@@ -183,8 +186,9 @@ const maxPrefetches = 64
 // that prefetches on the .info overlaps the lookup with that round trip.
 // It does nothing for a private module, an invalid path or non-canonical
 // version, a version already proven, while a fork is on record, or while
-// maxPrefetches lookups it started are in flight. The lookup is bounded by
-// the lookup timeout, not by ctx, whose span it is recorded under.
+// maxPrefetches lookups it started are in flight, or after Close. The
+// lookup is bounded by the lookup timeout, not by ctx, whose span it is
+// recorded under.
 func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
 	if CheckModule(m) != nil || v.IsPrivate(m.Path) {
 		return
@@ -195,16 +199,35 @@ func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
 	if _, ok := v.store.readProven(m); ok {
 		return
 	}
+	v.bgMu.Lock()
+	defer v.bgMu.Unlock()
+	if v.closed {
+		return
+	}
 	select {
 	case v.ahead <- struct{}{}:
 	default:
 		return
 	}
+	v.bg.Add(1)
 	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
 	go func() {
+		defer v.bg.Done()
 		<-ch
 		<-v.ahead
 	}()
+}
+
+// Close makes later Prefetch calls do nothing and waits for the lookups
+// Prefetch started, each bounded by the lookup timeout, so that nothing
+// reads the database or writes under the data directory on their behalf
+// once it returns. Call it once the gateway has shut down. Checks still
+// work after it. It may be called more than once.
+func (v *Verifier) Close() {
+	v.bgMu.Lock()
+	v.closed = true
+	v.bgMu.Unlock()
+	v.bg.Wait()
 }
 
 // Probe fetches the database's latest signed tree head and checks its
@@ -292,6 +315,12 @@ func CheckModule(m module.Version) error {
 // A version whose hashes were proven before is answered from disk without
 // touching the network. Once a fork has been recorded, every check that is
 // not private answers [SecurityError] until the alert file is removed.
+//
+// file must be the caller's own and must not change while Check runs: it
+// is read more than once, and the SHA-256 of a zip verified as m is
+// remembered under the data directory, so that those bytes pass later
+// checks of m without being inflated (see knownZip). A file another party
+// can change (a path given by a user) must be copied first.
 func (v *Verifier) Check(ctx context.Context, m module.Version, kind Kind, file string) (vd Verdict, err error) {
 	ctx, span := v.tracer.Start(ctx, "sumdb.check", trace.WithAttributes(
 		auditkey.ModulePath.String(m.Path), auditkey.ModuleVersion.String(m.Version),
@@ -508,12 +537,14 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
 	defer cancel()
-	ops := &clientOps{v: v, ctx: ctx}
-	c := sumdb.NewClient(ops)
-	zipLines, err := c.Lookup(m.Path, m.Version)
-	var modLines []string
-	if err == nil {
-		modLines, err = c.Lookup(m.Path, m.Version+"/go.mod")
+	ops, zipLines, modLines, err := v.lookupOnce(ctx, m)
+	if err != nil && ops.localFailure() && ops.dropStoredTiles() {
+		// With every read of the database answered, a tile read from
+		// disk is what failed: tiles are written without fsync, and a
+		// power loss can leave one its width of zeros. Those tiles are
+		// fetched anew (and authenticated, as every tile is) by a
+		// second try.
+		ops, zipLines, modLines, err = v.lookupOnce(ctx, m)
 	}
 	res = lookupResult{took: time.Since(start)}
 	switch {
@@ -542,6 +573,18 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 		v.log.Warn("cannot cache proven hashes", "module", m.String(), "err", err)
 	}
 	return res
+}
+
+// lookupOnce looks m's zip and go.mod up with a fresh x/mod client, and
+// returns its ops, which say what the database answered.
+func (v *Verifier) lookupOnce(ctx context.Context, m module.Version) (ops *clientOps, zipLines, modLines []string, err error) {
+	ops = &clientOps{v: v, ctx: ctx}
+	c := sumdb.NewClient(ops)
+	zipLines, err = c.Lookup(m.Path, m.Version)
+	if err == nil {
+		modLines, err = c.Lookup(m.Path, m.Version+"/go.mod")
+	}
+	return ops, zipLines, modLines, err
 }
 
 // oneLine shortens an error message to one line for a verdict: x/mod
@@ -587,8 +630,18 @@ type clientOps struct {
 	ctx context.Context // bounds every remote read of this lookup
 
 	mu       sync.Mutex
-	notFound bool   // a /lookup/ answered with an authoritative 404 or 410
-	security string // message passed to SecurityError
+	notFound bool     // a /lookup/ answered with an authoritative 404 or 410
+	security string   // message passed to SecurityError
+	stored   []string // tiles ReadCache served from disk
+	failed   bool     // a read of the database failed
+}
+
+// localFailure reports whether a failed lookup failed with every read
+// of the database answered, and no fork or missing record seen.
+func (o *clientOps) localFailure() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.failed && !o.notFound && o.security == ""
 }
 
 func (o *clientOps) isNotFound() bool {
@@ -608,11 +661,10 @@ func (o *clientOps) ReadRemote(path string) ([]byte, error) {
 	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String(path)))
 	defer span.End()
 	data, err := o.v.remote.get(ctx, path)
-	if final(path, err) {
-		o.mu.Lock()
-		o.notFound = true
-		o.mu.Unlock()
-	}
+	o.mu.Lock()
+	o.failed = o.failed || err != nil
+	o.notFound = o.notFound || final(path, err)
+	o.mu.Unlock()
 	return data, err
 }
 
@@ -640,7 +692,25 @@ func (o *clientOps) WriteConfig(file string, old, new []byte) error {
 // ReadCache reads an authenticated tile. Lookup records are not cached
 // here: the verifier keeps the proven hashes itself.
 func (o *clientOps) ReadCache(file string) ([]byte, error) {
-	return o.v.store.readTile(strings.TrimPrefix(file, o.v.name+"/"))
+	tile := strings.TrimPrefix(file, o.v.name+"/")
+	data, err := o.v.store.readTile(tile)
+	if err == nil {
+		o.mu.Lock()
+		o.stored = append(o.stored, tile)
+		o.mu.Unlock()
+	}
+	return data, err
+}
+
+// dropStoredTiles removes the tiles ReadCache served from disk, and
+// reports whether there were any.
+func (o *clientOps) dropStoredTiles() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, tile := range o.stored {
+		o.v.store.removeTile(tile)
+	}
+	return len(o.stored) > 0
 }
 
 // WriteCache stores an authenticated tile, and drops lookup records.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -688,5 +689,59 @@ func TestPrefetchProvesAhead(t *testing.T) {
 	}
 	if n := w.Requests(config.SumDBName, "/lookup/"); n != 2 {
 		t.Errorf("%d lookups, want 2 (Prefetch's and the tampered module's)", n)
+	}
+}
+
+// TestCorruptStoredTileIsFetchedAgain: tiles are written without fsync,
+// and after a power loss a file system may keep a tile's length but not
+// its bytes (zeros). Such a tile does not authenticate against the tree
+// head, and the lookup that read it from disk is tried again with the
+// tile fetched anew, so a damaged cache costs one more round trip and
+// never an outage. It does not weaken anything: every tile, from disk or
+// not, is authenticated before it is used.
+func TestCorruptStoredTileIsFetchedAgain(t *testing.T) {
+	w := testworld.New(t)
+	dir := t.TempDir()
+	if vd := check(t, w, newVerifier(t, w, dir, nil), testworld.GoodPath, testworld.Version, sumdb.KindMod); vd.Outcome != sumdb.Verified {
+		t.Fatalf("first check: %s", vd)
+	}
+	var tiles []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(filepath.ToSlash(p), "/tile/") {
+			tiles = append(tiles, p)
+		}
+		return err
+	})
+	if len(tiles) == 0 {
+		t.Fatal("no tile stored")
+	}
+	for _, p := range tiles {
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, info.Size()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := newVerifier(t, w, dir, nil) // as after the restart
+	for _, path := range []string{testworld.UpperPath, testworld.TamperedZipPath} {
+		if vd := check(t, w, v, path, testworld.Version, sumdb.KindMod); vd.Outcome != sumdb.Verified {
+			t.Errorf("%s with the stored tiles zeroed: %s", path, vd)
+		}
+	}
+	if vd := check(t, w, v, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Mismatch {
+		t.Errorf("tampered zip: %s", vd)
+	}
+	// An unreachable database is not a damaged cache: the tiles stay.
+	w.SetSumDB(testworld.SumDBDown)
+	defer w.SetSumDB(testworld.SumDBHonest)
+	if vd := check(t, w, v, testworld.GoodPath, "v1.1.0", sumdb.KindMod); vd.Outcome != sumdb.Unavailable {
+		t.Errorf("database down: %s", vd)
+	}
+	for _, p := range tiles {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("database down: a stored tile was dropped: %v", err)
+		}
 	}
 }

@@ -39,11 +39,11 @@ serving.
 Flags:
 `
 
-// runCmd implements 'sumgate run': the gateway, until SIGTERM or SIGINT.
 // logBuffer bounds the log lines `sumgate run` holds for a collector that
 // has fallen behind: about 4,000 lines, seconds of a busy gateway's log.
 const logBuffer = 1 << 20
 
+// runCmd implements 'sumgate run': the gateway, until SIGTERM or SIGINT.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	configFile := fs.String("config", "", "configuration `file` (default: built-in defaults)")
@@ -80,6 +80,19 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// written out last, after the final spans are flushed.
 	logOut := telemetry.NewAsyncWriter(stderr, logBuffer)
 	defer logOut.Close()
+	// From here on, the error that stops run is its last line: written
+	// through the same buffer as the log, once everything started below
+	// has stopped (and logged what it had to say).
+	var failed error
+	defer func() {
+		if failed != nil {
+			fmt.Fprintf(logOut, "sumgate run: %v\n", failed)
+		}
+	}()
+	fail = func(err error) int {
+		failed = err
+		return exitError
+	}
 	logger := telemetry.NewLogger(logOut, cfg.LogFormat, level)
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		DataDir:     cfg.DataDir,
@@ -111,6 +124,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	defer v.Close() // the lookups a .info started, after the drain
 	ccfg, err := caConfig(cfg)
 	if err != nil {
 		return fail(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -363,5 +364,30 @@ func TestProfilerIsOffUnlessAsked(t *testing.T) {
 			t.Errorf("admin_pprof: %v: /debug/pprof/ answered %s", on, resp.Status)
 		}
 		r.stop(t)
+	}
+}
+
+// TestRunFailureIsTheLastLine: when run cannot start, the error is the
+// last line of its standard error, after the log lines of what had
+// started (the leaves minted meanwhile), and written through the same
+// buffer as they are, never beside it (a plain bytes.Buffer then sees no
+// concurrent writes).
+func TestRunFailureIsTheLastLine(t *testing.T) {
+	w := testworld.New(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := writeConfig(t, w, []string{w.ProxyURL}, "listen: 127.0.0.1:0\nadmin_listen: "+busy.Addr().String()+"\n")
+	for range 3 {
+		var stdout, stderr bytes.Buffer
+		if status := runCmd(context.Background(), []string{"-config", cfg}, &stdout, &stderr); status != exitError {
+			t.Fatalf("exit status %d, want %d\n%s", status, exitError, &stderr)
+		}
+		lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "sumgate run: admin_listen: ") {
+			t.Fatalf("last line %q, want the error\n%s", last, &stderr)
+		}
 	}
 }

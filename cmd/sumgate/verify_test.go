@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -277,5 +278,72 @@ func TestUpstreamClientKnowsTheOperatorOrigins(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", refusal, out)
 			}
 		})
+	}
+}
+
+// TestVerifyOfAChangingFileVouchesForNoOtherBytes: `sumgate verify -zip`
+// checks a file it does not own, which may change while it is read (a
+// shared folder, a file swapped by rename). The SHA-256 of a verified zip
+// is remembered in the data directory the gateway shares, and bytes with
+// that digest pass later without being inflated; so the bytes whose
+// digest is remembered must be the very bytes that hashed to the logged
+// hash. Here the path flips between the genuine zip and a tampered one
+// while verify runs; afterwards the tampered bytes must still be a
+// mismatch.
+func TestVerifyOfAChangingFileVouchesForNoOtherBytes(t *testing.T) {
+	w := testworld.New(t)
+	cfg := writeConfig(t, w, []string{w.ProxyURL}, "")
+	m := w.Module(testworld.GoodPath, testworld.Version)
+	prefix := testworld.GoodPath + "@" + testworld.Version + "/"
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, content := range map[string]string{"go.mod": string(m.Mod), "evil.go": "package good\n\nfunc init() { println(\"pwned\") }\n"} {
+		f, err := zw.Create(prefix + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write([]byte(content))
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	evil := buf.Bytes()
+	dir := t.TempDir()
+	stable := filepath.Join(dir, "evil.zip")
+	if err := os.WriteFile(stable, evil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(file string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		status := run([]string{"verify", "-config", cfg, "-zip", file, m.Version.String()}, &stdout, &stderr)
+		return status, stdout.String() + stderr.String()
+	}
+	if status, out := verify(stable); status != 1 {
+		t.Fatalf("the tampered zip: exit status %d, want 1\n%s", status, out)
+	}
+
+	flipping := filepath.Join(dir, "flipping.zip")
+	ctx, stop := context.WithCancel(context.Background())
+	flipped := make(chan struct{})
+	go func() {
+		defer close(flipped)
+		tmp := filepath.Join(dir, "next.zip")
+		for i := 0; ctx.Err() == nil; i++ {
+			data := evil
+			if i%2 == 1 {
+				data = m.Zip
+			}
+			os.WriteFile(tmp, data, 0o600)
+			os.Rename(tmp, flipping)
+		}
+	}()
+	defer func() { stop(); <-flipped }()
+	for deadline, i := time.Now().Add(20*time.Second), 0; time.Now().Before(deadline) && i < 400; i++ {
+		verify(flipping) // either verdict is right for what it read
+		if i%10 == 9 {
+			if status, out := verify(stable); status != 1 {
+				t.Fatalf("after %d checks of a file that changed, the tampered zip: exit status %d, want 1\n%s", i+1, status, out)
+			}
+		}
 	}
 }
