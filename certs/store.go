@@ -183,13 +183,34 @@ func (s *leafStore) write() {
 			<-s.wake
 			s.mu.Lock()
 		}
-		n := min(len(s.queue), maxBatch)
+		n := batchLen(s.queue)
 		batch := slices.Clone(s.queue[:n])
 		clear(s.queue[:n])
 		s.queue = s.queue[n:]
 		s.mu.Unlock()
 		s.apply(batch)
 	}
+}
+
+// batchLen is how many entries at the head of queue the writer takes at
+// once: maxBatch, and past it the rest of the files of the last entry's
+// certificate, so that no certificate's files (key, certificate,
+// metadata) are split between two batches, one fsynced and renamed into
+// place before the other is written.
+func batchLen(queue []*writeOp) int {
+	n := min(len(queue), maxBatch)
+	if n == 0 {
+		return 0
+	}
+	site, ok := siteOf(queue[n-1].key)
+	for ok && n < len(queue) {
+		next, same := siteOf(queue[n].key)
+		if !same || next != site {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 // apply writes the stores of batch, then releases its locks and barriers

@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -230,6 +231,43 @@ func TestSiteOf(t *testing.T) {
 	for _, tt := range tests {
 		if got, ok := siteOf(tt.key); got != tt.want || ok != tt.ok {
 			t.Errorf("siteOf(%q) = %q, %v; want %q, %v", tt.key, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestBatchesKeepACertificateWhole: the writer never fsyncs and renames
+// part of one certificate's files in one batch and the rest in the next.
+func TestBatchesKeepACertificateWhole(t *testing.T) {
+	leaf := func(name string) []*writeOp {
+		var ops []*writeOp
+		for _, ext := range []string{".crt", ".key", ".json"} {
+			ops = append(ops, &writeOp{key: "certificates/sumgate-x/" + name + "/" + name + ext})
+		}
+		return ops
+	}
+	fill := func(n int) []*writeOp {
+		var ops []*writeOp
+		for i := range n {
+			ops = append(ops, leaf(fmt.Sprintf("h%d.example", i))[0])
+		}
+		return ops
+	}
+	release := &writeOp{release: &nameLock{name: "x"}}
+	tests := []struct {
+		name  string
+		queue []*writeOp
+		want  int
+	}{
+		{"empty", nil, 0},
+		{"short", leaf("a.example"), 3},
+		{"exactly full", fill(maxBatch), maxBatch},
+		{"a leaf across the bound", append(fill(maxBatch-1), leaf("a.example")...), maxBatch + 2},
+		{"then another leaf", append(append(fill(maxBatch-1), leaf("a.example")...), leaf("b.example")...), maxBatch + 2},
+		{"a lock release at the bound", append(append(fill(maxBatch-1), release), leaf("a.example")...), maxBatch},
+	}
+	for _, tt := range tests {
+		if got := batchLen(tt.queue); got != tt.want {
+			t.Errorf("%s: batchLen = %d, want %d", tt.name, got, tt.want)
 		}
 	}
 }

@@ -46,7 +46,8 @@ func (h traceHandler) WithGroup(name string) slog.Handler {
 // and returns. The buffer holds at most max bytes; a Write that finds it
 // full waits for room, so lines are never dropped and memory stays
 // bounded, and only a collector that stays behind for max bytes slows
-// requests down, as it did every request before. Create it with
+// requests down, as it did every request before. A process that dies
+// without Close loses what is buffered. Create it with
 // [NewAsyncWriter]; Close flushes it. It is safe for concurrent use.
 type AsyncWriter struct {
 	w    io.Writer
