@@ -101,6 +101,44 @@ type Config struct {
 	Transparent Transparent `yaml:"transparent"`
 	// Timeouts bounds how long clients and upstreams may take.
 	Timeouts Timeouts `yaml:"timeouts"`
+	// State decides where the state that replicas must share lives: the
+	// checksum database's tree head, the security alert, the proofs of
+	// lookups and the leaf certificates.
+	State State `yaml:"state"`
+}
+
+// State configures where shared state lives.
+type State struct {
+	// Backend is file (everything under data_dir, for one gateway) or
+	// etcd (shared by every replica that names the same etcd and prefix;
+	// data_dir then holds only each replica's own caches).
+	Backend string `yaml:"backend"`
+	// Etcd configures the etcd backend.
+	Etcd Etcd `yaml:"etcd"`
+}
+
+// Etcd configures the etcd cluster that holds shared state.
+type Etcd struct {
+	// Endpoints are the cluster's client URLs, https://host:port; http is
+	// accepted only for 127.0.0.1 (tests, a sidecar).
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix is the key prefix every key sumgate writes lives under; it
+	// must start and end with "/".
+	Prefix string `yaml:"prefix"`
+	// TLS holds the PEM files of the client's TLS: the CA that signed the
+	// servers' certificates, and the client certificate and key etcd
+	// authenticates sumgate by. All three are required for https.
+	TLS EtcdTLS `yaml:"tls"`
+	// DialTimeout bounds the connection to the cluster at start, and each
+	// request to it.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+}
+
+// EtcdTLS names the PEM files of the etcd client's TLS.
+type EtcdTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Timeouts bounds the time spent on clients and upstreams.
@@ -272,6 +310,7 @@ func Default() *Config {
 		Audit:        Audit{FileMaxMB: 100, FileBackups: 10, QueueSize: 8192},
 		Transparent:  Transparent{NoSNI: "deny", SNIMismatch: "deny", PeekTimeout: 10 * time.Second},
 		Timeouts:     Timeouts{Idle: 5 * time.Minute, Header: 30 * time.Second, Fetch: 10 * time.Minute, Drain: 30 * time.Second},
+		State:        State{Backend: "file", Etcd: Etcd{Prefix: "/sumgate/", DialTimeout: 5 * time.Second}},
 	}
 }
 
@@ -547,6 +586,9 @@ func (c *Config) validate(at func(key string) string) error {
 	if c.OnUnverified != "block" && c.OnUnverified != "allow" {
 		return fail("on_unverified", "%q: want block or allow", c.OnUnverified)
 	}
+	if err := c.State.validate(fail); err != nil {
+		return err
+	}
 	if c.CacheMaxMB < 0 {
 		return fail("cache_max_mb", "must not be negative (0 disables the cache)")
 	}
@@ -643,6 +685,60 @@ func checkHTTPSURL(s string) error {
 	}
 	if _, port, err := net.SplitHostPort(u.Host); err == nil && port == "" {
 		return fmt.Errorf("URL %q has an empty port", s)
+	}
+	return nil
+}
+
+func (st *State) validate(fail func(key, format string, args ...any) error) error {
+	switch st.Backend {
+	case "file":
+		return nil
+	case "etcd":
+	default:
+		return fail("state.backend", "%q: want file or etcd", st.Backend)
+	}
+	e := &st.Etcd
+	if len(e.Endpoints) == 0 {
+		return fail("state.etcd.endpoints", "the etcd backend needs at least one endpoint")
+	}
+	secure := 0
+	for _, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return fail("state.etcd.endpoints", "%q: want https://host:port", ep)
+		}
+		switch u.Scheme {
+		case "https":
+			secure++
+		case "http":
+			if u.Hostname() != "127.0.0.1" {
+				return fail("state.etcd.endpoints", "%q: plain http is allowed only to 127.0.0.1: use https with client certificates", ep)
+			}
+		default:
+			return fail("state.etcd.endpoints", "%q: want https://host:port", ep)
+		}
+	}
+	if secure > 0 && secure < len(e.Endpoints) {
+		return fail("state.etcd.endpoints", "mixes http and https endpoints")
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
+		return fail("state.etcd.prefix", "%q: must start and end with /", e.Prefix)
+	}
+	if secure > 0 {
+		for _, kf := range [][2]string{{"state.etcd.tls.ca", e.TLS.CA}, {"state.etcd.tls.cert", e.TLS.Cert}, {"state.etcd.tls.key", e.TLS.Key}} {
+			key, f := kf[0], kf[1]
+			if f == "" {
+				return fail(key, "required with https endpoints: etcd must authenticate sumgate by a client certificate")
+			}
+			if _, err := os.Stat(f); err != nil {
+				return fail(key, "%v", err)
+			}
+		}
+	} else if e.TLS != (EtcdTLS{}) {
+		return fail("state.etcd.tls", "set, but the endpoints are plain http")
+	}
+	if e.DialTimeout < 100*time.Millisecond || e.DialTimeout > 5*time.Minute {
+		return fail("state.etcd.dial_timeout", "%v: want between 100ms and 5m", e.DialTimeout)
 	}
 	return nil
 }
