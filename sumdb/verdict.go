@@ -30,8 +30,8 @@ func (k Kind) String() string {
 
 // Outcome is what a check concluded. Only [Verified] and [Private] let the
 // bytes through by themselves; what to do with [NotFound] and
-// [Unavailable] is the caller's policy; [Mismatch] and [SecurityError]
-// must always be blocked.
+// [Unavailable] is the caller's policy; [Mismatch], [SecurityError] and
+// [StateUnavailable] must always be blocked.
 type Outcome int
 
 const (
@@ -53,15 +53,22 @@ const (
 	// heads (a fork). Every check fails with this outcome until an operator
 	// has investigated. Always block.
 	SecurityError
+	// StateUnavailable: the state replicas share (etcd) could not be read
+	// or written, so the tree head a lookup must be checked against, and
+	// moved forward, is unknown. Always block: unlike an unreachable
+	// database, it says nothing about the module, and passing would let
+	// one replica's stale view hide a fork the others saw.
+	StateUnavailable
 )
 
 var outcomeNames = [...]string{
-	Verified:      "verified",
-	Mismatch:      "mismatch",
-	NotFound:      "not-found",
-	Private:       "private",
-	Unavailable:   "unavailable",
-	SecurityError: "security-error",
+	Verified:         "verified",
+	Mismatch:         "mismatch",
+	NotFound:         "not-found",
+	Private:          "private",
+	Unavailable:      "unavailable",
+	SecurityError:    "security-error",
+	StateUnavailable: "state-unavailable",
 }
 
 // String returns a short lower-case name, such as "verified" or "not-found".
@@ -124,6 +131,8 @@ func (v Verdict) Headline() (headline, detail string) {
 		return "checksum database unavailable", v.Reason
 	case SecurityError:
 		return "checksum database security error", v.Reason
+	case StateUnavailable:
+		return "shared state unavailable", v.Reason
 	}
 	return v.Outcome.String(), v.Reason
 }
@@ -162,7 +171,7 @@ func (v Verdict) Detail() string {
 		return fmt.Sprintf("%s: downloaded %s", headline, got)
 	case Unavailable:
 		return fmt.Sprintf("%s: downloaded %s, not verified: %s", headline, got, detail)
-	case SecurityError:
+	case SecurityError, StateUnavailable:
 		return fmt.Sprintf("%s: %s", headline, detail)
 	}
 	return headline
@@ -183,6 +192,8 @@ func (v Verdict) Advice() string {
 		return "sumgate could not verify the download because it cannot reach or authenticate the Go checksum database. Retry later; if it persists, tell your platform team."
 	case SecurityError:
 		return "The Go checksum database has shown this network a forked history: this may be an attack. All downloads are blocked until your security team investigates."
+	case StateUnavailable:
+		return "sumgate keeps the checksum database's tree head in etcd, which this replica cannot reach now, so it verifies only what it has proven before. Retry in a minute; if it persists, tell your platform team."
 	}
 	return ""
 }

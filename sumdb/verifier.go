@@ -14,8 +14,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -79,6 +82,19 @@ type Config struct {
 	// TracerProvider records a span for each check, with the lookup and
 	// the hash as its children. Zero records nothing.
 	TracerProvider trace.TracerProvider
+	// Etcd, if set, holds the state that replicas share: the latest tree
+	// head, the security alert (watched, so that a fork one replica sees
+	// blocks every replica), and the lookup records and tiles one replica
+	// fetched, which the others verify again instead of asking the
+	// database (see shared). DataDir then holds only this replica's
+	// caches: its tiles, its proven hashes, and an alert it could not
+	// yet record in etcd. Nil keeps all the state in DataDir.
+	Etcd *clientv3.Client
+	// EtcdPrefix is the key prefix of the shared state; every key lives
+	// under it. Zero means "/sumgate/".
+	EtcdPrefix string
+	// EtcdTimeout bounds each request to etcd. Zero means 5s.
+	EtcdTimeout time.Duration
 }
 
 // A Verifier checks module files against a checksum database. It is safe
@@ -93,7 +109,8 @@ type Verifier struct {
 	workers   int            // goroutines inflating one zip
 	maxFiles  int            // bound on a zip's entries
 	log       *slog.Logger   // where alerts and client messages go
-	store     *store         // persistent state
+	store     *store         // persistent state; with shared, this replica's caches
+	shared    *shared        // state shared through etcd; nil for the file backend
 	remote    *remote        // access to the database
 	lookups   singleflight.Group
 	ahead     chan struct{}  // one token per lookup Prefetch has in flight
@@ -141,7 +158,7 @@ func New(cfg Config) (*Verifier, error) {
 	verifiers := note.VerifierList(verifier)
 	remote := newRemote(cfg.HTTPClient, verifier.Name(), cfg.URLs, cfg.ModuleProxies)
 	remote.accept = func(path string, data []byte) error { return plausibleAnswer(verifiers, path, data) }
-	return &Verifier{
+	v := &Verifier{
 		key:       cfg.Key,
 		name:      verifier.Name(),
 		verifiers: verifiers,
@@ -154,7 +171,69 @@ func New(cfg Config) (*Verifier, error) {
 		remote:    remote,
 		ahead:     make(chan struct{}, maxPrefetches),
 		tracer:    cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/sumdb"),
-	}, nil
+	}
+	if cfg.Etcd != nil {
+		if err := v.openShared(cfg); err != nil {
+			return nil, fmt.Errorf("sumdb: %w", err)
+		}
+	}
+	return v, nil
+}
+
+// openShared opens the state shared in etcd, moves an alert left in the
+// local outbox there, reads the alert on record, and starts watching it,
+// so that a replica that starts while an alert stands fails closed from
+// its first check.
+func (v *Verifier) openShared(cfg Config) error {
+	ctx := context.Background()
+	sh, err := openSharedFor(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	v.shared = sh
+	if err := v.pushAlert(ctx); err != nil {
+		return err
+	}
+	gctx, cancel := context.WithTimeout(ctx, sh.timeout)
+	resp, err := sh.c.Get(gctx, sh.dir+"alert")
+	cancel()
+	if err != nil {
+		return unavailable("reading the security alert", err)
+	}
+	sh.setAlert(resp.Kvs)
+	wctx, stop := context.WithCancel(ctx)
+	sh.stop, sh.done = stop, make(chan struct{})
+	go sh.watchAlert(wctx, v.pushAlert, v.log)
+	return nil
+}
+
+// pushAlert moves an alert recorded in the local outbox (the
+// SECURITY-ALERT file, written when etcd could not be) into etcd.
+func (v *Verifier) pushAlert(ctx context.Context) error {
+	data, err := os.ReadFile(v.store.alertPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the local security alert: %w", err)
+	}
+	a := parseAlert(data)
+	if err := v.shared.raiseAlert(ctx, a.since, a.evidence); err != nil {
+		return err
+	}
+	return os.Remove(v.store.alertPath())
+}
+
+// alerted reports whether a fork is on record, and since when: in the
+// data directory, or, with shared state, in etcd as last seen.
+func (v *Verifier) alerted() (time.Time, bool) {
+	if since, ok := v.store.alerted(); ok {
+		return since, ok
+	}
+	if v.shared != nil {
+		return v.shared.alerted()
+	}
+	return time.Time{}, false
 }
 
 // Proven returns the Verified verdict of kind of m when its hashes were
@@ -162,7 +241,7 @@ func New(cfg Config) (*Verifier, error) {
 // Cached is true. It never touches the network, and answers false while
 // a fork is on record.
 func (v *Verifier) Proven(m module.Version, kind Kind) (Verdict, bool) {
-	if _, alerted := v.store.alerted(); alerted || v.IsPrivate(m.Path) {
+	if _, alerted := v.alerted(); alerted || v.IsPrivate(m.Path) {
 		return Verdict{}, false
 	}
 	p, ok := v.store.readProven(m)
@@ -193,7 +272,7 @@ func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
 	if CheckModule(m) != nil || v.IsPrivate(m.Path) {
 		return
 	}
-	if _, alerted := v.store.alerted(); alerted {
+	if _, alerted := v.alerted(); alerted {
 		return
 	}
 	if _, ok := v.store.readProven(m); ok {
@@ -228,6 +307,25 @@ func (v *Verifier) Close() {
 	v.closed = true
 	v.bgMu.Unlock()
 	v.bg.Wait()
+	if v.shared != nil {
+		v.shared.close()
+	}
+}
+
+// background runs f in a goroutine that Close waits for, or runs it
+// before returning once Close was called.
+func (v *Verifier) background(f func()) {
+	v.bgMu.Lock()
+	defer v.bgMu.Unlock()
+	if v.closed {
+		f()
+		return
+	}
+	v.bg.Add(1)
+	go func() {
+		defer v.bg.Done()
+		f()
+	}()
 }
 
 // Probe fetches the database's latest signed tree head and checks its
@@ -249,6 +347,18 @@ func (v *Verifier) Probe(ctx context.Context) error {
 	return nil
 }
 
+// StateReady checks, with a quorum read of the tree head bounded by ctx,
+// that the shared state in etcd answers; it returns nil for the file
+// backend. While it fails, lookups fail closed with [StateUnavailable]
+// and only versions proven before on this replica pass.
+func (v *Verifier) StateReady(ctx context.Context) error {
+	if v.shared == nil {
+		return nil
+	}
+	_, err := v.shared.readLatest(ctx)
+	return err
+}
+
 // Reached reports whether the database has answered, with a validly
 // signed tree head or a record, since New.
 func (v *Verifier) Reached() bool { return v.reached.Load() }
@@ -267,7 +377,7 @@ func (v *Verifier) Source() string { return v.remote.source() }
 
 // Alerted reports whether a checksum-database fork is on record, and
 // since when. While it is, every non-private check fails closed.
-func (v *Verifier) Alerted() (time.Time, bool) { return v.store.alerted() }
+func (v *Verifier) Alerted() (time.Time, bool) { return v.alerted() }
 
 // Private returns the private module path patterns, in GOPRIVATE syntax.
 func (v *Verifier) Private() string { return v.private }
@@ -384,7 +494,7 @@ func (v *Verifier) check(ctx context.Context, m module.Version, kind Kind, file 
 		got, _, err := v.hash(ctx, m, kind, file)
 		return v.withHash(vd, got, err, Private)
 	}
-	if since, ok := v.store.alerted(); ok {
+	if since, ok := v.alerted(); ok {
 		vd.Outcome = SecurityError
 		vd.Reason = v.alertReason(since)
 		return vd, nil
@@ -497,7 +607,11 @@ func (v *Verifier) withHash(vd Verdict, got string, err error, o Outcome) (Verdi
 }
 
 func (v *Verifier) alertReason(since time.Time) string {
-	return fmt.Sprintf("a fork of %s was detected at %s (evidence in %s); every check is blocked until an operator has investigated and removed that file",
+	if v.shared != nil {
+		return fmt.Sprintf("a fork of %s was detected at %s (evidence in etcd, key %salert); every check on every replica is blocked until an operator has investigated and run sumgate alert clear",
+			v.name, since.UTC().Format(time.RFC3339), v.shared.dir)
+	}
+	return fmt.Sprintf("a fork of %s was detected at %s (evidence in %s); every check is blocked until an operator has investigated and run sumgate alert clear",
 		v.name, since.UTC().Format(time.RFC3339), v.store.alertPath())
 }
 
@@ -537,19 +651,35 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
 	defer cancel()
-	ops, zipLines, modLines, err := v.lookupOnce(ctx, m)
+	var release func()
+	if v.shared != nil {
+		// Another replica looking m up now is waited for, and its record
+		// read from the shared cache; never more than a third of the
+		// lookup's time, which the lookup itself then still has.
+		wctx, cancel := context.WithTimeout(ctx, v.timeout/3)
+		release = v.shared.claim(wctx, recordFile(m))
+		cancel()
+	}
+	ops, zipLines, modLines, err := v.lookupOnce(ctx, m, true)
 	if err != nil && ops.localFailure() && ops.dropStoredTiles() {
 		// With every read of the database answered, a tile read from
-		// disk is what failed: tiles are written without fsync, and a
-		// power loss can leave one its width of zeros. Those tiles are
-		// fetched anew (and authenticated, as every tile is) by a
-		// second try.
-		ops, zipLines, modLines, err = v.lookupOnce(ctx, m)
+		// disk, or a record or tile read from the shared cache, is what
+		// failed: tiles are written without fsync, and a power loss can
+		// leave one its width of zeros; anyone who can write to etcd can
+		// write anything there. A second try reads neither the shared
+		// cache nor those tiles: it fetches them anew from the database
+		// (and authenticates them, as every tile is), and what it fetches
+		// replaces what was shared.
+		ops, zipLines, modLines, err = v.lookupOnce(ctx, m, false)
 	}
+	v.share(ops, release)
 	res = lookupResult{took: time.Since(start)}
 	switch {
 	case ops.securityErr() != "":
 		res.outcome, res.reason = SecurityError, v.alertReason(time.Now())
+		return res
+	case ops.stateErr() != nil:
+		res.outcome, res.reason = StateUnavailable, oneLine(ops.stateErr().Error())
 		return res
 	case ops.isNotFound():
 		res.outcome, res.reason = NotFound, fmt.Sprintf("%s has no record of %s", v.name, m)
@@ -564,7 +694,7 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 		res.outcome, res.reason = NotFound, fmt.Sprintf("%s's record of %s lacks an h1: hash for the zip or go.mod", v.name, m)
 		return res
 	}
-	res.proof.Tree = v.latestSize()
+	res.proof.Tree = v.treeSize(ops.latestHead())
 	res.outcome = Verified
 	v.reached.Store(true)
 	_, wspan := v.tracer.Start(ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String("proven")))
@@ -576,9 +706,10 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 }
 
 // lookupOnce looks m's zip and go.mod up with a fresh x/mod client, and
-// returns its ops, which say what the database answered.
-func (v *Verifier) lookupOnce(ctx context.Context, m module.Version) (ops *clientOps, zipLines, modLines []string, err error) {
-	ops = &clientOps{v: v, ctx: ctx}
+// returns its ops, which say what the database answered. fromShared
+// lets the client read records and tiles from the shared cache.
+func (v *Verifier) lookupOnce(ctx context.Context, m module.Version, fromShared bool) (ops *clientOps, zipLines, modLines []string, err error) {
+	ops = &clientOps{v: v, ctx: ctx, fromShared: fromShared && v.shared != nil}
 	c := sumdb.NewClient(ops)
 	zipLines, err = c.Lookup(m.Path, m.Version)
 	if err == nil {
@@ -604,11 +735,42 @@ func hashFromLines(lines []string, prefix string) string {
 	return ""
 }
 
-// latestSize returns the size of the stored latest tree head, which the
-// client has verified and which contains every record it proved.
-func (v *Verifier) latestSize() int64 {
-	msg, err := v.store.readLatest()
-	if err != nil || len(msg) == 0 {
+// recordFile names m's lookup record in the client's cache, without the
+// database's name: "lookup/<escaped path>@<escaped version>".
+func recordFile(m module.Version) string {
+	p, _ := module.EscapePath(m.Path) // checked by CheckModule
+	vers, _ := module.EscapeVersion(m.Version)
+	return "lookup/" + p + "@" + vers
+}
+
+// share writes to the shared cache, in the background, the records and
+// tiles the client authenticated during a lookup, then releases the
+// lookup's claim, so that a replica waiting on it finds the record.
+func (v *Verifier) share(ops *clientOps, release func()) {
+	if v.shared == nil {
+		return
+	}
+	ops.mu.Lock()
+	files := ops.toShare
+	ops.toShare = nil
+	ops.mu.Unlock()
+	if len(files) == 0 && release == nil {
+		return
+	}
+	v.background(func() {
+		if err := v.shared.writeCache(context.Background(), files); err != nil {
+			v.log.Warn("cannot share lookup proofs", "err", err)
+		}
+		if release != nil {
+			release()
+		}
+	})
+}
+
+// treeSize returns the size of a signed tree head, or 0 if it does not
+// verify.
+func (v *Verifier) treeSize(msg []byte) int64 {
+	if len(msg) == 0 {
 		return 0
 	}
 	n, err := note.Open(msg, v.verifiers)
@@ -623,25 +785,32 @@ func (v *Verifier) latestSize() int64 {
 }
 
 // clientOps implements sumdb.ClientOps for one lookup, over the verifier's
-// store and remote, and notes what the client cannot return as a
-// detectable error: a 404 for the record, and a security error.
+// store, shared state and remote, and notes what the client cannot return
+// as a detectable error: a 404 for the record, a security error, and a
+// failure of the shared state.
 type clientOps struct {
-	v   *Verifier
-	ctx context.Context // bounds every remote read of this lookup
+	v          *Verifier
+	ctx        context.Context // bounds every remote read of this lookup
+	fromShared bool            // ReadCache may serve from the shared cache
 
 	mu       sync.Mutex
-	notFound bool     // a /lookup/ answered with an authoritative 404 or 410
-	security string   // message passed to SecurityError
-	stored   []string // tiles ReadCache served from disk
-	failed   bool     // a read of the database failed
+	notFound bool              // a /lookup/ answered with an authoritative 404 or 410
+	security string            // message passed to SecurityError
+	stored   []string          // tiles ReadCache served from disk
+	shared   bool              // ReadCache served something from the shared cache
+	failed   bool              // a read of the database failed
+	state    error             // the shared tree head could not be read or written
+	latest   []byte            // the tree head last read or written
+	toShare  map[string][]byte // authenticated records and tiles, for the shared cache
 }
 
 // localFailure reports whether a failed lookup failed with every read
-// of the database answered, and no fork or missing record seen.
+// of the database and of the shared tree head answered, and no fork or
+// missing record seen.
 func (o *clientOps) localFailure() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return !o.failed && !o.notFound && o.security == ""
+	return !o.failed && !o.notFound && o.security == "" && o.state == nil
 }
 
 func (o *clientOps) isNotFound() bool {
@@ -656,6 +825,20 @@ func (o *clientOps) securityErr() string {
 	return o.security
 }
 
+func (o *clientOps) stateErr() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.state
+}
+
+// latestHead returns the tree head the client last read or wrote, which
+// it verified and which contains every record it proved.
+func (o *clientOps) latestHead() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.latest
+}
+
 // ReadRemote fetches path from the database.
 func (o *clientOps) ReadRemote(path string) ([]byte, error) {
 	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String(path)))
@@ -668,60 +851,120 @@ func (o *clientOps) ReadRemote(path string) ([]byte, error) {
 	return data, err
 }
 
-// ReadConfig serves the configured key and the stored latest tree head.
+// ReadConfig serves the configured key and the latest tree head, from the
+// data directory or the shared state.
 func (o *clientOps) ReadConfig(file string) ([]byte, error) {
 	switch file {
 	case "key":
 		return []byte(o.v.key), nil
 	case o.v.name + "/latest":
-		return o.v.store.readLatest()
+		var data []byte
+		var err error
+		if o.v.shared != nil {
+			data, err = o.v.shared.readLatest(o.ctx)
+		} else {
+			data, err = o.v.store.readLatest()
+		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if errors.Is(err, ErrStateUnavailable) {
+			o.state = err
+		}
+		if err == nil {
+			o.latest = data
+		}
+		return data, err
 	}
 	return nil, fmt.Errorf("sumdb: unknown config file %q", file)
 }
 
-// WriteConfig swaps the stored latest tree head.
+// WriteConfig swaps the latest tree head, in the data directory or the
+// shared state. A head smaller than the one it replaces is refused: the
+// client never writes one, and the tree only grows.
 func (o *clientOps) WriteConfig(file string, old, new []byte) error {
 	if file != o.v.name+"/latest" {
 		return fmt.Errorf("sumdb: cannot write config file %q", file)
 	}
+	if n, m := o.v.treeSize(new), o.v.treeSize(old); n == 0 || n < m {
+		return fmt.Errorf("sumdb: refusing to replace a tree head of size %d with one of size %d", m, n)
+	}
 	_, span := o.v.tracer.Start(o.ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String("latest")))
 	defer span.End()
-	return o.v.store.swapLatest(old, new)
+	var err error
+	if o.v.shared != nil {
+		err = o.v.shared.swapLatest(o.ctx, old, new)
+	} else {
+		err = o.v.store.swapLatest(old, new)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if errors.Is(err, ErrStateUnavailable) {
+		o.state = err
+	}
+	if err == nil {
+		o.latest = new
+	}
+	return err
 }
 
-// ReadCache reads an authenticated tile. Lookup records are not cached
-// here: the verifier keeps the proven hashes itself.
+// ReadCache reads an authenticated tile from disk, or a tile or lookup
+// record from the shared cache. Lookup records are not cached on disk:
+// the verifier keeps the proven hashes itself.
 func (o *clientOps) ReadCache(file string) ([]byte, error) {
-	tile := strings.TrimPrefix(file, o.v.name+"/")
-	data, err := o.v.store.readTile(tile)
+	rel := strings.TrimPrefix(file, o.v.name+"/")
+	if strings.HasPrefix(rel, "tile/") {
+		data, err := o.v.store.readTile(rel)
+		if err == nil {
+			o.mu.Lock()
+			o.stored = append(o.stored, rel)
+			o.mu.Unlock()
+			return data, nil
+		}
+	}
+	if !o.fromShared {
+		return nil, fs.ErrNotExist
+	}
+	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String("etcd:"+rel)))
+	defer span.End()
+	data, err := o.v.shared.readCache(ctx, rel)
 	if err == nil {
 		o.mu.Lock()
-		o.stored = append(o.stored, tile)
+		o.shared = true
 		o.mu.Unlock()
 	}
 	return data, err
 }
 
 // dropStoredTiles removes the tiles ReadCache served from disk, and
-// reports whether there were any.
+// reports whether ReadCache served anything, from disk or the shared
+// cache.
 func (o *clientOps) dropStoredTiles() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, tile := range o.stored {
 		o.v.store.removeTile(tile)
 	}
-	return len(o.stored) > 0
+	return len(o.stored) > 0 || o.shared
 }
 
-// WriteCache stores an authenticated tile, and drops lookup records.
+// WriteCache stores an authenticated tile on disk, and queues tiles and
+// lookup records for the shared cache.
 func (o *clientOps) WriteCache(file string, data []byte) {
-	tile := strings.TrimPrefix(file, o.v.name+"/")
-	if !strings.HasPrefix(tile, "tile/") {
+	rel := strings.TrimPrefix(file, o.v.name+"/")
+	if o.v.shared != nil && (strings.HasPrefix(rel, "tile/") || strings.HasPrefix(rel, "lookup/")) {
+		o.mu.Lock()
+		if o.toShare == nil {
+			o.toShare = make(map[string][]byte)
+		}
+		o.toShare[rel] = data
+		o.mu.Unlock()
+	}
+	if !strings.HasPrefix(rel, "tile/") {
 		return
 	}
-	_, span := o.v.tracer.Start(o.ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String(tile)))
+	_, span := o.v.tracer.Start(o.ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String(rel)))
 	defer span.End()
-	if err := o.v.store.writeTile(tile, data); err != nil {
+	if err := o.v.store.writeTile(rel, data); err != nil {
 		o.v.log.Warn("cannot cache tile", "tile", file, "err", err)
 	}
 }
@@ -730,7 +973,9 @@ func (o *clientOps) WriteCache(file string, data []byte) {
 func (o *clientOps) Log(msg string) { o.v.log.Info(msg) }
 
 // SecurityError records the fork durably and in the log; from then on
-// every check fails closed.
+// every check fails closed. With shared state the evidence goes to etcd,
+// where every replica sees it; it is first written to the data directory,
+// which holds it (and this replica fails closed) until etcd has it.
 func (o *clientOps) SecurityError(msg string) {
 	o.mu.Lock()
 	o.security = msg
@@ -738,5 +983,10 @@ func (o *clientOps) SecurityError(msg string) {
 	o.v.log.Error("checksum database fork detected: failing closed", "evidence", msg, "alert_file", o.v.store.alertPath())
 	if err := o.v.store.alert(msg); err != nil {
 		o.v.log.Error("cannot record security alert", "err", err)
+	}
+	if o.v.shared != nil {
+		if err := o.v.pushAlert(o.ctx); err != nil {
+			o.v.log.Error("cannot record security alert in etcd yet; this replica fails closed, and records it once etcd answers", "err", err)
+		}
 	}
 }

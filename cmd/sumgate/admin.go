@@ -19,13 +19,17 @@ import (
 //	/metrics  Prometheus text format
 //	/healthz  200 while the process runs
 //	/readyz   200 once the CA is loaded, the checksum database has
-//	          answered at least once and the proxy listener is serving,
+//	          answered at least once, the proxy listener is serving and,
+//	          with state.backend etcd, etcd answers a quorum read,
 //	          saying which source it was last read from ("ready: checksum
 //	          database sum.golang.org via https://…"); otherwise 503 with
 //	          the reasons. A fork on record does not
 //	          make sumgate unready: it keeps answering every download with
 //	          a 403 that says why, which taking it out of a load balancer
-//	          would hide (sumgate_sumdb_alert says it instead).
+//	          would hide (sumgate_sumdb_alert says it instead). A replica
+//	          that cannot reach etcd is unready ("shared state
+//	          unavailable"): it could serve only what it proved before, so
+//	          a load balancer should prefer the replicas that can.
 //	/ca.pem   the enterprise root, for clients to install
 //	/debug/pprof/  Go's profiler (net/http/pprof), only if pprof is set
 //	          (admin_pprof): a profile shows what the process holds, and
@@ -41,6 +45,12 @@ func adminHandler(metrics http.Handler, gw *gateway.Gateway, v *sumdb.Verifier, 
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		var errs []error
 		if err := gw.Ready(); err != nil {
+			errs = append(errs, err)
+		}
+		sctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		err := v.StateReady(sctx)
+		cancel()
+		if err != nil {
 			errs = append(errs, err)
 		}
 		if !v.Reached() {

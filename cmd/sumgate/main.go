@@ -9,6 +9,7 @@
 //	sumgate verify [-config FILE] [-zip FILE] [-mod FILE] [-json] MODULE@VERSION
 //	sumgate ca init|export|bundle [-config FILE] [-data-dir DIR] [-system-roots FILE]
 //	sumgate healthcheck [-config FILE] [-admin ADDR] [-timeout D]
+//	sumgate alert show|clear [-config FILE] [-data-dir DIR] [-by NAME]
 //	sumgate version
 //
 // See the README for the configuration file and the gateway.
@@ -44,6 +45,7 @@ commands:
   verify    check a module version against the Go checksum database
   ca        create, export and bundle the enterprise CA's root
   healthcheck  exit 0 if the gateway's /readyz answers 200 (for containers)
+  alert     show or clear the checksum database's security alert
   version   print the version, VCS revision and Go version
 
 Run 'sumgate <command> -h' for a command's flags.
@@ -66,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return caCmd(ctx, args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheckCmd(ctx, args[1:], stdout, stderr)
+	case "alert":
+		return alertCmd(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		return versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -120,7 +120,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// No total timeout: the gateway bounds each request with its context.
 	client := upstream.NewClient(upstream.Options{Roots: roots, Resolve: cfg.Upstream.Resolve, Timeout: -1,
 		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Mark: cfg.Transparent.Mark, Origins: cfg.Origins()})
-	v, err := newVerifier(cfg, client, logger, tel.TracerProvider)
+	etcd, err := dialState(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeState(etcd) // after the verifier and the CA, which use it
+	v, err := newVerifier(cfg, etcd, client, logger, tel.TracerProvider)
 	if err != nil {
 		return fail(err)
 	}

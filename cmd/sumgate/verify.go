@@ -15,10 +15,12 @@ import (
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sumgate/sumgate/gateway"
 	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/etcdstate"
 	"github.com/sumgate/sumgate/internal/upstream"
 	"github.com/sumgate/sumgate/sumdb"
 )
@@ -74,10 +76,16 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return out.fail(0, err)
 	}
 	quiet := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	v, err := newVerifier(cfg, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
+	etcd, err := dialState(ctx, cfg)
 	if err != nil {
 		return out.fail(0, err)
 	}
+	defer closeState(etcd)
+	v, err := newVerifier(cfg, etcd, client, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
+	if err != nil {
+		return out.fail(0, err)
+	}
+	defer v.Close()
 
 	files := map[sumdb.Kind]string{}
 	if *zipFile != "" {
@@ -284,8 +292,9 @@ func parseModuleArg(arg string) (module.Version, error) {
 	return m, sumdb.CheckModule(m)
 }
 
-// newVerifier builds the checksum-database verifier the file describes.
-func newVerifier(cfg *config.Config, client *http.Client, logger *slog.Logger, tp trace.TracerProvider) (*sumdb.Verifier, error) {
+// newVerifier builds the checksum-database verifier the file describes,
+// its shared state in etcd (nil for the file backend).
+func newVerifier(cfg *config.Config, etcd *clientv3.Client, client *http.Client, logger *slog.Logger, tp trace.TracerProvider) (*sumdb.Verifier, error) {
 	return sumdb.New(sumdb.Config{
 		Key:            cfg.SumDB.Key,
 		DataDir:        cfg.DataDir,
@@ -296,7 +305,26 @@ func newVerifier(cfg *config.Config, client *http.Client, logger *slog.Logger, t
 		HTTPClient:     client,
 		Logger:         logger,
 		TracerProvider: tp,
+		Etcd:           etcd,
+		EtcdPrefix:     cfg.State.Etcd.Prefix,
+		EtcdTimeout:    cfg.State.Etcd.DialTimeout,
 	})
+}
+
+// dialState connects to the etcd cluster that holds the replicas' shared
+// state, for state.backend etcd; it returns nil for the file backend.
+func dialState(ctx context.Context, cfg *config.Config) (*clientv3.Client, error) {
+	if cfg.State.Backend != "etcd" {
+		return nil, nil
+	}
+	return etcdstate.Dial(ctx, cfg.State.Etcd)
+}
+
+// closeState closes what dialState opened.
+func closeState(c *clientv3.Client) {
+	if c != nil {
+		c.Close()
+	}
 }
 
 func upstreamClient(cfg *config.Config) (*http.Client, error) {

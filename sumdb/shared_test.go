@@ -1,0 +1,339 @@
+package sumdb_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb/dirhash"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/sumgate/sumgate/internal/config"
+	"github.com/sumgate/sumgate/internal/etcdtest"
+	"github.com/sumgate/sumgate/internal/testworld"
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// replica returns a verifier for w's database that shares its state
+// through etcd under prefix, with a data directory of its own: one
+// sumgate replica. It is closed at t's cleanup.
+func replica(t testing.TB, w *testworld.World, etcd *clientv3.Client, prefix string) *sumdb.Verifier {
+	t.Helper()
+	v := newVerifier(t, w, "", func(c *sumdb.Config) {
+		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = etcd, prefix, 5*time.Second
+	})
+	t.Cleanup(v.Close)
+	return v
+}
+
+// sharedKey returns the etcd key of name in w's database's shared state.
+func sharedKey(w *testworld.World, prefix, name string) string {
+	n, rest, _ := strings.Cut(w.SumDBKey, "+")
+	h, _, _ := strings.Cut(rest, "+")
+	return prefix + "sumdb/" + n + "+" + h + "/" + name
+}
+
+// headSize returns the size of the tree head stored in etcd.
+func headSize(t testing.TB, w *testworld.World, etcd *clientv3.Client, prefix string) int64 {
+	t.Helper()
+	resp, err := etcd.Get(context.Background(), sharedKey(w, prefix, "latest"))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("reading the shared tree head: %v (%d keys)", err, len(resp.Kvs))
+	}
+	return treeSize(t, w, resp.Kvs[0].Value)
+}
+
+func treeSize(t testing.TB, w *testworld.World, msg []byte) int64 {
+	t.Helper()
+	verifier, err := note.NewVerifier(w.SumDBKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(msg, note.VerifierList(verifier))
+	if err != nil {
+		t.Fatalf("shared tree head: %v", err)
+	}
+	tree, err := tlog.ParseTree([]byte(n.Text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree.N
+}
+
+// databaseRequests counts what w's checksum database served, directly
+// and through the module proxies.
+func databaseRequests(w *testworld.World, what string) int {
+	n := w.Requests(config.SumDBName, "/"+what)
+	for _, u := range append([]string{w.ProxyURL}, w.MirrorURLs...) {
+		host, prefix, _ := strings.Cut(strings.TrimPrefix(u, "https://"), "/")
+		if prefix != "" {
+			prefix = "/" + prefix
+		}
+		n += w.Requests(host, prefix+"/sumdb/"+config.SumDBName+"/"+what)
+	}
+	return n
+}
+
+// eventually polls cond every 20ms until it holds or 10s have passed.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSharedForkBlocksEveryReplica holds threat 21: a fork one replica
+// sees blocks every replica, within seconds, across restarts, until an
+// operator clears it, and the clearance says who.
+func TestSharedForkBlocksEveryReplica(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a, b, c := replica(t, w, etcd, prefix), replica(t, w, etcd, prefix), replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A before the fork: %s", vd)
+	}
+	honest := headSize(t, w, etcd, prefix)
+
+	w.SetSumDB(testworld.SumDBForked)
+	if vd := check(t, w, b, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.SecurityError {
+		t.Fatalf("B on the fork: verdict %s, want a security error", vd)
+	}
+	if got := headSize(t, w, etcd, prefix); got != honest {
+		t.Errorf("the fork moved the shared tree head from size %d to %d", honest, got)
+	}
+	w.SetSumDB(testworld.SumDBHonest)
+	for name, v := range map[string]*sumdb.Verifier{"A": a, "C": c} {
+		eventually(t, name+" learns of the fork", func() bool { _, ok := v.Alerted(); return ok })
+		// Even a version A proved before the fork is blocked now.
+		if vd := check(t, w, v, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.SecurityError || !strings.Contains(vd.Reason, "sumgate alert clear") {
+			t.Errorf("%s after the fork: verdict %s, want a security error saying how to clear it", name, vd)
+		}
+		if _, ok := v.Proven(module.Version{Path: testworld.GoodPath, Version: testworld.Version}, sumdb.KindZip); ok {
+			t.Errorf("%s answers a proven version while a fork is on record", name)
+		}
+	}
+	// A replica started now fails closed from its first check.
+	d := replica(t, w, etcd, prefix)
+	if vd := check(t, w, d, testworld.GoodPath, testworld.Version, sumdb.KindMod); vd.Outcome != sumdb.SecurityError {
+		t.Errorf("a new replica: verdict %s, want a security error", vd)
+	}
+
+	cl, ok, err := sumdb.ClearAlert(context.Background(), sumdb.Config{Key: w.SumDBKey, DataDir: t.TempDir(), Etcd: etcd, EtcdPrefix: prefix}, "alice@corp.example")
+	if err != nil || !ok {
+		t.Fatalf("ClearAlert: %v, %v", ok, err)
+	}
+	if !strings.Contains(cl.Alert, "SECURITY ERROR") {
+		t.Errorf("the clearance does not keep the evidence: %q", cl.Alert)
+	}
+	for name, v := range map[string]*sumdb.Verifier{"A": a, "B": b, "C": c, "D": d} {
+		eventually(t, name+" learns the alert was cleared", func() bool { _, ok := v.Alerted(); return !ok })
+	}
+	if vd := check(t, w, c, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Errorf("C after the clearance: %s", vd)
+	}
+	resp, err := etcd.Get(context.Background(), sharedKey(w, prefix, "alert-cleared/"), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("clearance records: %v, %d", err, len(resp.Kvs))
+	}
+	var rec sumdb.Clearance
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil || rec.By != "alice@corp.example" {
+		t.Errorf("clearance record %s: %v", resp.Kvs[0].Value, err)
+	}
+}
+
+// TestSharedProofsCostNoLookup: a version one replica proved costs
+// another replica no request to the database: it verifies the shared
+// record and tiles again itself.
+func TestSharedProofsCostNoLookup(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	a := replica(t, w, etcd, "/p/")
+	b := replica(t, w, etcd, "/p/")
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	a.Close() // waits for the proofs to be shared
+	if databaseRequests(w, "lookup/") == 0 {
+		t.Fatal("A looked nothing up: the count is wrong")
+	}
+	w.ResetRequests()
+	for _, kind := range []sumdb.Kind{sumdb.KindZip, sumdb.KindMod} {
+		if vd := check(t, w, b, testworld.GoodPath, testworld.Version, kind); vd.Outcome != sumdb.Verified || vd.TreeSize == 0 {
+			t.Fatalf("B %s: %s", kind, vd)
+		}
+	}
+	if n := databaseRequests(w, ""); n != 0 {
+		t.Errorf("B made %d requests to the database for a version A proved", n)
+	}
+	// A version nobody proved is looked up as before.
+	if vd := check(t, w, b, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("B, a new version: %s", vd)
+	}
+	if n := databaseRequests(w, "lookup/"); n != 1 {
+		t.Errorf("B looked a new version up %d times, want 1", n)
+	}
+}
+
+// TestConcurrentLookupsAcrossReplicas: replicas checking the same new
+// version at once look it up once between them.
+func TestConcurrentLookupsAcrossReplicas(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	var vs []*sumdb.Verifier
+	for range 4 {
+		vs = append(vs, replica(t, w, etcd, "/sumgate/"))
+	}
+	m := w.Module(testworld.GoodPath, testworld.Version)
+	file := m.WriteZip(t)
+	var wg sync.WaitGroup
+	verdicts := make([]sumdb.Verdict, len(vs))
+	for i, v := range vs {
+		wg.Go(func() {
+			vd, err := v.Check(context.Background(), m.Version, sumdb.KindZip, file)
+			if err != nil {
+				t.Error(err)
+			}
+			verdicts[i] = vd
+		})
+	}
+	wg.Wait()
+	for i, vd := range verdicts {
+		if vd.Outcome != sumdb.Verified {
+			t.Errorf("replica %d: %s", i, vd)
+		}
+	}
+	if n := databaseRequests(w, "lookup/"); n != 1 {
+		t.Errorf("%d replicas made %d lookups of one version, want 1", len(vs), n)
+	}
+}
+
+// TestSharedHeadRace: eight replicas moving the shared tree head at once
+// never move it backwards and lose no update: it ends at the size of the
+// largest tree any of them proved against.
+func TestSharedHeadRace(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const replicas, each = 8, 3
+	var mods [replicas][]*testworld.Module
+	for r := range replicas {
+		for i := range each {
+			mods[r] = append(mods[r], w.PublishGenerated(t, fmt.Sprintf("example.com/race/r%d/m%d", r, i), 1<<10))
+		}
+	}
+	key := sharedKey(w, "/sumgate/", "latest")
+	wctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	history := etcd.Watch(wctx, key)
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var largest int64
+	for r := range replicas {
+		v := replica(t, w, etcd, "/sumgate/")
+		wg.Go(func() {
+			for _, m := range mods[r] {
+				vd, err := v.Check(context.Background(), m.Version, sumdb.KindZip, m.WriteZip(t))
+				if err != nil || vd.Outcome != sumdb.Verified {
+					t.Errorf("%s: %v, %v", m.Version, vd, err)
+					return
+				}
+				mu.Lock()
+				largest = max(largest, vd.TreeSize)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	final := headSize(t, w, etcd, "/sumgate/")
+	if final < largest {
+		t.Errorf("shared head ends at size %d, below the %d a replica proved against: an update was lost", final, largest)
+	}
+	var last int64
+	writes := 0
+	for writes == 0 || last < final {
+		select {
+		case resp := <-history:
+			for _, ev := range resp.Events {
+				n := treeSize(t, w, ev.Kv.Value)
+				if n < last {
+					t.Fatalf("the shared tree head went back from size %d to %d", last, n)
+				}
+				last = n
+				writes++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the watch saw the head reach size %d, not %d", last, final)
+		}
+	}
+	t.Logf("%d head writes, final size %d", writes, final)
+}
+
+// TestPoisonedSharedCache: records and tiles written into etcd by hand,
+// which the database never signed, are refused: a tampered zip the forged
+// record vouches for is still a mismatch, and a forged tile costs only a
+// lookup from the database, which repairs the shared copy.
+func TestPoisonedSharedCache(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	a.Close()
+	ctx := context.Background()
+
+	// A record for the tampered module that vouches for the bytes the
+	// proxies serve, in the form the database uses, with a genuine
+	// signed tree head.
+	tampered := w.Module(testworld.TamperedZipPath, testworld.Version)
+	head, err := etcd.Get(ctx, sharedKey(w, prefix, "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := dirhash.HashZip(tampered.WriteZip(t), dirhash.Hash1)
+	if err != nil || served == tampered.ZipHash {
+		t.Fatalf("the proxies serve the logged zip of %s (%v): the test is wrong", tampered.Version, err)
+	}
+	forged := fmt.Sprintf("7\n%s %s %s\n%s %s/go.mod %s\n\n%s", tampered.Version.Path, tampered.Version.Version, served,
+		tampered.Version.Path, tampered.Version.Version, tampered.ModHash, head.Kvs[0].Value)
+	esc, _ := module.EscapePath(tampered.Version.Path)
+	if _, err := etcd.Put(ctx, sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version), forged); err != nil {
+		t.Fatal(err)
+	}
+	// Every tile in the shared cache, replaced by zeros of its length.
+	tiles, err := etcd.Get(ctx, sharedKey(w, prefix, "cache/tile/"), clientv3.WithPrefix())
+	if err != nil || len(tiles.Kvs) == 0 {
+		t.Fatalf("no shared tiles: %v", err)
+	}
+	for _, kv := range tiles.Kvs {
+		if _, err := etcd.Put(ctx, string(kv.Key), string(make([]byte, len(kv.Value)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := replica(t, w, etcd, prefix)
+	if vd := check(t, w, b, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Mismatch || vd.Want != tampered.ZipHash {
+		t.Errorf("a tampered zip a forged shared record vouches for: verdict %s, want a mismatch", vd)
+	}
+	if vd := check(t, w, b, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Errorf("with forged shared tiles: verdict %s, want verified from the database", vd)
+	}
+	b.Close()
+	repaired, err := etcd.Get(ctx, string(tiles.Kvs[0].Key))
+	if err != nil || len(repaired.Kvs) != 1 || strings.Trim(string(repaired.Kvs[0].Value), "\x00") == "" {
+		t.Errorf("the forged tile %s was not replaced by the database's", tiles.Kvs[0].Key)
+	}
+}
