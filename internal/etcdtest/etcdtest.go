@@ -8,12 +8,19 @@
 // answers a linearizable read on its client endpoint; the server stops in
 // t.Cleanup.
 //
+// A test of what happens when etcd goes away stops the server (Stop) and
+// starts it again on the same data (Restart). A restarted server listens on
+// a new port, so a client that must survive the restart dials a Forwarder
+// (Server.Forward), a TCP forwarder owned by the test that Restart points at
+// the new port and that can also cut clients off (Cut, Blackhole, Resume)
+// while the server runs.
+//
 // Only tests may import this package: it links the whole etcd server, and
 // the sumgate binary links only the client.
 //
-// Start and StartTLS need no package-level state and may be called from
-// parallel tests; every server has its own ports, data directory and, for
-// StartTLS, its own throwaway CA.
+// Start, StartTLS and Forward need no package-level state and may be called
+// from parallel tests; every server has its own ports, data directory and,
+// for StartTLS, its own throwaway CA.
 package etcdtest
 
 import (
@@ -31,6 +38,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,22 +47,35 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// startTimeout bounds how long Start waits for the server to become ready and
-// answer its first read. It is generous because the machine may be loaded;
-// a healthy server answers in well under a second.
+// startTimeout bounds how long Start and Restart wait for the server to
+// become ready and answer its first read. It is generous because the machine
+// may be loaded; a healthy server answers in well under a second.
 const startTimeout = 60 * time.Second
 
-// Server is a running single-member etcd cluster owned by one test.
+// Server is a single-member etcd cluster owned by one test. It runs from
+// Start or StartTLS until Stop or the test's cleanup, and again after
+// Restart.
+//
+// Stop and Restart must not run concurrently with each other or with reads
+// of Endpoints; everything else may be used from any goroutine.
 type Server struct {
 	// Endpoints are the client endpoints to pass to clientv3.Config, as
 	// "http://127.0.0.1:PORT" (Start) or "https://127.0.0.1:PORT" (StartTLS).
+	// Restart replaces them: a restarted server listens on a new port.
 	Endpoints []string
 
 	// TLS holds the PEM files of the throwaway PKI of a server started by
 	// StartTLS; it is nil for a server started by Start.
 	TLS *TLSFiles
 
-	clientTLS *tls.Config // client side of TLS (CA pool and client certificate); nil when plain
+	clientTLS *tls.Config       // client side of TLS (CA pool and client certificate); nil when plain
+	serverTLS transport.TLSInfo // server side of TLS, when clientTLS is not nil
+	dir       string            // the test's temporary directory: data, log and PKI
+	scheme    string            // of the client endpoints: "http" or "https"
+
+	mu         sync.Mutex   // guards etcd and forwarders
+	etcd       *embed.Etcd  // the running member; nil while stopped
+	forwarders []*Forwarder // made by s.Forward; Restart points them at the new port
 }
 
 // TLSFiles names the PEM files, all in the test's t.TempDir(), of the
@@ -94,86 +115,176 @@ func (s *Server) ClientTLS() *tls.Config {
 	return s.clientTLS.Clone()
 }
 
-// Client returns a client of s with the given dial timeout, closed at t's
-// cleanup. It fails t if the client cannot be made.
+// Client returns a client of s's current Endpoints with a 10 s dial
+// timeout, closed at t's cleanup. It fails t if the client cannot be made.
+// The client does not follow a Restart (the port changes); a client that
+// must survive one dials a Forwarder instead (see Server.Forward).
 func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   s.Endpoints,
-		TLS:         s.ClientTLS(),
-		DialTimeout: 10 * time.Second,
-	})
+	c, err := s.newClient(s.Endpoints)
 	if err != nil {
-		t.Fatalf("etcdtest: making a client of %v: %v", s.Endpoints, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
+// newClient makes a client of endpoints with s's client TLS.
+func (s *Server) newClient(endpoints []string) (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         s.ClientTLS(),
+		DialTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcdtest: making a client of %v: %w", endpoints, err)
+	}
+	return c, nil
+}
+
+// Stop stops the member and closes its listeners, keeping its data
+// directory for Restart. Connections to the server are closed and its
+// port is free again once Stop returns. Stopping a stopped server does
+// nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	e := s.etcd
+	s.etcd = nil
+	s.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// Restart starts the member again on the data directory it had, so every
+// key written before survives, on new client and peer listeners on
+// 127.0.0.1: the client port differs from the one before, as a restarted
+// server's port would in a real deployment. It stops the member first if it
+// runs. When it returns, Endpoints name the new port, every Forwarder made
+// by s.Forward targets it, and the server has answered a linearizable read.
+// It fails t (t.Fatal) if the server does not start; the server still stops
+// at the cleanup of the test that started it.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	// Port 0 might hand the old port out again; holding it while the
+	// member starts makes sure it does not.
+	for _, ep := range s.Endpoints {
+		_, host := splitEndpoint(ep)
+		if l, err := net.Listen("tcp", host); err == nil {
+			defer l.Close()
+		}
+	}
+	if err := s.run(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func start(t testing.TB, withTLS bool) *Server {
 	t.Helper()
 	dir := t.TempDir()
-
-	cfg := embed.NewConfig()
-	cfg.Name = "etcdtest"
-	cfg.Dir = filepath.Join(dir, "data")
-	logFile := filepath.Join(dir, "etcd.log")
-	cfg.Logger = "zap"
-	cfg.LogLevel = "warn"
-	cfg.LogOutputs = []string{logFile}
-
-	scheme := "http"
-	s := &Server{}
+	s := &Server{dir: dir, scheme: "http"}
 	if withTLS {
-		scheme = "https"
+		s.scheme = "https"
 		files, clientTLS, serverInfo, err := makePKI(dir)
 		if err != nil {
 			t.Fatalf("etcdtest: making the throwaway PKI: %v", err)
 		}
 		s.TLS = files
 		s.clientTLS = clientTLS
-		cfg.ClientTLSInfo = serverInfo
+		s.serverTLS = serverInfo
 	}
-	clientURL := url.URL{Scheme: scheme, Host: "127.0.0.1:0"}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("etcdtest: server log:%s", logTail(s.logFile()))
+		}
+	})
+	if err := s.run(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// config returns a new configuration of the member: its data and log in
+// s.dir, its listeners on 127.0.0.1 port 0. embed.StartEtcd fills in parts
+// of the configuration it is given, so every start takes a new one.
+func (s *Server) config() *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = "etcdtest"
+	cfg.Dir = filepath.Join(s.dir, "data")
+	cfg.Logger = "zap"
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{s.logFile()}
+	// A single member is leader alone: it never misses a heartbeat, and
+	// a short election timeout only shortens each start's first election
+	// (etcd's defaults are 100 ms and 1 s).
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	if s.clientTLS != nil {
+		cfg.ClientTLSInfo = s.serverTLS
+	}
+	clientURL := url.URL{Scheme: s.scheme, Host: "127.0.0.1:0"}
 	peerURL := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
 	cfg.ListenPeerUrls = []url.URL{peerURL}
 	cfg.AdvertisePeerUrls = []url.URL{peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	return cfg
+}
 
-	e, err := embed.StartEtcd(cfg)
+// logFile is the name of the server's log, which every start appends to.
+func (s *Server) logFile() string { return filepath.Join(s.dir, "etcd.log") }
+
+// run starts the member from s.cfg, waits until it is ready and answers a
+// linearizable read, and publishes its endpoints to s.Endpoints and s's
+// forwarders. On error the member is stopped again.
+func (s *Server) run() error {
+	e, err := embed.StartEtcd(s.config())
 	if err != nil {
-		t.Fatalf("etcdtest: starting etcd: %v%s", err, logTail(logFile))
+		return fmt.Errorf("etcdtest: starting etcd: %w%s", err, logTail(s.logFile()))
 	}
-	t.Cleanup(func() {
-		e.Close()
-		if t.Failed() {
-			t.Logf("etcdtest: server log:%s", logTail(logFile))
-		}
-	})
+	s.mu.Lock()
+	s.etcd = e
+	s.mu.Unlock()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		t.Fatalf("etcdtest: etcd failed while starting: %v%s", err, logTail(logFile))
+		s.Stop()
+		return fmt.Errorf("etcdtest: etcd failed while starting: %w%s", err, logTail(s.logFile()))
 	case <-time.After(startTimeout):
-		t.Fatalf("etcdtest: etcd not ready after %v%s", startTimeout, logTail(logFile))
+		s.Stop()
+		return fmt.Errorf("etcdtest: etcd not ready after %v%s", startTimeout, logTail(s.logFile()))
 	}
 
+	var endpoints []string
 	for _, l := range e.Clients {
-		s.Endpoints = append(s.Endpoints, scheme+"://"+l.Addr().String())
+		endpoints = append(endpoints, s.scheme+"://"+l.Addr().String())
 	}
 
 	// Ready means the member has joined and applied its first entries; a
 	// linearizable read through the client endpoint proves the listener,
 	// TLS and raft all serve.
-	c := s.Client(t)
+	c, err := s.newClient(endpoints)
+	if err != nil {
+		s.Stop()
+		return err
+	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if _, err := c.Get(ctx, "etcdtest-health"); err != nil {
-		t.Fatalf("etcdtest: first read from %v: %v%s", s.Endpoints, err, logTail(logFile))
+		s.Stop()
+		return fmt.Errorf("etcdtest: first read from %v: %w%s", endpoints, err, logTail(s.logFile()))
 	}
-	return s
+
+	s.Endpoints = endpoints
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.forwarders {
+		f.SetTarget(endpoints[0])
+	}
+	return nil
 }
 
 // logTail returns the end of the server's log file for an error message, or
