@@ -8,8 +8,9 @@
 // demand during the TLS handshake (and, with [Config.Premint], at start
 // for the names listed exactly) through certmagic, which caches and
 // renews them; they are served once signed and written to the data
-// directory in the background. Only names on the intercept list are ever
-// minted.
+// directory in the background, or, with [Config.Etcd], to etcd, where
+// replicas holding the same CA share them and lock each name's issuance.
+// Only names on the intercept list are ever minted.
 //
 // The step backend is compiled in only with the build tag "step", which
 // costs about 270 packages (smallstep's client package is also the step-ca
@@ -25,6 +26,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -38,6 +40,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/smallstep/certificates/cas/apiv1"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -108,6 +111,25 @@ type Config struct {
 	Premint bool
 	// Step configures the step backend.
 	Step StepConfig
+	// Etcd, if set, holds minted leaves in etcd, under EtcdPrefix+"certs/",
+	// instead of DataDir/ca/leaves, and locks each name's issuance there:
+	// replicas holding the same CA (the same Cert and Key, or the same
+	// step-ca) on one etcd then mint each name once, and serve the same
+	// leaf. Leaf private keys are then stored in etcd: it must be reached
+	// over TLS with client certificates, and its data protected as the
+	// CA's (encryption at rest is etcd's or Kubernetes' business). A leaf
+	// read from etcd is served only if it chains to this CA's root (to
+	// the configured fingerprint alone, when a step-ca was unreachable at
+	// startup), names its host and matches its key; any other is
+	// treated as absent and minted anew. The caller closes the client,
+	// after Stop. Nil keeps leaves in the data directory.
+	Etcd *clientv3.Client
+	// EtcdPrefix starts every key written to Etcd: "/sumgate/" for
+	// instance (see config.Etcd.Prefix).
+	EtcdPrefix string
+	// EtcdTimeout bounds each request to Etcd, but the wait for another
+	// replica's lock. Zero means DefaultEtcdTimeout.
+	EtcdTimeout time.Duration
 	// Logger receives issuance events and failures. Zero means slog.Default().
 	Logger *slog.Logger
 	// TracerProvider records a span for each mint. Zero records nothing.
@@ -140,7 +162,8 @@ type CA struct {
 	allowed     hostpattern.Policy                // what may be minted: intercept minus splice
 	magic       *certmagic.Config                 // on-demand issuance, storage, renewal
 	cache       *certmagic.Cache                  // bounded leaf cache; owns a maintenance goroutine
-	store       *leafStore                        // leaf storage; owns the goroutine that writes it
+	store       *leafStore                        // leaf storage in the data directory, owns the goroutine that writes it; nil with Config.Etcd
+	shared      *etcdStore                        // leaf storage in etcd; nil without Config.Etcd
 	size        int                               // the cache's capacity (see cacheCapacity)
 	issued      atomic.Int64                      // leaves minted since New
 	stop        sync.Once                         // Stop runs once: cache.Stop panics if called twice
@@ -204,8 +227,15 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		c.id = Fingerprint(c.root)
 	}
 
-	if c.store, err = newLeafStore(c.leafDir(), c.log); err != nil {
-		return nil, fmt.Errorf("certs: %w", err)
+	var storage certmagic.Storage
+	if cfg.Etcd != nil {
+		c.shared = c.etcdStore()
+		storage = c.shared
+	} else {
+		if c.store, err = newLeafStore(c.leafDir(), c.log); err != nil {
+			return nil, fmt.Errorf("certs: %w", err)
+		}
+		storage = c.store
 	}
 	c.size = c.cacheCapacity()
 	c.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -217,7 +247,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		RenewCheckInterval: min(10*time.Minute, max(time.Second, cfg.LeafLifetime/30)),
 		Logger:             zap.NewNop(),
 	})
-	c.magic = certmagic.New(c.cache, c.magicConfig(c.store))
+	c.magic = certmagic.New(c.cache, c.magicConfig(storage))
 	c.premintDone = make(chan struct{})
 	if !cfg.Premint {
 		close(c.premintDone)
@@ -290,10 +320,11 @@ func (c *CA) magicConfig(storage certmagic.Storage) certmagic.Config {
 		KeySource: certmagic.StandardKeyGenerator{KeyType: certmagic.P256},
 		OCSP:      certmagic.OCSPConfig{DisableStapling: true},
 		// Leaves live in a 0700 folder under the data directory, keys 0600,
-		// so restarts reuse them, and a step-ca outage at startup does not
-		// stop sumgate while they last.
+		// or in etcd (Config.Etcd), so restarts reuse them, and a step-ca
+		// outage at startup does not stop sumgate while they last.
 		Storage: storage,
-		// newLeafStore checks the folder once, not before every issuance.
+		// newLeafStore checks the folder once, not before every issuance;
+		// the caller of New checked that etcd answers.
 		DisableStorageCheck: true,
 		DisableARI:          true,
 		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
@@ -307,6 +338,12 @@ func (c *CA) magicConfig(storage certmagic.Storage) certmagic.Config {
 }
 
 func (c *CA) leafDir() string { return filepath.Join(c.cfg.DataDir, "ca", "leaves") }
+
+// etcdStore returns the leaf storage in Config.Etcd, whose leaves must
+// pass checkLeaf.
+func (c *CA) etcdStore() *etcdStore {
+	return newEtcdStore(c.cfg.Etcd, c.cfg.EtcdPrefix+"certs/", c.cfg.EtcdTimeout, c.checkLeaf, c.log)
+}
 
 // holdsValidLeaves reports whether storage holds an unexpired leaf for
 // every name listed exactly on the intercept list (and not spliced).
@@ -323,7 +360,13 @@ func (c *CA) holdsValidLeaves(ctx context.Context) bool {
 		Logger:           zap.NewNop(),
 	})
 	defer cache.Stop()
-	cfg := c.magicConfig(&certmagic.FileStorage{Path: c.leafDir()}) // read only
+	var storage certmagic.Storage = &certmagic.FileStorage{Path: c.leafDir()} // read only
+	if c.cfg.Etcd != nil {
+		shared := c.etcdStore()
+		defer shared.Close()
+		storage = shared
+	}
+	cfg := c.magicConfig(storage)
 	cfg.OnDemand = nil
 	magic := certmagic.New(cache, cfg)
 	for _, name := range names {
@@ -345,7 +388,12 @@ func (c *CA) Stop() {
 		}
 		<-c.premintDone
 		c.cache.Stop()
-		c.store.Close()
+		if c.store != nil {
+			c.store.Close()
+		}
+		if c.shared != nil {
+			c.shared.Close()
+		}
 	})
 }
 
@@ -412,6 +460,42 @@ func (c *CA) own(cert *tls.Certificate) bool {
 	}
 	c.remember(cert.Certificate[0])
 	return true
+}
+
+// checkLeaf verifies a leaf read from etcd, which is no root of trust:
+// its certificate must chain to this CA's root for serverAuth and name
+// the host name (in certmagic's safe form, which leaves a host name as
+// it is), its key must be the certificate's, and its metadata must be
+// certmagic's. Without a root (a step-ca unreachable at startup) the
+// chain cannot be checked; the rest is. A leaf that passes is
+// remembered as this CA's (see own), and its chain not verified again.
+func (c *CA) checkLeaf(name string, crt, key, meta []byte) error {
+	pair, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return fmt.Errorf("the key and certificate of %s: %w", name, err)
+	}
+	var res certmagic.CertificateResource
+	if err := json.Unmarshal(meta, &res); err != nil {
+		return fmt.Errorf("the metadata of %s: %w", name, err)
+	}
+	if _, known := c.ours.Load(string(pair.Certificate[0])); c.root == nil || known {
+		return pair.Leaf.VerifyHostname(name)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(c.root)
+	for _, der := range pair.Certificate[1:] {
+		ic, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("the chain of %s: %w", name, err)
+		}
+		inter.AddCert(ic)
+	}
+	if _, err := pair.Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("the certificate of %s: %w", name, err)
+	}
+	c.remember(pair.Certificate[0])
+	return nil
 }
 
 // remember records the leaf der as this CA's, in a set bounded to four
