@@ -24,6 +24,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -49,9 +50,16 @@ const (
 	k8sDir      = "kubernetes"
 	k8sBase     = "kubernetes/base"
 	k8sOverlay  = "kubernetes/overlays/example"
+	k8sReplicas = "kubernetes/overlays/replicas" // several replicas, the example etcd
+	k8sEtcd     = "kubernetes/etcd"
 	k8sUID      = 65532 // the image's user and group (Dockerfile)
 	clientLabel = "sumgate.io/client"
-	nsNameLabel = "kubernetes.io/metadata.name" // set on every namespace by the API server
+	// The Secrets the operator creates (README): the CA's, etcd's client
+	// certificate for sumgate, the etcd members' certificates.
+	caSecret         = "sumgate-ca"
+	etcdClientSecret = "sumgate-etcd-client"
+	etcdSecret       = "etcd-tls"
+	nsNameLabel      = "kubernetes.io/metadata.name" // set on every namespace by the API server
 )
 
 // manifests holds the objects one kustomization renders, each decoded
@@ -64,6 +72,8 @@ type manifests struct {
 	deployments []appsv1.Deployment
 	policies    []networkingv1.NetworkPolicy
 	budgets     []policyv1.PodDisruptionBudget
+	sets        []appsv1.StatefulSet
+	autoscalers []autoscalingv2.HorizontalPodAutoscaler
 }
 
 // decodeStrict decodes one YAML object into the API type its kind names,
@@ -101,6 +111,12 @@ func (m *manifests) decodeStrict(name string, data []byte) error {
 	case "PodDisruptionBudget":
 		var o policyv1.PodDisruptionBudget
 		obj, want, add = &o, "policy/v1", func() { m.budgets = append(m.budgets, o) }
+	case "StatefulSet":
+		var o appsv1.StatefulSet
+		obj, want, add = &o, "apps/v1", func() { m.sets = append(m.sets, o) }
+	case "HorizontalPodAutoscaler":
+		var o autoscalingv2.HorizontalPodAutoscaler
+		obj, want, add = &o, "autoscaling/v2", func() { m.autoscalers = append(m.autoscalers, o) }
 	default:
 		return fmt.Errorf("%s: kind %q: not one this deployment uses (add it to decodeStrict)", name, tm.Kind)
 	}
@@ -320,13 +336,14 @@ func (p *pod) volume(t testing.TB, name string) *corev1.Volume {
 // absPath finds absolute paths in a shell script.
 var absPath = regexp.MustCompile(`(?:^|[\s"'=])(/[^\s"';|&)]*)`)
 
-// startPod lays out the pod's volumes under a temporary directory: the
-// Secret volume as the kubelet writes one (a timestamped folder of files
-// with the given mode, a ..data link to it and one link per key), the
+// startPod lays out the pod's volumes under a temporary directory: each
+// Secret volume as the kubelet writes one, with that Secret's keys from
+// secrets (a timestamped folder of files with the given mode, a ..data
+// link to it and one link per key), the
 // emptyDirs world-writable as the kubelet creates them, the ConfigMap's
 // files; runs each init container's command with its mount paths mapped,
 // then loads sumgate.yaml with the gateway's mount paths mapped.
-func startPod(t testing.TB, m *manifests, keys []secretKey, mode os.FileMode) *pod {
+func startPod(t testing.TB, m *manifests, secrets map[string][]secretKey, mode os.FileMode) *pod {
 	t.Helper()
 	p := &pod{m: m, dep: only(t, "Deployments", m.deployments), root: t.TempDir(), vols: map[string]string{}}
 	p.spec = &p.dep.Spec.Template.Spec
@@ -337,6 +354,10 @@ func startPod(t testing.TB, m *manifests, keys []secretKey, mode os.FileMode) *p
 		p.vols[v.Name] = dir
 		switch {
 		case v.Secret != nil:
+			keys, ok := secrets[v.Secret.SecretName]
+			if !ok {
+				t.Fatalf("volume %s mounts the Secret %q, which the test does not know", v.Name, v.Secret.SecretName)
+			}
 			writeSecretVolume(t, dir, keys, mode)
 		case v.EmptyDir != nil:
 			if err := os.Mkdir(dir, 0o777); err != nil {
@@ -460,11 +481,11 @@ func caMaterial(t testing.TB) (keys []secretKey, root *x509.Certificate) {
 	return []secretKey{{"ca.crt", chain}, {"ca.key", read("intermediate.key")}}, root
 }
 
-// secretMode returns the defaultMode of the pod's Secret volume.
+// secretMode returns the defaultMode of the pod's volume of the CA's Secret.
 func secretMode(t testing.TB, spec *corev1.PodSpec) os.FileMode {
 	t.Helper()
 	for _, v := range spec.Volumes {
-		if v.Secret != nil {
+		if v.Secret != nil && v.Secret.SecretName == caSecret {
 			if v.Secret.DefaultMode == nil {
 				t.Fatalf("Secret volume %s: no defaultMode (the kubelet's 0644 would let others read the key)", v.Name)
 			}
@@ -500,7 +521,7 @@ func TestKubernetesCASecretIsCopiedWithKeyPermissions(t *testing.T) {
 			if tc.password {
 				keys = append(slices.Clone(keys), secretKey{"password", []byte("not used by an unencrypted key\n")})
 			}
-			p := startPod(t, m, keys, tc.mode)
+			p := startPod(t, m, map[string][]secretKey{caSecret: keys}, tc.mode)
 			cfg := p.cfg
 			if cfg.CA.Cert == "" || cfg.CA.Key == "" {
 				t.Fatalf("ca.cert %q, ca.key %q: the pod must import the CA, never create the embedded one under data_dir", cfg.CA.Cert, cfg.CA.Key)
@@ -559,7 +580,7 @@ func caConfig(cfg *config.Config, cert, key string) certs.Config {
 func secretVolume(t testing.TB, spec *corev1.PodSpec) string {
 	t.Helper()
 	for _, v := range spec.Volumes {
-		if v.Secret != nil {
+		if v.Secret != nil && v.Secret.SecretName == caSecret {
 			return v.Name
 		}
 	}
@@ -589,13 +610,17 @@ func verifyLeaf(t testing.TB, cert *tls.Certificate, root *x509.Certificate, nam
 
 // TestKubernetesPodIsWiredToItsConfiguration checks the Deployment against
 // the configuration it runs with and against the objects that point at
-// it, for the base and the example overlay.
+// it, for the base, the example overlay and the replicas overlay: one
+// replica, Recreate and data_dir on a claim with the file backend;
+// several, rolling, data_dir on an emptyDir and etcd's client
+// certificate copied like the CA with the etcd backend.
 func TestKubernetesPodIsWiredToItsConfiguration(t *testing.T) {
-	for _, dir := range []string{k8sBase, k8sOverlay} {
+	for _, dir := range []string{k8sBase, k8sOverlay, k8sReplicas} {
 		t.Run(dir, func(t *testing.T) {
 			m := render(t, dir)
 			keys, _ := caMaterial(t)
-			p := startPod(t, m, keys, secretMode(t, &m.deployments[0].Spec.Template.Spec))
+			p := startPod(t, m, map[string][]secretKey{caSecret: keys, etcdClientSecret: etcdSecretKeys(t, etcdCerts(t))[etcdClientSecret]},
+				secretMode(t, &m.deployments[0].Spec.Template.Spec))
 			checkWorkload(t, p)
 			checkPorts(t, p)
 			checkVolumes(t, p)
@@ -603,24 +628,72 @@ func TestKubernetesPodIsWiredToItsConfiguration(t *testing.T) {
 	}
 }
 
+// named returns the object of list whose name is name.
+func named[T any](t testing.TB, what, name string, list []T, meta func(*T) metav1.ObjectMeta) *T {
+	t.Helper()
+	for i := range list {
+		if meta(&list[i]).Name == name {
+			return &list[i]
+		}
+	}
+	t.Fatalf("no %s %q", what, name)
+	return nil
+}
+
 func checkWorkload(t *testing.T, p *pod) {
 	dep, spec := p.dep, p.spec
-	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 1 {
-		t.Errorf("replicas %v, want 1 until replicas can share state", dep.Spec.Replicas)
-	}
-	if dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-		t.Errorf("strategy %q, want Recreate: two pods must never run on one data_dir", dep.Spec.Strategy.Type)
+	switch p.cfg.State.Backend {
+	case "file":
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 1 {
+			t.Errorf("replicas %v with state.backend file, want 1: the state is in data_dir, which one pod owns", dep.Spec.Replicas)
+		}
+		if dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("strategy %q, want Recreate: two pods must never run on one data_dir", dep.Spec.Strategy.Type)
+		}
+		if len(p.m.autoscalers) != 0 {
+			t.Error("a HorizontalPodAutoscaler with state.backend file: replicas cannot share data_dir")
+		}
+	case "etcd":
+		hpa := only(t, "HorizontalPodAutoscalers", p.m.autoscalers)
+		if dep.Spec.Replicas == nil || *dep.Spec.Replicas < 2 || hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas != *dep.Spec.Replicas {
+			t.Errorf("replicas %v, the autoscaler's minReplicas %v: want several, and the same (applying again must not scale below the floor)", dep.Spec.Replicas, hpa.Spec.MinReplicas)
+		}
+		if hpa.Spec.MinReplicas != nil && hpa.Spec.MaxReplicas <= *hpa.Spec.MinReplicas {
+			t.Errorf("the autoscaler's maxReplicas %d leaves nothing to scale", hpa.Spec.MaxReplicas)
+		}
+		if ref := hpa.Spec.ScaleTargetRef; ref.APIVersion != "apps/v1" || ref.Kind != "Deployment" || ref.Name != dep.Name {
+			t.Errorf("the autoscaler scales %+v, want the Deployment %s", ref, dep.Name)
+		}
+		cpu := false
+		for _, mt := range hpa.Spec.Metrics {
+			if mt.Type == autoscalingv2.ResourceMetricSourceType && mt.Resource != nil && mt.Resource.Name == corev1.ResourceCPU &&
+				mt.Resource.Target.Type == autoscalingv2.UtilizationMetricType && mt.Resource.Target.AverageUtilization != nil {
+				cpu = true
+			}
+		}
+		if req := p.main.Resources.Requests[corev1.ResourceCPU]; !cpu || req.IsZero() {
+			t.Errorf("the autoscaler's metrics %+v, the CPU request %s: want CPU utilization, of a request", hpa.Spec.Metrics, req.String())
+		}
+		ru := dep.Spec.Strategy.RollingUpdate
+		if dep.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("strategy %+v, want RollingUpdate with maxUnavailable 0: replicas share no volume, so a rollout need not stop any before its successor is ready", dep.Spec.Strategy)
+		}
+		if len(p.m.claims) != 0 {
+			t.Errorf("%d PersistentVolumeClaims with state.backend etcd: data_dir is each pod's own emptyDir", len(p.m.claims))
+		}
+	default:
+		t.Fatalf("state.backend %q", p.cfg.State.Backend)
 	}
 	podLabels := labels.Set(dep.Spec.Template.Labels)
 	sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
 	if err != nil || sel.Empty() || !sel.Matches(podLabels) {
 		t.Errorf("Deployment selector %v (%v) does not select its pods %v", dep.Spec.Selector, err, podLabels)
 	}
-	svc := &p.m.services[0]
+	svc := named(t, "Service", "sumgate", p.m.services, func(o *corev1.Service) metav1.ObjectMeta { return o.ObjectMeta })
 	if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
 		t.Errorf("Service selector %v does not select the pods %v", svc.Spec.Selector, podLabels)
 	}
-	pdb := &p.m.budgets[0]
+	pdb := named(t, "PodDisruptionBudget", "sumgate", p.m.budgets, func(o *policyv1.PodDisruptionBudget) metav1.ObjectMeta { return o.ObjectMeta })
 	if sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector); err != nil || sel.Empty() || !sel.Matches(podLabels) {
 		t.Errorf("PodDisruptionBudget selector %v (%v) does not select the pods %v", pdb.Spec.Selector, err, podLabels)
 	}
@@ -637,11 +710,16 @@ func checkWorkload(t *testing.T, p *pod) {
 	case b.MaxUnavailable != nil:
 		if n, err := intstr.GetScaledValueFromIntOrPercent(b.MaxUnavailable, replicas, true); err != nil || n < 1 {
 			t.Errorf("PodDisruptionBudget maxUnavailable %v: no drain could ever evict the pod", b.MaxUnavailable)
+		} else if replicas > 1 && n >= replicas {
+			t.Errorf("PodDisruptionBudget maxUnavailable %v with %d replicas: a drain may evict them all", b.MaxUnavailable, replicas)
 		}
 	default:
 		t.Error("PodDisruptionBudget sets neither minAvailable nor maxUnavailable")
 	}
 	for _, np := range p.m.policies {
+		if np.Labels["app.kubernetes.io/name"] != "sumgate" {
+			continue // etcd's own
+		}
 		if sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); err != nil || sel.Empty() || !sel.Matches(podLabels) {
 			t.Errorf("NetworkPolicy %s selector %v does not select the pods %v", np.Name, np.Spec.PodSelector, podLabels)
 		}
@@ -748,7 +826,7 @@ func checkPorts(t *testing.T, p *pod) {
 		return v.IntVal, slices.Contains(numbers, v.IntVal)
 	}
 	svcPorts := map[string]bool{}
-	for _, sp := range p.m.services[0].Spec.Ports {
+	for _, sp := range named(t, "Service", "sumgate", p.m.services, func(o *corev1.Service) metav1.ObjectMeta { return o.ObjectMeta }).Spec.Ports {
 		n, ok := resolve(sp.TargetPort)
 		if !ok {
 			t.Errorf("Service port %s: targetPort %s is no container port", sp.Name, sp.TargetPort.String())
@@ -792,9 +870,22 @@ func checkVolumes(t *testing.T, p *pod) {
 	}
 	// data_dir
 	name, ok := onVolume(p.cfg.DataDir)
-	if !ok || p.volume(t, name).PersistentVolumeClaim == nil {
+	cache := resource.NewQuantity(p.cfg.CacheMaxMB<<20*3/2, resource.BinarySI)
+	switch {
+	case p.cfg.State.Backend == "etcd":
+		// The shared state is in etcd: data_dir holds this pod's caches.
+		var v *corev1.Volume
+		if ok {
+			v = p.volume(t, name)
+		}
+		if v == nil || v.EmptyDir == nil || v.EmptyDir.Medium == corev1.StorageMediumMemory || v.EmptyDir.SizeLimit == nil {
+			t.Errorf("data_dir %s with state.backend etcd: want an emptyDir on the node's disk, with a sizeLimit", p.cfg.DataDir)
+		} else if v.EmptyDir.SizeLimit.Cmp(*cache) < 0 {
+			t.Errorf("data_dir's emptyDir of %s: want at least one and a half times cache_max_mb (%d MiB)", v.EmptyDir.SizeLimit.String(), p.cfg.CacheMaxMB)
+		}
+	case !ok || p.volume(t, name).PersistentVolumeClaim == nil:
 		t.Errorf("data_dir %s is not on a PersistentVolumeClaim: the tree head must outlive the pod", p.cfg.DataDir)
-	} else {
+	default:
 		pvc := &p.m.claims[0]
 		if claim := p.volume(t, name).PersistentVolumeClaim.ClaimName; claim != pvc.Name {
 			t.Errorf("data volume claims %q; the kustomization makes %q", claim, pvc.Name)
@@ -803,7 +894,6 @@ func checkVolumes(t *testing.T, p *pod) {
 			t.Errorf("claim access modes %v, want ReadWriteOnce: one pod owns data_dir", pvc.Spec.AccessModes)
 		}
 		size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-		cache := resource.NewQuantity(p.cfg.CacheMaxMB<<20*3/2, resource.BinarySI)
 		if size.Cmp(*cache) < 0 {
 			t.Errorf("claim of %s: want at least one and a half times cache_max_mb (%d MiB), for the spool, git store and tiles beside it", size.String(), p.cfg.CacheMaxMB)
 		}
@@ -817,7 +907,25 @@ func checkVolumes(t *testing.T, p *pod) {
 			}
 		}
 	}
-	for _, f := range []struct{ key, path string }{{"ca.cert", p.cfg.CA.Cert}, {"ca.key", p.cfg.CA.Key}, {"ca.password_file", p.cfg.CA.PasswordFile}} {
+	files := []struct{ key, path string }{{"ca.cert", p.cfg.CA.Cert}, {"ca.key", p.cfg.CA.Key}, {"ca.password_file", p.cfg.CA.PasswordFile}}
+	if tls := p.cfg.State.Etcd.TLS; p.cfg.State.Backend == "etcd" {
+		// etcd's client certificate: copied like the CA's, 0600 in a 0700
+		// folder, from the Secret (TestKubernetesEtcdTLSConnects checks
+		// that these files are what etcd accepts).
+		files = append(files, []struct{ key, path string }{{"state.etcd.tls.ca", tls.CA}, {"state.etcd.tls.cert", tls.Cert}, {"state.etcd.tls.key", tls.Key}}...)
+		for _, f := range []string{tls.CA, tls.Cert, tls.Key} {
+			info, err := os.Lstat(f)
+			if err != nil {
+				t.Errorf("%s: %v", f, err)
+				continue
+			}
+			dir, err := os.Stat(filepath.Dir(f))
+			if !info.Mode().IsRegular() || info.Mode().Perm() != 0o600 || err != nil || dir.Mode().Perm() != 0o700 {
+				t.Errorf("%s: %v in a folder %v, want a regular file 0600 in a folder 0700", f, info.Mode(), dir.Mode())
+			}
+		}
+	}
+	for _, f := range files {
 		if f.path == "" {
 			if f.key != "ca.password_file" {
 				t.Errorf("%s is not set: the pod would create the embedded CA, a new root whenever the volume is lost", f.key)
