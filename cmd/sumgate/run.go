@@ -138,6 +138,10 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ccfg.TracerProvider, ccfg.MeterProvider = tel.TracerProvider, tel.MeterProvider
 	// The leaves of the names listed exactly are readied in the background.
 	ccfg.Premint = true
+	if etcd != nil {
+		// Leaves too are shared, so that replicas mint each name once.
+		ccfg.Etcd, ccfg.EtcdPrefix, ccfg.EtcdTimeout = etcd, cfg.State.Etcd.Prefix, cfg.State.Etcd.DialTimeout
+	}
 	ca, err := certs.New(ctx, ccfg) // creates the local CA on first start
 	if err != nil {
 		return fail(err)
