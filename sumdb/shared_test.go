@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -335,5 +337,77 @@ func TestPoisonedSharedCache(t *testing.T) {
 	repaired, err := etcd.Get(ctx, string(tiles.Kvs[0].Key))
 	if err != nil || len(repaired.Kvs) != 1 || strings.Trim(string(repaired.Kvs[0].Value), "\x00") == "" {
 		t.Errorf("the forged tile %s was not replaced by the database's", tiles.Kvs[0].Key)
+	}
+}
+
+// TestPlantedHeadIsNotBelieved: a tree head written into etcd by hand,
+// even a fork signed with the database's key, is checked against the
+// head the replica saw before: the fork is caught, and the tampered zip
+// it vouches for never verifies.
+func TestPlantedHeadIsNotBelieved(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	w.SetSumDB(testworld.SumDBForked)
+	resp, err := w.HTTPClient().Get("https://" + config.SumDBName + "/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forked, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("reading the fork's head: %v, %s", err, resp.Status)
+	}
+	if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "latest"), string(forked)); err != nil {
+		t.Fatal(err)
+	}
+	vd := check(t, w, a, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip)
+	if vd.Outcome != sumdb.SecurityError {
+		t.Fatalf("with a forked head planted in etcd, the fork's own record: verdict %s, want a security error", vd)
+	}
+}
+
+// TestStaleReplicaCannotRollBack holds threat 21: a replica whose view of
+// the shared tree head is stale can neither replace the newer head with
+// what it computed from its stale one, nor write an older head over it.
+func TestStaleReplicaCannotRollBack(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a, stale := replica(t, w, etcd, prefix), replica(t, w, etcd, prefix)
+	ctx := context.Background()
+	var heads [][]byte
+	for i := range 3 {
+		m := w.PublishGenerated(t, fmt.Sprintf("example.com/stale/m%d", i), 1<<10)
+		if vd, err := a.Check(ctx, m.Version, sumdb.KindZip, m.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+			t.Fatalf("%s: %v, %v", m.Version, vd, err)
+		}
+		resp, err := etcd.Get(ctx, sharedKey(w, prefix, "latest"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads = append(heads, resp.Kvs[0].Value)
+	}
+	if treeSize(t, w, heads[0]) >= treeSize(t, w, heads[1]) || treeSize(t, w, heads[1]) >= treeSize(t, w, heads[2]) {
+		t.Fatal("the tree did not grow: the test is wrong")
+	}
+	for _, tt := range []struct {
+		name     string
+		old, new []byte
+	}{
+		{"forward from a stale head", heads[0], heads[1]},
+		{"backward from the current head", heads[2], heads[0]},
+		{"backward from no head", nil, heads[1]},
+	} {
+		if err := stale.SwapHead(tt.old, tt.new); err == nil {
+			t.Errorf("%s: the write succeeded", tt.name)
+		}
+		if got, want := headSize(t, w, etcd, prefix), treeSize(t, w, heads[2]); got != want {
+			t.Fatalf("%s: the shared head went from size %d to %d", tt.name, want, got)
+		}
 	}
 }

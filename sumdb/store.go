@@ -104,6 +104,22 @@ func (s *store) swapLatest(old, new []byte) error {
 	return nil
 }
 
+// raiseLatest replaces the latest tree head with head if head is larger,
+// as size measures them, without fsync: with shared state, the local
+// head is only a floor (see Verifier.raiseFloor).
+func (s *store) raiseLatest(head []byte, size func([]byte) int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, err := s.readLatest()
+	if err != nil {
+		return err
+	}
+	if size(head) <= size(cur) {
+		return nil
+	}
+	return writeFileAtomic(filepath.Join(s.dir, "latest"), head, cache)
+}
+
 // tilePath maps a tile path ("tile/8/0/001") to its file. Anything that
 // is not a well-formed tile path, such as a lookup record, is refused.
 func (s *store) tilePath(tile string) (string, error) {

@@ -696,6 +696,9 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 	}
 	res.proof.Tree = v.treeSize(ops.latestHead())
 	res.outcome = Verified
+	if v.shared != nil {
+		v.raiseFloor(ctx, ops.latestHead())
+	}
 	v.reached.Store(true)
 	_, wspan := v.tracer.Start(ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String("proven")))
 	defer wspan.End()
@@ -733,6 +736,18 @@ func hashFromLines(lines []string, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// raiseFloor keeps head, which a lookup verified, as this replica's floor
+// (see clientOps.floor) if it is larger than the floor. The floor is a
+// cache: a power loss may lose a raise, which weakens only the check
+// against a head planted in etcd, back to an older floor.
+func (v *Verifier) raiseFloor(ctx context.Context, head []byte) {
+	_, span := v.tracer.Start(ctx, "sumdb.store", trace.WithAttributes(auditkey.SumDBPath.String("floor")))
+	defer span.End()
+	if err := v.store.raiseLatest(head, v.treeSize); err != nil {
+		v.log.Warn("cannot keep the tree head as this replica's floor", "err", err)
+	}
 }
 
 // recordFile names m's lookup record in the client's cache, without the
@@ -793,15 +808,16 @@ type clientOps struct {
 	ctx        context.Context // bounds every remote read of this lookup
 	fromShared bool            // ReadCache may serve from the shared cache
 
-	mu       sync.Mutex
-	notFound bool              // a /lookup/ answered with an authoritative 404 or 410
-	security string            // message passed to SecurityError
-	stored   []string          // tiles ReadCache served from disk
-	shared   bool              // ReadCache served something from the shared cache
-	failed   bool              // a read of the database failed
-	state    error             // the shared tree head could not be read or written
-	latest   []byte            // the tree head last read or written
-	toShare  map[string][]byte // authenticated records and tiles, for the shared cache
+	mu        sync.Mutex
+	notFound  bool              // a /lookup/ answered with an authoritative 404 or 410
+	security  string            // message passed to SecurityError
+	stored    []string          // tiles ReadCache served from disk
+	shared    bool              // ReadCache served something from the shared cache
+	failed    bool              // a read of the database failed
+	state     error             // the shared tree head could not be read or written
+	latest    []byte            // the tree head last read or written
+	floorRead bool              // the floor was offered (shared state)
+	toShare   map[string][]byte // authenticated records and tiles, for the shared cache
 }
 
 // localFailure reports whether a failed lookup failed with every read
@@ -861,6 +877,9 @@ func (o *clientOps) ReadConfig(file string) ([]byte, error) {
 		var data []byte
 		var err error
 		if o.v.shared != nil {
+			if floor := o.floor(); floor != nil {
+				return floor, nil
+			}
 			data, err = o.v.shared.readLatest(o.ctx)
 		} else {
 			data, err = o.v.store.readLatest()
@@ -876,6 +895,30 @@ func (o *clientOps) ReadConfig(file string) ([]byte, error) {
 		return data, err
 	}
 	return nil, fmt.Errorf("sumdb: unknown config file %q", file)
+}
+
+// floor returns, to the client's first read of the latest tree head only,
+// the head this replica last saw, kept in its data directory, if it
+// verifies. The client's next read gets the head in etcd, which it then
+// merges with that floor as with any head it meets: a newer one must
+// prove consistent with it, and an older one (etcd rolled back, by a
+// restore or by hand) must be contained in it and is then moved forward.
+// So a head planted in etcd, even one signed by the database's key, is
+// not believed without a proof, and a fork between what this replica saw
+// and what etcd holds is a security error.
+func (o *clientOps) floor() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.floorRead {
+		return nil
+	}
+	o.floorRead = true
+	data, err := o.v.store.readLatest()
+	if err != nil || o.v.treeSize(data) == 0 {
+		return nil
+	}
+	o.latest = data
+	return data
 }
 
 // WriteConfig swaps the latest tree head, in the data directory or the
