@@ -411,3 +411,46 @@ func TestStaleReplicaCannotRollBack(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedStateUnavailable holds threat 21: with etcd gone, a version
+// that needs a lookup is blocked as StateUnavailable, whatever the
+// database says; a version this replica proved before still passes; and
+// once etcd is back, service resumes.
+func TestSharedStateUnavailable(t *testing.T) {
+	w := testworld.New(t)
+	srv := etcdtest.Start(t)
+	fwd := srv.Forward(t)
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{fwd.Endpoint()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { etcd.Close() })
+	v := newVerifier(t, w, "", func(c *sumdb.Config) {
+		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = etcd, "/sumgate/", time.Second
+	})
+	t.Cleanup(v.Close)
+	if vd := check(t, w, v, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("before: %s", vd)
+	}
+
+	fwd.Cut() // no connection left for the server to drain on its way down
+	srv.Stop()
+	fwd.Resume()
+	ctx := context.Background()
+	if err := v.StateReady(ctx); err == nil {
+		t.Error("StateReady reports etcd ready while it is stopped")
+	}
+	vd := check(t, w, v, testworld.UpperPath, testworld.Version, sumdb.KindZip)
+	if vd.Outcome != sumdb.StateUnavailable || vd.Pass() || !strings.Contains(vd.String(), "shared state unavailable") {
+		t.Errorf("a new version with etcd stopped: verdict %s, want state-unavailable", vd)
+	}
+	if vd := check(t, w, v, testworld.GoodPath, testworld.Version, sumdb.KindMod); vd.Outcome != sumdb.Verified {
+		t.Errorf("a version proven before, with etcd stopped: %s", vd)
+	}
+
+	srv.Restart(t)
+	eventually(t, "StateReady after the restart", func() bool { return v.StateReady(ctx) == nil })
+	if vd := check(t, w, v, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Errorf("after the restart: %s", vd)
+	}
+}
