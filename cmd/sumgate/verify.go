@@ -188,7 +188,7 @@ func (o *verifyOutput) verdicts(check func(sumdb.Kind) (sumdb.Verdict, error)) i
 		o.verdict(vd)
 		switch vd.Outcome {
 		case sumdb.Verified, sumdb.Private:
-		case sumdb.Unavailable:
+		case sumdb.Unavailable, sumdb.StateUnavailable:
 			if status == exitOK {
 				status = exitError
 			}
