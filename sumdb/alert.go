@@ -48,11 +48,9 @@ func ReadAlert(ctx context.Context, cfg Config) (Alert, bool, error) {
 	if sh == nil {
 		return Alert{}, false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, sh.timeout)
-	defer cancel()
-	resp, err := sh.c.Get(ctx, sh.dir+"alert")
+	resp, err := sh.getAlert(ctx)
 	if err != nil {
-		return Alert{}, false, unavailable("reading the security alert", err)
+		return Alert{}, false, err
 	}
 	if len(resp.Kvs) == 0 {
 		return Alert{}, false, nil
@@ -97,11 +95,9 @@ func ClearAlert(ctx context.Context, cfg Config, by string) (Clearance, bool, er
 	} else if sh == nil {
 		return Clearance{}, false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, sh.timeout)
-	defer cancel()
-	resp, err := sh.c.Get(ctx, sh.dir+"alert")
+	resp, err := sh.getAlert(ctx)
 	if err != nil {
-		return Clearance{}, false, unavailable("reading the security alert", err)
+		return Clearance{}, false, err
 	}
 	if len(resp.Kvs) == 0 {
 		return cl, cl.Alert != "", nil
@@ -113,6 +109,8 @@ func ClearAlert(ctx context.Context, cfg Config, by string) (Clearance, bool, er
 	if err != nil {
 		return Clearance{}, false, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, sh.timeout)
+	defer cancel()
 	txn, err := sh.c.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(sh.dir+"alert"), "=", kv.ModRevision)).
 		Then(clientv3.OpDelete(sh.dir+"alert"), clientv3.OpPut(sh.dir+"alert-cleared/"+strconv.FormatInt(cl.At.UnixNano(), 10), string(record))).

@@ -371,11 +371,9 @@ func (s *shared) followAlert(ctx context.Context, outbox func(context.Context) e
 	if err := outbox(ctx); err != nil {
 		return err
 	}
-	gctx, cancel := context.WithTimeout(ctx, s.timeout)
-	resp, err := s.c.Get(gctx, s.dir+"alert")
-	cancel()
+	resp, err := s.getAlert(ctx)
 	if err != nil {
-		return unavailable("reading the security alert", err)
+		return err
 	}
 	s.setAlert(resp.Kvs)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -396,6 +394,17 @@ func (s *shared) followAlert(ctx context.Context, outbox func(context.Context) e
 		}
 	}
 	return errors.New("watching the security alert: the watch ended")
+}
+
+// getAlert reads the alert key.
+func (s *shared) getAlert(ctx context.Context) (*clientv3.GetResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.c.Get(ctx, s.dir+"alert")
+	if err != nil {
+		return nil, unavailable("reading the security alert", err)
+	}
+	return resp, nil
 }
 
 // lastClearance returns the newest record of an alert cleared, or "" if

@@ -194,11 +194,9 @@ func (v *Verifier) openShared(cfg Config) error {
 	if err := v.pushAlert(ctx); err != nil {
 		return err
 	}
-	gctx, cancel := context.WithTimeout(ctx, sh.timeout)
-	resp, err := sh.c.Get(gctx, sh.dir+"alert")
-	cancel()
+	resp, err := sh.getAlert(ctx)
 	if err != nil {
-		return unavailable("reading the security alert", err)
+		return err
 	}
 	sh.setAlert(resp.Kvs)
 	wctx, stop := context.WithCancel(ctx)
