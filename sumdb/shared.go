@@ -236,12 +236,15 @@ func (s *shared) cacheLease(ctx context.Context) (clientv3.LeaseID, error) {
 // Otherwise another replica does: claim waits until that one has stored
 // the record, given up its claim or died, or until ctx ends, and returns
 // nil so that the caller looks up itself, finding the record in the
-// shared cache if it is there by then. Any etcd failure returns nil at
-// once: claims save work, and are never needed for safety.
-func (s *shared) claim(ctx context.Context, file string) (release func()) {
+// shared cache if it is there by then. Claims save work, and are never
+// needed for safety: a failure while waiting returns nil at once. A
+// failure to reach etcd at all is returned (wrapping
+// ErrStateUnavailable), so that the lookup, which could not read the
+// tree head either, fails at once rather than after a second timeout.
+func (s *shared) claim(ctx context.Context, file string) (release func(), err error) {
 	sess, err := s.claimSession(ctx)
 	if err != nil {
-		return nil
+		return nil, unavailable("claiming a lookup", err)
 	}
 	key := s.dir + "claim/" + strings.TrimPrefix(file, "lookup/")
 	tctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -251,14 +254,14 @@ func (s *shared) claim(ctx context.Context, file string) (release func()) {
 		Commit()
 	cancel()
 	if err != nil {
-		return nil
+		return nil, unavailable("claiming a lookup", err)
 	}
 	if resp.Succeeded {
 		return func() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 			defer cancel()
 			s.c.Delete(ctx, key)
-		}
+		}, nil
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -269,19 +272,19 @@ func (s *shared) claim(ctx context.Context, file string) (release func()) {
 		select {
 		case w, ok := <-claims:
 			if !ok || w.Err() != nil {
-				return nil
+				return nil, nil
 			}
 			for _, ev := range w.Events {
 				if ev.Type == clientv3.EventTypeDelete {
-					return nil
+					return nil, nil
 				}
 			}
 		case w, ok := <-records:
 			if !ok || w.Err() != nil || len(w.Events) > 0 {
-				return nil
+				return nil, nil
 			}
 		case <-ctx.Done():
-			return nil
+			return nil, nil
 		}
 	}
 }

@@ -655,8 +655,12 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 		// read from the shared cache; never more than a third of the
 		// lookup's time, which the lookup itself then still has.
 		wctx, cancel := context.WithTimeout(ctx, v.timeout/3)
-		release = v.shared.claim(wctx, recordFile(m))
+		var err error
+		release, err = v.shared.claim(wctx, recordFile(m))
 		cancel()
+		if err != nil {
+			return lookupResult{outcome: StateUnavailable, reason: oneLine(err.Error()), took: time.Since(start)}
+		}
 	}
 	ops, zipLines, modLines, err := v.lookupOnce(ctx, m, true)
 	if err != nil && ops.localFailure() && ops.dropStoredTiles() {
