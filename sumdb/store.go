@@ -169,6 +169,10 @@ type proven struct {
 	Zip  string `json:"zip"`  // h1: hash of the zip
 	Mod  string `json:"mod"`  // h1: hash of go.mod
 	Tree int64  `json:"tree"` // size of the tree head it was proven against
+	// Record is the index of the version's record in the log, for the
+	// cooldown's evidence (see Verifier.LoggedBefore); nil in proofs
+	// written before it was kept.
+	Record *int64 `json:"record,omitempty"`
 	// Known are the hex SHA-256 digests of zip files (newest first, at
 	// most maxKnownZips) that this verifier hashed to Zip.
 	Known []string `json:"known_zips,omitempty"`

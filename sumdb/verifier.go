@@ -95,6 +95,9 @@ type Config struct {
 	EtcdPrefix string
 	// EtcdTimeout bounds each request to etcd. Zero means 5s.
 	EtcdTimeout time.Duration
+	// Now is the clock the tree-head history is kept by. Zero means
+	// time.Now.
+	Now func() time.Time
 }
 
 // A Verifier checks module files against a checksum database. It is safe
@@ -111,7 +114,9 @@ type Verifier struct {
 	log       *slog.Logger   // where alerts and client messages go
 	store     *store         // persistent state; with shared, this replica's caches
 	shared    *shared        // state shared through etcd; nil for the file backend
-	remote    *remote        // access to the database
+	history   *history       // when trees of each size were first verified
+	now       func() time.Time
+	remote    *remote // access to the database
 	lookups   singleflight.Group
 	ahead     chan struct{}  // one token per lookup Prefetch has in flight
 	bgMu      sync.Mutex     // guards closed and the Add of bg
@@ -151,6 +156,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = nooptrace.NewTracerProvider()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	st, err := openStore(cfg.DataDir, cfg.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sumdb: %w", err)
@@ -171,11 +179,16 @@ func New(cfg Config) (*Verifier, error) {
 		remote:    remote,
 		ahead:     make(chan struct{}, maxPrefetches),
 		tracer:    cfg.TracerProvider.Tracer("github.com/sumgate/sumgate/sumdb"),
+		now:       cfg.Now,
 	}
 	if cfg.Etcd != nil {
 		if err := v.openShared(cfg); err != nil {
 			return nil, fmt.Errorf("sumdb: %w", err)
 		}
+	}
+	if v.history, err = loadHistory(context.Background(), st, v.shared); err != nil {
+		v.Close()
+		return nil, fmt.Errorf("sumdb: %w", err)
 	}
 	return v, nil
 }
@@ -697,7 +710,11 @@ func (v *Verifier) lookup(ctx context.Context, m module.Version) (res lookupResu
 		return res
 	}
 	res.proof.Tree = v.treeSize(ops.latestHead())
+	res.proof.Record = ops.recordIndex()
 	res.outcome = Verified
+	if err := v.history.saw(ctx, res.proof.Tree, v.now()); err != nil {
+		v.log.Warn("cannot record the tree head in the history", "err", err)
+	}
 	if v.shared != nil {
 		v.raiseFloor(ctx, ops.latestHead())
 	}
@@ -820,6 +837,7 @@ type clientOps struct {
 	latest    []byte            // the tree head last read or written
 	floorRead bool              // the floor was offered (shared state)
 	toShare   map[string][]byte // authenticated records and tiles, for the shared cache
+	record    *int64            // the index of the record the lookup read
 }
 
 // localFailure reports whether a failed lookup failed with every read
@@ -849,6 +867,27 @@ func (o *clientOps) stateErr() error {
 	return o.state
 }
 
+// noteRecord keeps the index of a lookup record read from the database
+// or the shared cache; the client authenticates it before the lookup
+// succeeds.
+func (o *clientOps) noteRecord(path string, data []byte) {
+	if !strings.Contains(path, "lookup/") {
+		return
+	}
+	if id, _, _, err := tlog.ParseRecord(data); err == nil {
+		o.mu.Lock()
+		o.record = &id
+		o.mu.Unlock()
+	}
+}
+
+// recordIndex returns the index of the record the lookup read, if any.
+func (o *clientOps) recordIndex() *int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.record
+}
+
 // latestHead returns the tree head the client last read or wrote, which
 // it verified and which contains every record it proved.
 func (o *clientOps) latestHead() []byte {
@@ -862,6 +901,9 @@ func (o *clientOps) ReadRemote(path string) ([]byte, error) {
 	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String(path)))
 	defer span.End()
 	data, err := o.v.remote.get(ctx, path)
+	if err == nil {
+		o.noteRecord(path, data)
+	}
 	o.mu.Lock()
 	o.failed = o.failed || err != nil
 	o.notFound = o.notFound || final(path, err)
@@ -973,6 +1015,7 @@ func (o *clientOps) ReadCache(file string) ([]byte, error) {
 	defer span.End()
 	data, err := o.v.shared.readCache(ctx, rel)
 	if err == nil {
+		o.noteRecord(rel, data)
 		o.mu.Lock()
 		o.shared = true
 		o.mu.Unlock()

@@ -1,0 +1,217 @@
+package sumdb
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/mod/module"
+)
+
+// historyBucket is the resolution of the tree-head history: at most one
+// entry is kept per bucket, the first head seen in it. A cooldown decided
+// on the history is late by at most this much, never early.
+const historyBucket = 10 * time.Minute
+
+// A Sighting is one entry of the tree-head history: a tree of size Size
+// was verified at time Seen, so every record with an index below Size
+// was logged at or before Seen.
+type Sighting struct {
+	Size int64
+	Seen time.Time
+}
+
+// history is the tree-head history: when this verifier, or any replica
+// sharing its state, first verified a tree of at least some size. It is
+// the evidence a cooldown needs that a publisher cannot forge (a
+// version's .info time is the publisher's word): a record whose index is
+// below the size of a tree seen before a time was logged before that
+// time. It lives in the data directory (file "history", one line
+// "<unix seconds> <size>" per entry, appended) or, with shared state, in
+// etcd (key history/<unix seconds of the bucket>, value "<unix seconds>
+// <size>", written once per bucket by the first replica there).
+type history struct {
+	mu      sync.Mutex
+	entries []Sighting // sorted by Seen, sizes non-decreasing
+	last    time.Time  // bucket of the newest entry
+	file    string     // the file, for the file backend
+	shared  *shared    // the shared state, or nil
+}
+
+// loadHistory reads the history from st's directory, or from etcd.
+func loadHistory(ctx context.Context, st *store, sh *shared) (*history, error) {
+	h := &history{file: filepath.Join(st.dir, "history"), shared: sh}
+	if sh != nil {
+		ctx, cancel := context.WithTimeout(ctx, sh.timeout)
+		defer cancel()
+		resp, err := sh.c.Get(ctx, sh.dir+"history/", clientv3.WithPrefix())
+		if err != nil {
+			return nil, unavailable("reading the tree-head history", err)
+		}
+		for _, kv := range resp.Kvs {
+			if s, ok := parseSighting(kv.Value); ok {
+				h.entries = append(h.entries, s)
+			}
+		}
+	} else {
+		data, err := os.ReadFile(h.file)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("reading the tree-head history: %w", err)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			if s, ok := parseSighting(sc.Bytes()); ok {
+				h.entries = append(h.entries, s)
+			}
+		}
+	}
+	h.sort()
+	if n := len(h.entries); n > 0 {
+		h.last = h.entries[n-1].Seen.Truncate(historyBucket)
+	}
+	return h, nil
+}
+
+func parseSighting(b []byte) (Sighting, bool) {
+	secs, size, ok := bytes.Cut(bytes.TrimSpace(b), []byte(" "))
+	t, err1 := strconv.ParseInt(string(secs), 10, 64)
+	n, err2 := strconv.ParseInt(string(size), 10, 64)
+	if !ok || err1 != nil || err2 != nil || n < 0 {
+		return Sighting{}, false
+	}
+	return Sighting{Size: n, Seen: time.Unix(t, 0).UTC()}, true
+}
+
+func formatSighting(s Sighting) string {
+	return strconv.FormatInt(s.Seen.Unix(), 10) + " " + strconv.FormatInt(s.Size, 10) + "\n"
+}
+
+// sort orders the entries by time, and drops an entry whose size is
+// below an earlier one's: it says nothing the earlier one does not.
+func (h *history) sort() {
+	slices.SortFunc(h.entries, func(a, b Sighting) int { return a.Seen.Compare(b.Seen) })
+	kept := h.entries[:0]
+	for _, s := range h.entries {
+		if n := len(kept); n > 0 && s.Size <= kept[n-1].Size {
+			continue
+		}
+		kept = append(kept, s)
+	}
+	h.entries = kept
+}
+
+// saw records that a tree of size was verified at now, once per bucket.
+// A failure to record is returned; it costs only resolution.
+func (h *history) saw(ctx context.Context, size int64, now time.Time) error {
+	now = now.UTC().Truncate(time.Second)
+	bucket := now.Truncate(historyBucket)
+	h.mu.Lock()
+	if size <= 0 || !bucket.After(h.last) {
+		h.mu.Unlock()
+		return nil
+	}
+	h.last = bucket
+	s := Sighting{Size: size, Seen: now}
+	h.entries = append(h.entries, s)
+	h.sort()
+	h.mu.Unlock()
+	if h.shared != nil {
+		ctx, cancel := context.WithTimeout(ctx, h.shared.timeout)
+		defer cancel()
+		key := h.shared.dir + "history/" + strconv.FormatInt(bucket.Unix(), 10)
+		_, err := h.shared.c.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, formatSighting(s))).Commit()
+		if err != nil {
+			return unavailable("recording the tree-head history", err)
+		}
+		return nil
+	}
+	f, err := os.OpenFile(h.file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("recording the tree-head history: %w", err)
+	}
+	_, err = f.WriteString(formatSighting(s))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("recording the tree-head history: %w", err)
+	}
+	return nil
+}
+
+// before returns the largest tree seen at or before t, if any.
+func (h *history) before(t time.Time) (Sighting, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(h.entries, t, func(s Sighting, t time.Time) int {
+		if s.Seen.After(t) {
+			return 1
+		}
+		return -1
+	})
+	if i == 0 {
+		return Sighting{}, false
+	}
+	return h.entries[i-1], true
+}
+
+// An Age is the evidence of when the checksum database logged a module
+// version, for a cooldown.
+type Age struct {
+	// Known is true if the evidence decides: the version's record index
+	// is known and the history reaches back to the cutoff.
+	Known bool
+	// Old is true if the version was logged at or before the cutoff.
+	Old bool
+	// Record is the index of the version's record in the log.
+	Record int64
+	// Sighting is the tree the decision rests on: the largest tree seen
+	// at or before the cutoff (Old iff Record < Sighting.Size).
+	Sighting Sighting
+	// Evidence says what decided, in words, for spans and 403s.
+	Evidence string
+}
+
+// LoggedBefore reports whether the checksum database logged m at or
+// before cutoff, on the evidence of the tree-head history: m's record
+// index, from the proof of m on this replica (or in the shared state),
+// against the largest tree verified at or before cutoff. Age.Known is
+// false if m was never proven, its proof predates record indexes, or the
+// history does not reach back to cutoff (a new installation); the caller
+// then falls back to other evidence. It never touches the network.
+func (v *Verifier) LoggedBefore(m module.Version, cutoff time.Time) Age {
+	p, ok := v.store.readProven(m)
+	if !ok || p.Record == nil {
+		return Age{Evidence: "the version's checksum database record index is not known here"}
+	}
+	s, ok := v.history.before(cutoff)
+	if !ok {
+		return Age{Record: *p.Record, Evidence: fmt.Sprintf("the tree-head history does not reach back to %s", cutoff.UTC().Format(time.RFC3339))}
+	}
+	a := Age{Known: true, Record: *p.Record, Sighting: s, Old: *p.Record < s.Size}
+	rel := "within"
+	if !a.Old {
+		rel = "beyond"
+	}
+	a.Evidence = fmt.Sprintf("checksum database record %d is %s the tree of size %d seen at %s", a.Record, rel, s.Size, s.Seen.Format(time.RFC3339))
+	return a
+}
+
+// History returns the tree-head history, oldest first.
+func (v *Verifier) History() []Sighting {
+	v.history.mu.Lock()
+	defer v.history.mu.Unlock()
+	return slices.Clone(v.history.entries)
+}

@@ -1,0 +1,85 @@
+package sumdb_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sumgate/sumgate/internal/etcdtest"
+	"github.com/sumgate/sumgate/internal/testworld"
+	"github.com/sumgate/sumgate/sumdb"
+)
+
+// clock is a settable clock for the tree-head history.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// TestLoggedBefore: the tree-head history dates a version by its record
+// index, across restarts and, with shared state, across replicas; where
+// it does not reach back far enough, it says so instead of guessing.
+func TestLoggedBefore(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, backend := range []string{"file", "etcd"} {
+		t.Run(backend, func(t *testing.T) {
+			w := testworld.New(t)
+			c := &clock{t: t0}
+			dir := t.TempDir()
+			edit := func(cfg *sumdb.Config) { cfg.Now = c.now }
+			if backend == "etcd" {
+				etcd := etcdtest.Start(t).Client(t)
+				edit = func(cfg *sumdb.Config) { cfg.Now, cfg.Etcd = c.now, etcd }
+			}
+			v := newVerifier(t, w, dir, edit)
+			ctx := context.Background()
+			old := w.PublishGenerated(t, "example.com/age/old", 1<<10)
+			if vd, err := v.Check(ctx, old.Version, sumdb.KindZip, old.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+				t.Fatalf("%v, %v", vd, err)
+			}
+			c.set(t0.Add(time.Hour))
+			young := w.PublishGenerated(t, "example.com/age/young", 1<<10)
+			if vd, err := v.Check(ctx, young.Version, sumdb.KindZip, young.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+				t.Fatalf("%v, %v", vd, err)
+			}
+			v.Close()
+
+			// A restart, or another replica with a data directory of its own.
+			again := dir
+			if backend == "etcd" {
+				again = ""
+			}
+			for _, v := range []*sumdb.Verifier{v, newVerifier(t, w, again, edit)} {
+				if backend == "etcd" {
+					// The other replica proves the versions from the shared cache.
+					for _, m := range []*testworld.Module{old, young} {
+						if vd, err := v.Check(ctx, m.Version, sumdb.KindZip, m.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+							t.Fatalf("%v, %v", vd, err)
+						}
+					}
+				}
+				tests := []struct {
+					name        string
+					m           *testworld.Module
+					cutoff      time.Time
+					known, aged bool
+				}{
+					{"before any history", old, t0.Add(-time.Minute), false, false},
+					{"old, at its sighting", old, t0, true, true},
+					{"young, before its sighting", young, t0.Add(30 * time.Minute), true, false},
+					{"young, after its sighting", young, t0.Add(61 * time.Minute), true, true},
+				}
+				for _, tt := range tests {
+					a := v.LoggedBefore(tt.m.Version, tt.cutoff)
+					if a.Known != tt.known || a.Old != tt.aged || a.Evidence == "" {
+						t.Errorf("%s: %+v, want known %v, old %v", tt.name, a, tt.known, tt.aged)
+					}
+				}
+			}
+		})
+	}
+}
