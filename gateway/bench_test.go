@@ -239,17 +239,7 @@ func logPipe(stall time.Duration) logSink {
 func startSumgate(b *testing.B, bin string, w *testworld.World, extra string, logTo logSink) sumgateProc {
 	b.Helper()
 	dir := b.TempDir()
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "data_dir: %s\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nmodule_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n",
-		filepath.Join(dir, "data"), strings.Join(append([]string{w.ProxyURL}, w.MirrorURLs...), ", "), w.SumDBKey, w.RootsFile)
-	var hosts []string
-	for h, a := range w.Resolve {
-		fmt.Fprintf(&cfg, "    %s: %s\n", h, a)
-		hosts = append(hosts, h)
-	}
-	fmt.Fprintf(&cfg, "intercept: [%s]\n%s", strings.Join(hosts, ", "), extra)
-	file := filepath.Join(dir, "sumgate.yaml")
-	os.WriteFile(file, []byte(cfg.String()), 0o600)
+	file := writeSumgateConfig(b, w, dir, extra)
 	cmd := exec.Command(bin, "run", "-config", file)
 	stdout, _ := cmd.StdoutPipe()
 	logTo(b, cmd, dir)
@@ -282,6 +272,28 @@ func startSumgate(b *testing.B, bin string, w *testworld.World, extra string, lo
 		cmd.Wait()
 	}
 	return p
+}
+
+// writeSumgateConfig writes dir/sumgate.yaml, the configuration of a
+// sumgate in front of w with its data in dir/data, on loopback ports of
+// its own, every host of w intercepted, and extra appended, and returns
+// its name.
+func writeSumgateConfig(b *testing.B, w *testworld.World, dir, extra string) string {
+	b.Helper()
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "data_dir: %s\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nmodule_proxies: [%s]\nsumdb:\n  key: %s\nupstream:\n  roots: %s\n  resolve:\n",
+		filepath.Join(dir, "data"), strings.Join(append([]string{w.ProxyURL}, w.MirrorURLs...), ", "), w.SumDBKey, w.RootsFile)
+	var hosts []string
+	for h, a := range w.Resolve {
+		fmt.Fprintf(&cfg, "    %s: %s\n", h, a)
+		hosts = append(hosts, h)
+	}
+	fmt.Fprintf(&cfg, "intercept: [%s]\n%s", strings.Join(hosts, ", "), extra)
+	file := filepath.Join(dir, "sumgate.yaml")
+	if err := os.WriteFile(file, []byte(cfg.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return file
 }
 
 func proxiedClient(b *testing.B, proxyURL, bundle string) *http.Client {

@@ -35,6 +35,8 @@ var (
 	loadLogPipe  = flag.Bool("sumgate.log-pipe", false, "BenchmarkLoad: sumgate logs to a pipe this process reads, a log collector that falls behind under load (default: a file)")
 	loadLogStall = flag.Duration("sumgate.log-stall", 0, "BenchmarkLoad with -sumgate.log-pipe: the pipe's reader stops reading for this long every second, as a log collector that flushes or rotates")
 	loadProfile  = flag.String("sumgate.profile", "", "BenchmarkLoad: a folder where a runtime trace and a CPU profile of the sumgate process, 8 s from the start of the first iteration, and its allocation profile, are saved")
+	loadState    = flag.String("sumgate.state", "file", "BenchmarkLoad: state.backend of every sumgate, file or etcd (an etcd server in a process of its own)")
+	loadReplicas = flag.Int("sumgate.replicas", 1, "BenchmarkLoad: sumgate processes sharing their state through etcd (more than 1 needs -sumgate.state etcd), the clients spread round-robin over them")
 )
 
 // loadRequest is one request of BenchmarkLoad's mix, and the status it
@@ -77,7 +79,30 @@ type loadRequest struct {
 // resident set. The log line says which requests made the tail, and when
 // in the run they ended.
 //
+// With -sumgate.replicas N (and -sumgate.state etcd), N `sumgate run`
+// processes share their state through one etcd server (a real one,
+// fsyncing its log, in a process of its own, over plain HTTP on
+// 127.0.0.1), and client c sends its requests to replica c mod N, as a
+// load balancer spreading connections would; every replica is warmed up
+// alike. Every sumgate, whatever the flags, imports the same CA, made by
+// `sumgate ca init`, so that all present leaves of one root. sumgate-cpu-
+// µs/req, peakRSS-MiB and spans-dropped are then summed over the
+// replicas, etcd-cpu-µs/req is the etcd process's CPU time per request (0
+// with -sumgate.state file), and -sumgate.profile profiles the first
+// replica only.
+//
 //	go test -run XXX -bench '^BenchmarkLoad$' -benchtime 1x -count 6 ./gateway/ | tee load.txt && benchstat load.txt
+//
+// To compare one replica with the file backend, one with etcd, and three
+// sharing etcd, in one run, each configuration its own process, in a
+// shuffled order every round:
+//
+//	go build -o /tmp/sg ./cmd/sumgate && go test -c -o /tmp/gw.test ./gateway/
+//	for i in $(seq 6); do for x in $(shuf -e file/1 etcd/1 etcd/3); do
+//	  echo "config: ${x%/*}-${x#*/}"
+//	  /tmp/gw.test -test.run XXX -test.bench '^BenchmarkLoad$' -test.benchtime 1x -sumgate.bin /tmp/sg \
+//	    -sumgate.state ${x%/*} -sumgate.replicas ${x#*/} | grep ^Benchmark
+//	done; done > replicas.txt; benchstat -col config replicas.txt
 //
 // To compare two builds of sumgate in one run, interleaved:
 //
@@ -134,44 +159,68 @@ func BenchmarkLoad(b *testing.B) {
 	if *loadLogPipe {
 		logTo = logPipe(*loadLogStall)
 	}
-	p := startSumgate(b, bin, w, extra, logTo)
-	defer p.stop()
-	pemData, err := os.ReadFile(p.bundle)
+	caCert, caKey, caRoot := sharedCA(b, bin, w)
+	extra += fmt.Sprintf("ca:\n  cert: %s\n  key: %s\n", caCert, caKey)
+	var etcd etcdProcess
+	switch {
+	case *loadState == "etcd":
+		etcd = startEtcdProcess(b)
+		extra += fmt.Sprintf("state:\n  backend: etcd\n  etcd:\n    endpoints: [%s]\n", etcd.endpoint)
+	case *loadState != "file":
+		b.Fatalf("-sumgate.state %q: want file or etcd", *loadState)
+	case *loadReplicas > 1:
+		b.Fatalf("-sumgate.replicas %d: replicas share their state through etcd (-sumgate.state etcd)", *loadReplicas)
+	}
+	replicas := make([]sumgateProc, max(1, *loadReplicas))
+	for i := range replicas {
+		replicas[i] = startSumgate(b, bin, w, extra, logTo)
+		defer replicas[i].stop()
+	}
+	p := replicas[0]
+	// The root, rather than the bundle the banner names: with the CA
+	// imported and leaves in etcd, nothing creates data_dir/ca, and the
+	// bundle is not written.
+	pemData, err := os.ReadFile(caRoot)
 	if err != nil {
 		b.Fatal(err)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pemData)
-	proxy, _ := url.Parse(p.proxyURL)
-	newClient := func() (*http.Client, *http.Transport) {
+	newClient := func(p sumgateProc) (*http.Client, *http.Transport) {
+		proxy, _ := url.Parse(p.proxyURL)
 		tr := &http.Transport{Proxy: http.ProxyURL(proxy), TLSClientConfig: &tls.Config{RootCAs: roots}}
 		return &http.Client{Transport: tr, Timeout: 2 * time.Minute}, tr
 	}
 
-	// Warm up: leaves minted, every verified file proven and cached (its
-	// lookup may grow the tree), then the tree size read for the tile.
-	warm, wtr := newClient()
-	get := func(r loadRequest) []byte {
-		status, body, err := fetch(context.Background(), warm, r.url)
-		if err != nil || status != r.status {
-			b.Fatalf("warm-up: %s: got %d %v %.200s, want %d", r.url, status, err, body, r.status)
-		}
-		return body
-	}
+	// Warm up every replica: leaves minted (or read from etcd), every
+	// verified file proven and cached (its lookup may grow the tree), then
+	// the tree size read for the tile.
 	tile := slices.IndexFunc(mix, func(r loadRequest) bool { return r.kind == "tile" })
-	for i, r := range append(slices.Clone(mix), verified...) {
-		if i != tile {
-			get(r)
+	for _, p := range replicas {
+		warm, wtr := newClient(p)
+		get := func(r loadRequest) []byte {
+			status, body, err := fetch(context.Background(), warm, r.url)
+			if err != nil || status != r.status {
+				b.Fatalf("warm-up of %s: %s: got %d %v %.200s, want %d", p.proxyURL, r.url, status, err, body, r.status)
+			}
+			return body
 		}
+		for i, r := range append(slices.Clone(mix), verified...) {
+			if i != tile {
+				get(r)
+			}
+		}
+		if mix[tile].url == "" {
+			latest := strings.Split(string(get(loadRequest{"latest", sumdbURL + "/latest", 200})), "\n")
+			size, err := strconv.ParseInt(latest[min(1, len(latest)-1)], 10, 64)
+			if err != nil || size < 1 || size > 256 {
+				b.Fatalf("%s/latest: no tree size that fits one partial tile: %q", sumdbURL, latest)
+			}
+			mix[tile].url = sumdbURL + "/" + tlog.Tile{H: 8, L: 0, N: 0, W: int(size)}.Path()
+		}
+		get(mix[tile])
+		wtr.CloseIdleConnections()
 	}
-	latest := strings.Split(string(get(loadRequest{"latest", sumdbURL + "/latest", 200})), "\n")
-	size, err := strconv.ParseInt(latest[min(1, len(latest)-1)], 10, 64)
-	if err != nil || size < 1 || size > 256 {
-		b.Fatalf("%s/latest: no tree size that fits one partial tile: %q", sumdbURL, latest)
-	}
-	mix[tile].url = sumdbURL + "/" + tlog.Tile{H: 8, L: 0, N: 0, W: int(size)}.Path()
-	get(mix[tile])
-	wtr.CloseIdleConnections()
 	// The request of each index: the mix, with a verified file of the
 	// published modules every len(mix) requests.
 	reqs := make([]loadRequest, *loadRequests)
@@ -184,15 +233,15 @@ func BenchmarkLoad(b *testing.B) {
 
 	n := *loadClients
 	var all []loadSample
-	var wall, sgCPU, selfCPU time.Duration // the run's wall clock, and CPU time of sumgate and of this process
-	tcp := map[string]int64{}              // the network namespace's TCP counters, over the runs
+	var wall, sgCPU, selfCPU, etcdCPU time.Duration // the run's wall clock, and CPU time of sumgate, of this process and of etcd
+	tcp := map[string]int64{}                       // the network namespace's TCP counters, over the runs
 	first := true
 	for b.Loop() {
 		b.StopTimer()
 		clients := make([]*http.Client, n)
 		trs := make([]*http.Transport, n)
 		for i := range clients {
-			clients[i], trs[i] = newClient()
+			clients[i], trs[i] = newClient(replicas[i%len(replicas)])
 		}
 		samples := make([]loadSample, len(reqs))
 		var t0 time.Time // set before start is closed
@@ -223,13 +272,14 @@ func BenchmarkLoad(b *testing.B) {
 			stopProfile = profileSumgate(b, p.admin, *loadProfile)
 		}
 		b.StartTimer()
-		sg0, self0, tcp0 := cpuTime(b, p.pid), cpuTime(b, os.Getpid()), tcpCounters(b)
+		sg0, self0, etcd0, tcp0 := replicasCPU(b, replicas), cpuTime(b, os.Getpid()), etcd.cpuTime(b), tcpCounters(b)
 		t0 = time.Now()
 		close(start)
 		done.Wait()
 		wall += time.Since(t0)
-		sgCPU += cpuTime(b, p.pid) - sg0
+		sgCPU += replicasCPU(b, replicas) - sg0
 		selfCPU += cpuTime(b, os.Getpid()) - self0
+		etcdCPU += etcd.cpuTime(b) - etcd0
 		for k, v := range tcpCounters(b) {
 			tcp[k] += v - tcp0[k]
 		}
@@ -254,10 +304,35 @@ func BenchmarkLoad(b *testing.B) {
 	reportLoad(b, all, wall)
 	b.ReportMetric(float64(sgCPU.Microseconds())/float64(len(all)), "sumgate-cpu-µs/req")
 	b.ReportMetric(float64(selfCPU.Microseconds())/float64(len(all)), "clients-cpu-µs/req")
-	b.ReportMetric(float64(peakRSS(b, p.pid))/(1<<20), "peakRSS-MiB")
-	b.ReportMetric(float64(droppedSpans(b, p.admin)), "spans-dropped")
+	b.ReportMetric(float64(etcdCPU.Microseconds())/float64(len(all)), "etcd-cpu-µs/req")
+	var rss, dropped int64
+	for _, p := range replicas {
+		rss += peakRSS(b, p.pid)
+		dropped += droppedSpans(b, p.admin)
+	}
+	b.ReportMetric(float64(rss)/(1<<20), "peakRSS-MiB")
+	b.ReportMetric(float64(dropped), "spans-dropped")
 	b.ReportMetric(float64(tcp["ListenOverflows"]), "listen-overflows")
 	b.ReportMetric(float64(tcp["TCPSynRetrans"]), "syn-retransmits")
+}
+
+// replicasCPU is the CPU time the sumgate processes have used, together.
+func replicasCPU(b *testing.B, replicas []sumgateProc) time.Duration {
+	b.Helper()
+	var d time.Duration
+	for _, p := range replicas {
+		d += cpuTime(b, p.pid)
+	}
+	return d
+}
+
+// cpuTime is the CPU time the etcd process has used; 0 if there is none.
+func (e etcdProcess) cpuTime(b *testing.B) time.Duration {
+	b.Helper()
+	if e.pid == 0 {
+		return 0
+	}
+	return cpuTime(b, e.pid)
 }
 
 // droppedSpans reads sumgate_spans_dropped_total from the admin
