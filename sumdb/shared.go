@@ -165,7 +165,10 @@ func (s *shared) swapLatest(ctx context.Context, old, new []byte) error {
 func (s *shared) readCache(ctx context.Context, file string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.c.Get(ctx, s.dir+"cache/"+file)
+	// A serializable read, answered by the nearest member without a round
+	// trip to the leader: a stale or missing answer costs a lookup at
+	// most, since what is read is verified again anyway.
+	resp, err := s.c.Get(ctx, s.dir+"cache/"+file, clientv3.WithSerializable())
 	if err != nil {
 		return nil, unavailable("reading "+file, err)
 	}
