@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -147,6 +148,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	defer ca.Stop()
+	dir := absPath(cfg.DataDir) // the banner is pasted into other shells, in other folders
+	bundle, err := writeBundle(filepath.Join(dir, "ca"), ca.Root())
+	if err != nil {
+		return fail(err)
+	}
 	gw, err := gateway.New(gateway.Config{
 		Intercept:      cfg.Intercept,
 		Splice:         cfg.Splice,
@@ -207,14 +213,6 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pctx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go probeUntilReached(pctx, v, logger)
-	dir := absPath(cfg.DataDir) // the banner is pasted into other shells, in other folders
-	bundle := filepath.Join(dir, "ca", "bundle.pem")
-	if b, err := certs.Bundle(ca.Root(), ""); err == nil {
-		os.WriteFile(bundle, b, 0o644)
-	} else {
-		bundle = filepath.Join(filepath.Dir(bundle), "root.pem")
-		os.WriteFile(bundle, certs.PEM(ca.Root()), 0o644)
-	}
 	// What 'sumgate ca export' needs to find this root: the same file and
 	// data directory.
 	export := "sumgate ca export"
@@ -281,6 +279,27 @@ Audit spans: %s
 		logger.Warn("drain incomplete", "err", err)
 	}
 	return exitOK
+}
+
+// writeBundle writes the file the banner points clients at, in dir: the
+// system roots and root (bundle.pem), or root alone (root.pem) where no
+// system roots are found, and returns its name. It creates dir, which
+// holds nothing else when the CA is imported or a step-ca: the banner
+// must never name a file that does not exist.
+func writeBundle(dir string, root *x509.Certificate) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating the folder of the client bundle: %w", err)
+	}
+	file, data := filepath.Join(dir, "bundle.pem"), certs.PEM(root)
+	if b, err := certs.Bundle(root, ""); err == nil {
+		data = b
+	} else {
+		file = filepath.Join(dir, "root.pem")
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		return "", fmt.Errorf("writing the client bundle: %w", err)
+	}
+	return file, nil
 }
 
 // feedWatchdog tells systemd the process is alive every interval until
