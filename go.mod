@@ -8,6 +8,8 @@ require (
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/elazarl/goproxy v1.9.2
 	github.com/go-chi/chi/v5 v5.2.5
+	github.com/ossf/osv-schema/bindings/go v0.0.0-20260525004216-afe0bddbf893
+	github.com/pandatix/go-cvss v0.6.4
 	github.com/prometheus/client_golang v1.24.1
 	github.com/smallstep/certificates v0.30.2
 	go.etcd.io/etcd/api/v3 v3.6.16
