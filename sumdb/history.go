@@ -151,62 +151,46 @@ func (h *history) saw(ctx context.Context, size int64, now time.Time) error {
 	return nil
 }
 
-// before returns the largest tree seen at or before t, if any.
-func (h *history) before(t time.Time) (Sighting, bool) {
+// after returns the first sighting of a tree larger than index, and
+// whether an earlier sighting (of a tree no larger) exists: without one,
+// the record may have been logged at any time before the history began.
+func (h *history) after(index int64) (s Sighting, bounded, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	i, _ := slices.BinarySearchFunc(h.entries, t, func(s Sighting, t time.Time) int {
-		if s.Seen.After(t) {
+	i, _ := slices.BinarySearchFunc(h.entries, index, func(s Sighting, index int64) int {
+		if s.Size > index {
 			return 1
 		}
 		return -1
 	})
-	if i == 0 {
-		return Sighting{}, false
+	if i == len(h.entries) {
+		return Sighting{}, false, false
 	}
-	return h.entries[i-1], true
+	return h.entries[i], i > 0, true
 }
 
-// An Age is the evidence of when the checksum database logged a module
-// version, for a cooldown.
-type Age struct {
-	// Known is true if the evidence decides: the version's record index
-	// is known and the history reaches back to the cutoff.
-	Known bool
-	// Old is true if the version was logged at or before the cutoff.
-	Old bool
-	// Record is the index of the version's record in the log.
-	Record int64
-	// Sighting is the tree the decision rests on: the largest tree seen
-	// at or before the cutoff (Old iff Record < Sighting.Size).
-	Sighting Sighting
-	// Evidence says what decided, in words, for spans and 403s.
-	Evidence string
-}
-
-// LoggedBefore reports whether the checksum database logged m at or
-// before cutoff, on the evidence of the tree-head history: m's record
-// index, from the proof of m on this replica (or in the shared state),
-// against the largest tree verified at or before cutoff. Age.Known is
-// false if m was never proven, its proof predates record indexes, or the
-// history does not reach back to cutoff (a new installation); the caller
-// then falls back to other evidence. It never touches the network.
-func (v *Verifier) LoggedBefore(m module.Version, cutoff time.Time) Age {
-	p, ok := v.store.readProven(m)
-	if !ok || p.Record == nil {
-		return Age{Evidence: "the version's checksum database record index is not known here"}
+// LoggedBy returns when m was logged, on evidence a publisher cannot
+// forge (a version's .info time is the publisher's word): the time this
+// verifier, or a replica sharing its state, first verified a tree that
+// contains m's record, found from the record's index (in m's proof) and
+// the tree-head history. The record was logged no later than since, and
+// after the sighting before it, if any. ok is false, and evidence says
+// why, if m was never proven, its proof predates record indexes, or the
+// history began after the record was logged (a new installation): the
+// caller then falls back to other evidence. It never touches the network.
+func (v *Verifier) LoggedBy(m module.Version) (since time.Time, evidence string, ok bool) {
+	p, found := v.store.readProven(m)
+	if !found || p.Record == nil {
+		return time.Time{}, "the version's record index in the checksum database is not known here", false
 	}
-	s, ok := v.history.before(cutoff)
-	if !ok {
-		return Age{Record: *p.Record, Evidence: fmt.Sprintf("the tree-head history does not reach back to %s", cutoff.UTC().Format(time.RFC3339))}
+	s, bounded, found := v.history.after(*p.Record)
+	switch {
+	case !found:
+		return time.Time{}, fmt.Sprintf("no tree containing checksum database record %d is in the tree-head history", *p.Record), false
+	case !bounded:
+		return time.Time{}, fmt.Sprintf("checksum database record %d is older than the tree-head history, which begins at %s", *p.Record, s.Seen.Format(time.RFC3339)), false
 	}
-	a := Age{Known: true, Record: *p.Record, Sighting: s, Old: *p.Record < s.Size}
-	rel := "within"
-	if !a.Old {
-		rel = "beyond"
-	}
-	a.Evidence = fmt.Sprintf("checksum database record %d is %s the tree of size %d seen at %s", a.Record, rel, s.Size, s.Seen.Format(time.RFC3339))
-	return a
+	return s.Seen, fmt.Sprintf("checksum database record %d is in the tree of size %d first seen at %s", *p.Record, s.Size, s.Seen.Format(time.RFC3339)), true
 }
 
 // History returns the tree-head history, oldest first.

@@ -20,15 +20,15 @@ type clock struct {
 func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
-// TestLoggedBefore: the tree-head history dates a version by its record
-// index, across restarts and, with shared state, across replicas; where
-// it does not reach back far enough, it says so instead of guessing.
-func TestLoggedBefore(t *testing.T) {
+// TestLoggedBy: the tree-head history dates a version by its record
+// index, across restarts and, with shared state, across replicas; a
+// record older than the history is not dated, rather than dated wrong.
+func TestLoggedBy(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	for _, backend := range []string{"file", "etcd"} {
 		t.Run(backend, func(t *testing.T) {
 			w := testworld.New(t)
-			c := &clock{t: t0}
+			c := &clock{t: t0.Add(-time.Hour)}
 			dir := t.TempDir()
 			edit := func(cfg *sumdb.Config) { cfg.Now = c.now }
 			if backend == "etcd" {
@@ -37,14 +37,17 @@ func TestLoggedBefore(t *testing.T) {
 			}
 			v := newVerifier(t, w, dir, edit)
 			ctx := context.Background()
+			first := w.Module(testworld.GoodPath, testworld.Version)
 			old := w.PublishGenerated(t, "example.com/age/old", 1<<10)
-			if vd, err := v.Check(ctx, old.Version, sumdb.KindZip, old.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
-				t.Fatalf("%v, %v", vd, err)
-			}
-			c.set(t0.Add(time.Hour))
 			young := w.PublishGenerated(t, "example.com/age/young", 1<<10)
-			if vd, err := v.Check(ctx, young.Version, sumdb.KindZip, young.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
-				t.Fatalf("%v, %v", vd, err)
+			for _, step := range []struct {
+				at time.Time
+				m  *testworld.Module
+			}{{t0.Add(-time.Hour), first}, {t0, old}, {t0.Add(time.Hour), young}} {
+				c.set(step.at)
+				if vd, err := v.Check(ctx, step.m.Version, sumdb.KindZip, step.m.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+					t.Fatalf("%v, %v", vd, err)
+				}
 			}
 			v.Close()
 
@@ -56,27 +59,26 @@ func TestLoggedBefore(t *testing.T) {
 			for _, v := range []*sumdb.Verifier{v, newVerifier(t, w, again, edit)} {
 				if backend == "etcd" {
 					// The other replica proves the versions from the shared cache.
-					for _, m := range []*testworld.Module{old, young} {
+					for _, m := range []*testworld.Module{first, old, young} {
 						if vd, err := v.Check(ctx, m.Version, sumdb.KindZip, m.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
 							t.Fatalf("%v, %v", vd, err)
 						}
 					}
 				}
 				tests := []struct {
-					name        string
-					m           *testworld.Module
-					cutoff      time.Time
-					known, aged bool
+					name string
+					m    *testworld.Module
+					ok   bool
+					want time.Time
 				}{
-					{"before any history", old, t0.Add(-time.Minute), false, false},
-					{"old, at its sighting", old, t0, true, true},
-					{"young, before its sighting", young, t0.Add(30 * time.Minute), true, false},
-					{"young, after its sighting", young, t0.Add(61 * time.Minute), true, true},
+					{"logged before the history began", first, false, time.Time{}},
+					{"old", old, true, t0},
+					{"young", young, true, t0.Add(time.Hour)},
 				}
 				for _, tt := range tests {
-					a := v.LoggedBefore(tt.m.Version, tt.cutoff)
-					if a.Known != tt.known || a.Old != tt.aged || a.Evidence == "" {
-						t.Errorf("%s: %+v, want known %v, old %v", tt.name, a, tt.known, tt.aged)
+					since, evidence, ok := v.LoggedBy(tt.m.Version)
+					if ok != tt.ok || !since.Equal(tt.want) || evidence == "" {
+						t.Errorf("%s: %v, %q, %v; want %v, %v", tt.name, since, evidence, ok, tt.want, tt.ok)
 					}
 				}
 			}
