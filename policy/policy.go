@@ -261,20 +261,14 @@ func (e *Engine) Decide(m module.Version, age AgeFunc) Decision {
 		if age != nil {
 			a = age(m)
 		}
-		c := &Cooldown{Evidence: a.Evidence}
-		switch {
-		case !a.Known:
-			if c.Evidence == "" {
-				c.Evidence = "no evidence of when it was published"
-			}
-		default:
+		c := Cooldown{Evidence: a.Evidence}
+		if a.Known {
 			c.Until = a.Since.Add(e.cooldown)
-			if !now.Before(c.Until) {
-				c = nil
-			}
+		} else if c.Evidence == "" {
+			c.Evidence = "no evidence of when it was published"
 		}
-		if c != nil && !e.waived(&d, now, config.CooldownRule) {
-			d.Cooldown = c
+		if (!a.Known || now.Before(c.Until)) && !e.waived(&d, now, config.CooldownRule) {
+			d.Cooldown = new(c) // allocated only when it objects
 		}
 	}
 	if len(d.Rules) > 0 || len(d.Advisories) > 0 || d.Cooldown != nil {
