@@ -105,6 +105,11 @@ type Config struct {
 	// checksum database's tree head, the security alert, the proofs of
 	// lookups and the leaf certificates.
 	State State `yaml:"state"`
+	// Policy blocks versions for reasons other than their hashes: deny
+	// and allow rules, known advisories and a minimum release age.
+	Policy Policy `yaml:"policy"`
+
+	warnings []string // what validation found doubtful but not wrong
 }
 
 // State configures where shared state lives.
@@ -311,7 +316,15 @@ func Default() *Config {
 		Transparent:  Transparent{NoSNI: "deny", SNIMismatch: "deny", PeekTimeout: 10 * time.Second},
 		Timeouts:     Timeouts{Idle: 5 * time.Minute, Header: 30 * time.Second, Fetch: 10 * time.Minute, Drain: 30 * time.Second},
 		State:        State{Backend: "file", Etcd: Etcd{Prefix: "/sumgate/", DialTimeout: 5 * time.Second}},
+		Policy:       Policy{Mode: PolicyEnforce, Advisories: Advisories{Refresh: time.Hour}},
 	}
+}
+
+// Warnings returns what the last validation found doubtful but not wrong,
+// each a line naming the file, line and key as errors do: an expired
+// waiver, advisory selectors with no source. The caller logs them.
+func (c *Config) Warnings() []string {
+	return slices.Clone(c.warnings)
 }
 
 // Load reads the file at path over the defaults and validates the result.
@@ -398,6 +411,18 @@ func walk(name string, n *yaml.Node, t reflect.Type, prefix string, lines keyLin
 				lines[key+"."+v.Content[j].Value] = v.Content[j].Line
 			}
 		}
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && v.Kind == yaml.SequenceNode {
+			// A list of mappings (policy.rules): each element's keys are
+			// checked and recorded as "policy.rules[2].deny".
+			for j, e := range v.Content {
+				ekey := fmt.Sprintf("%s[%d]", key, j)
+				lines[ekey] = e.Line
+				if err := walk(name, e, f.Type.Elem(), ekey+".", lines); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		if err := walk(name, v, f.Type, key+".", lines); err != nil {
 			return err
 		}
@@ -407,7 +432,7 @@ func walk(name string, n *yaml.Node, t reflect.Type, prefix string, lines keyLin
 
 func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
 	for f := range t.Fields() {
-		if yamlTag(f) == tag {
+		if f.IsExported() && yamlTag(f) == tag {
 			return f, true
 		}
 	}
@@ -417,7 +442,9 @@ func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
 func tags(t reflect.Type) []string {
 	var out []string
 	for f := range t.Fields() {
-		out = append(out, yamlTag(f))
+		if f.IsExported() {
+			out = append(out, yamlTag(f))
+		}
 	}
 	return out
 }
@@ -589,6 +616,11 @@ func (c *Config) validate(at func(key string) string) error {
 	if err := c.State.validate(fail); err != nil {
 		return err
 	}
+	warnings, err := c.Policy.validate(fail, at, time.Now())
+	if err != nil {
+		return err
+	}
+	c.warnings = warnings
 	if c.CacheMaxMB < 0 {
 		return fail("cache_max_mb", "must not be negative (0 disables the cache)")
 	}

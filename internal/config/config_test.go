@@ -141,6 +141,39 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"cert without key", "ca:\n  cert: /etc/hostname\n", `c.yaml:2: ca.cert: ca.cert and ca.key must be given together`},
 		{"step without url", "ca:\n  backend: step\n  step:\n    fingerprint: ab\n", `c.yaml:3: ca.step.url: required`},
 		{"step without root", "ca:\n  backend: step\n  step:\n    url: https://ca.example\n", `c.yaml:3: ca.step.root: ca.step.root or ca.step.fingerprint is required`},
+		{"bad policy mode", "policy:\n  mode: audit\n", `c.yaml:2: policy.mode: "audit": want enforce or dry-run`},
+		{"unknown rule key", "policy:\n  rules:\n    - id: a\n      deny: x\n    - id: b\n      denny: y\n", `c.yaml:6: unknown key "policy.rules[1].denny" (known keys here: id, deny, allow, versions, reason)`},
+		{"duplicate rule key", "policy:\n  rules:\n    - id: a\n      deny: x\n      deny: y\n", `c.yaml:5: key "policy.rules[0].deny" is already set on line 4`},
+		{"rule of the wrong type", "policy:\n  rules:\n    - id: a\n      deny: [x]\n", `c.yaml:4: policy.rules[0].deny: cannot unmarshal`},
+		{"bad rule pattern", "policy:\n  rules:\n    - id: a\n      deny: \"github.com/[x\"\n", `c.yaml:4: policy.rules[0].deny: pattern "github.com/[x": glob "github.com/[x" is malformed`},
+		{"pattern as a URL", "policy:\n  rules:\n    - id: a\n      allow: https://github.com/x\n", `c.yaml:4: policy.rules[0].allow: pattern "https://github.com/x": glob "https://github.com/x" has an empty path element`},
+		{"bad range", "policy:\n  rules:\n    - id: a\n      deny: x\n      versions: \"< 2.4\"\n", `c.yaml:5: policy.rules[0].versions: version range "< 2.4": comparison "< 2.4": "2.4" is not a semantic version`},
+		{"empty range", "policy:\n  rules:\n    - id: a\n      deny: x\n      versions: \">= v2.0.0, < v1.0.0\"\n", `c.yaml:5: policy.rules[0].versions: version range ">= v2.0.0, < v1.0.0" contains no version`},
+		{"duplicate rule id", "policy:\n  rules:\n    - id: a\n      deny: x\n    - id: a\n      deny: y\n", `c.yaml:5: policy.rules[1].id: "a" is already the id of policy.rules[0]`},
+		{"rule with deny and allow", "policy:\n  rules:\n    - id: a\n      deny: x\n      allow: y\n", `c.yaml:3: policy.rules[0]: rule a: set exactly one of deny and allow`},
+		{"rule with neither", "policy:\n  rules:\n    - id: a\n", `c.yaml:3: policy.rules[0]: rule a: set exactly one of deny and allow`},
+		{"rule without id", "policy:\n  rules:\n    - deny: x\n", `c.yaml:3: policy.rules[0].id: "": want lower-case letters`},
+		{"upper-case rule id", "policy:\n  rules:\n    - id: GO-2024-1\n      deny: x\n", `c.yaml:3: policy.rules[0].id: "GO-2024-1": want lower-case`},
+		{"rule named cooldown", "policy:\n  rules:\n    - id: cooldown\n      deny: x\n", `c.yaml:3: policy.rules[0].id: "cooldown" is the name waivers give the cooldown`},
+		{"multi-line reason", "policy:\n  rules:\n    - id: a\n      deny: x\n      reason: \"a\\nb\"\n", `c.yaml:5: policy.rules[0].reason: "a\nb": must be one line`},
+		{"waiver of an unknown rule", "policy:\n  waivers:\n    - rule: no-such-rule\n      module: a.example/m@v1.0.0\n      owner: me\n      expires: 2999-01-01\n",
+			`c.yaml:3: policy.waivers[0].rule: "no-such-rule": want a rule's id, cooldown, or an advisory ID`},
+		{"waiver of an allow rule", "policy:\n  rules:\n    - id: ok\n      allow: x\n  waivers:\n    - rule: ok\n      module: a.example/m@v1.0.0\n      owner: me\n      expires: 2999-01-01\n",
+			`c.yaml:6: policy.waivers[0].rule: "ok" is an allow rule`},
+		{"waiver without a version", "policy:\n  waivers:\n    - rule: cooldown\n      module: a.example/m\n      owner: me\n      expires: 2999-01-01\n",
+			`c.yaml:4: policy.waivers[0].module: module "a.example/m": want path@version`},
+		{"waiver of a non-canonical version", "policy:\n  waivers:\n    - rule: cooldown\n      module: a.example/m@v1.2\n      owner: me\n      expires: 2999-01-01\n",
+			`c.yaml:4: policy.waivers[0].module: module "a.example/m@v1.2": "v1.2" is not a canonical version`},
+		{"waiver without an owner", "policy:\n  waivers:\n    - rule: GO-2024-2687\n      module: a.example/m@v1.0.0\n      expires: 2999-01-01\n",
+			`c.yaml:3: policy.waivers[0].owner: required`},
+		{"waiver with a bad date", "policy:\n  waivers:\n    - rule: cooldown\n      module: a.example/m@v1.0.0\n      owner: me\n      expires: 31/01/2027\n",
+			`c.yaml:6: policy.waivers[0].expires: expires "31/01/2027": want a date, YYYY-MM-DD`},
+		{"unknown waiver key", "policy:\n  waivers:\n    - rule: cooldown\n      until: 2027-01-01\n", `c.yaml:4: unknown key "policy.waivers[0].until"`},
+		{"http advisory source", "policy:\n  advisories:\n    sources: [http://vuln.go.dev]\n", `c.yaml:3: policy.advisories.sources: URL "http://vuln.go.dev": scheme must be https`},
+		{"missing advisory directory", "policy:\n  advisories:\n    sources: [/nonexistent/osv]\n", `c.yaml:3: policy.advisories.sources: source "/nonexistent/osv": stat /nonexistent/osv`},
+		{"refresh too often", "policy:\n  advisories:\n    refresh: 1s\n", `c.yaml:3: policy.advisories.refresh: 1s: want between 1m and 168h`},
+		{"blank selector", "policy:\n  advisories:\n    block: [\"cvss >= 7\"]\n", `c.yaml:3: policy.advisories.block: "cvss >= 7": want malicious`},
+		{"negative cooldown", "policy:\n  cooldown: -1h\n", `c.yaml:2: policy.cooldown: -1h0m0s: want between 0s (off) and 8760h`},
 		{"step x5c without cert", "ca:\n  backend: step\n  step:\n    url: https://ca.example\n    fingerprint: ab\n    provisioner: p\n    type: x5c\n", `ca.step.cert: the x5c provisioner needs`},
 	}
 	for _, tt := range tests {
@@ -168,6 +201,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("&a [*a]"))
 	f.Add([]byte("admin_listen: off\nlog_format: text\naudit:\n  file_max_mb: 5\n  queue_size: 10\n"))
 	f.Add([]byte("transparent_listen: \":3130\"\ntransparent:\n  no_sni: splice\n  mark: 21319\n  peek_timeout: 5s\n"))
+	f.Add([]byte("policy:\n  mode: dry-run\n  rules:\n    - id: a\n      deny: \"x/*\"\n      versions: \"< v1.0.0\"\n  waivers:\n    - rule: a\n      module: x/y@v0.1.0\n      owner: o\n      expires: 2020-01-01\n  cooldown: 72h\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -254,6 +288,9 @@ func TestREADMEShowsEveryKeyWithItsDefault(t *testing.T) {
 func allKeys(t reflect.Type, prefix string) []string {
 	var out []string
 	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
 		key := prefix + yamlTag(f)
 		out = append(out, key)
 		if f.Type.Kind() == reflect.Struct {
@@ -279,5 +316,81 @@ func TestInterceptPatterns(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestPolicy: the issue's example loads as written, an expired waiver is a
+// warning naming its line rather than an error, and advisory selectors
+// without a source are a warning.
+func TestPolicy(t *testing.T) {
+	file := `policy:
+  mode: dry-run
+  rules:
+    - id: no-old-yaml
+      deny: "gopkg.in/yaml.v2"
+      versions: "< v2.4.0"
+      reason: "CVE-2022-28948; use v2.4.0 or later"
+    - id: allow-internal-fork
+      allow: "github.com/corp-forks/*"
+  waivers:
+    - rule: cooldown
+      module: "golang.org/x/net@v0.99.0"
+      owner: "security@corp.example"
+      expires: 2999-01-31
+    - rule: no-old-yaml
+      module: "gopkg.in/yaml.v2@v2.3.0"
+      owner: "platform@corp.example"
+      expires: 2020-01-31
+    - rule: GHSA-8r3f-844c-mc37
+      module: "google.golang.org/protobuf@v1.32.0"
+      owner: "platform@corp.example"
+      expires: 2999-01-31
+  advisories:
+    sources: []
+    refresh: 2h
+    block: [malicious, "GO-2024-2687", "cvss>=7.0"]
+  cooldown: 72h
+`
+	c, err := Parse("p.yaml", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy
+	if p.Mode != PolicyDryRun || len(p.Rules) != 2 || p.Rules[0].Versions != "< v2.4.0" || p.Rules[1].Allow != "github.com/corp-forks/*" ||
+		len(p.Waivers) != 3 || p.Waivers[0].Expires != "2999-01-31" || p.Advisories.Refresh != 2*time.Hour || len(p.Advisories.Block) != 3 || p.Cooldown != 72*time.Hour {
+		t.Fatalf("parsed: %+v", p)
+	}
+	want := []string{
+		`p.yaml:18: policy.waivers[1]: the waiver of no-old-yaml for gopkg.in/yaml.v2@v2.3.0 (owner platform@corp.example) expired at the end of 2020-01-31; it no longer applies`,
+		`p.yaml:26: policy.advisories.block: set, but policy.advisories.sources is empty: no advisory blocks anything`,
+	}
+	if got := c.Warnings(); !slices.Equal(got, want) {
+		t.Errorf("Warnings() =\n%q\nwant\n%q", got, want)
+	}
+	if d, err := Load(""); err != nil || len(d.Warnings()) != 0 || d.Policy.Mode != PolicyEnforce || d.Policy.Cooldown != 0 {
+		t.Fatalf("defaults: %+v, %v, warnings %q", d.Policy, err, d.Warnings())
+	}
+}
+
+func TestWaiverExpiresAtTheEndOfItsDayUTC(t *testing.T) {
+	end, err := Waiver{Expires: "2027-01-31"}.ExpiresAt()
+	if want := time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC); err != nil || !end.Equal(want) {
+		t.Fatalf("ExpiresAt = %v, %v; want %v", end, err, want)
+	}
+}
+
+func TestIDs(t *testing.T) {
+	for _, tt := range []struct {
+		s              string
+		rule, advisory bool
+	}{
+		{"no-old-yaml", true, false}, {"a", true, false}, {"r1.v2_x", true, false}, {"-a", false, false}, {"a-", false, false},
+		{strings.Repeat("a", 65), false, false}, {"GO-2024-2687", false, true}, {"CVE-2024-24786", false, true},
+		{"GHSA-8r3f-844c-mc37", false, true}, {"MAL-2025-1", false, true}, {"PYSEC-2021-1", false, true},
+		{"GO-", false, false}, {"-GO", false, false}, {"go-2024-1", true, false}, {"GO-2024 1", false, false},
+	} {
+		if IsRuleID(tt.s) != tt.rule || IsAdvisoryID(tt.s) != tt.advisory {
+			t.Errorf("%q: IsRuleID = %v, IsAdvisoryID = %v; want %v, %v", tt.s, IsRuleID(tt.s), IsAdvisoryID(tt.s), tt.rule, tt.advisory)
+		}
 	}
 }
