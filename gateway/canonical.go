@@ -34,7 +34,7 @@ import (
 //     ("!a" for "A"), so the go command never sends one; and nothing but
 //     ASCII, so that no look-alike of "/" or "@" reaches a server that
 //     maps Unicode to ASCII.
-func (pol *policy) canonicalPath(host, p string) (decoded, why string) {
+func (pol *requestPolicy) canonicalPath(host, p string) (decoded, why string) {
 	if !strings.HasPrefix(p, "/") {
 		return "", "it does not start with /"
 	}

@@ -62,12 +62,12 @@ func normalised(p string) []string {
 
 // testPolicy has two of the default module proxies, one with a path
 // prefix, and intercepts them, the checksum database and github.com.
-func testPolicy(t testing.TB) *policy {
+func testPolicy(t testing.TB) *requestPolicy {
 	intercept, err := newInterceptList([]string{"proxy.golang.org", "mirrors.aliyun.com", "sum.golang.org", "github.com", "goproxy.cn"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &policy{intercept: intercept, tunnel: TunnelAllow, vcs: VCSAllow, private: "corp.example"}
+	g := &requestPolicy{intercept: intercept, tunnel: TunnelAllow, vcs: VCSAllow, private: "corp.example"}
 	for _, base := range []string{"https://proxy.golang.org", "https://mirrors.aliyun.com/goproxy"} {
 		o, err := parseOrigin(base)
 		if err != nil {

@@ -14,7 +14,7 @@ import (
 
 // policy is the part of the configuration that decides requests. It is
 // built once, in New, and never changes.
-type policy struct {
+type requestPolicy struct {
 	intercept  interceptList    // which hosts are intercepted
 	origins    []origin         // module proxies, by host and path prefix
 	tunnel     TunnelPolicy     // TunnelAllow or TunnelDeny
@@ -150,7 +150,7 @@ func refusal(status int, rule, format string, args ...any) decision {
 // requests (list, @latest, .info, /sumdb/) and everything else pass
 // through; git smart HTTP and go-get discovery are attributed to a module
 // path and decided by the vcs policy.
-func (p *policy) decide(r requestLine) decision {
+func (p *requestPolicy) decide(r requestLine) decision {
 	if r.tunnel == "" {
 		switch {
 		case r.scheme != "http" || r.urlHost == "":
@@ -221,7 +221,7 @@ func (p *policy) decide(r requestLine) decision {
 // pass (discovery is read, to learn the repository of a vanity import
 // path); git's dumb protocol, whose object requests cannot be tied to a
 // revision, follows on_unverified.
-func (p *policy) decideGit(r requestLine, path string, d decision) decision {
+func (p *requestPolicy) decideGit(r requestLine, path string, d decision) decision {
 	switch {
 	case r.query.Get("go-get") == "1":
 		d.learn = true
@@ -318,7 +318,7 @@ type moduleRequest struct {
 // classify reports whether the decoded path on host is a module proxy
 // request, and which. A malformed module path or version, or an unknown
 // file under /@v/, is an error.
-func (p *policy) classify(host, path string) (moduleRequest, bool, error) {
+func (p *requestPolicy) classify(host, path string) (moduleRequest, bool, error) {
 	for _, o := range p.origins {
 		if o.host != host {
 			continue

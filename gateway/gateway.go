@@ -37,6 +37,7 @@ import (
 
 	"github.com/sumgate/sumgate/certs"
 	"github.com/sumgate/sumgate/internal/upstream"
+	"github.com/sumgate/sumgate/policy"
 	"github.com/sumgate/sumgate/sumdb"
 	"github.com/sumgate/sumgate/vcs"
 )
@@ -137,6 +138,12 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 	// Transparent configures ServeTransparent.
 	Transparent TransparentConfig
+	// Policy, if set, refuses module versions the operator's policy
+	// blocks (deny rules, advisories, a cooldown; see package policy):
+	// on a .zip after it verified, whether fetched or from the cache, on
+	// a verified direct VCS fetch, and in version lists and @latest,
+	// which leave those versions out. Nil applies no policy.
+	Policy *policy.Engine
 	// Mark, if not zero, is set as SO_MARK on the gateway's own upstream
 	// sockets (blind tunnels, plain http), so that a redirect rule can
 	// exempt them: see deploy/transparent. Set the same mark on Upstream's
@@ -149,7 +156,8 @@ type Config struct {
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
-	pol     policy        // decides requests; never changes after New
+	pol     requestPolicy // decides requests; never changes after New
+	policy  *policyGate   // the operator's policy on module versions; nil if none
 	fetcher *Fetcher      // fetch, spool, verify and cache of module files
 	vcs     *vcs.Verifier // direct git fetches, under VCSVerify; else nil
 	proxy   *goproxy.ProxyHttpServer
@@ -212,7 +220,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.MeterProvider = noopmetric.NewMeterProvider()
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("component", "gateway"),
-		pol:     policy{tunnel: cfg.Tunnel, vcs: cfg.VCS, unverified: cfg.OnUnverified, private: cfg.Verifier.Private()},
+		pol:     requestPolicy{tunnel: cfg.Tunnel, vcs: cfg.VCS, unverified: cfg.OnUnverified, private: cfg.Verifier.Private()},
 		drained: make(chan struct{}), conns: map[*idleConn]bool{},
 		tracer: cfg.TracerProvider.Tracer(scope),
 		dialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: upstream.MarkControl(cfg.Mark)}}
@@ -252,6 +260,11 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.fetcher.metrics = metrics
+	if cfg.Policy != nil {
+		if g.policy, err = newPolicyGate(cfg.Policy, cfg.Policy.Cooldown() > 0, cfg.Verifier, cfg.Upstream, cfg.MeterProvider); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.VCS == VCSVerify {
 		g.vcs, err = vcs.New(vcs.Config{Client: cfg.Upstream, SumDB: cfg.Verifier, WorkDir: filepath.Join(cfg.DataDir, "vcs"), Timeout: cfg.FetchTimeout,
 			PassUnverified: cfg.OnUnverified == UnverifiedAllow,

@@ -66,6 +66,17 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	if !passes(res.Verdict, g.cfg.OnUnverified) {
 		return refuse(res, "%s", gitBlockMessage(d.repo, g.cfg.Verifier.Name(), res, g.cfg.OnUnverified))
 	}
+	if pd, blocked := g.decideGit(ctx, res); blocked {
+		_, o := refuse(res, "%s", strings.TrimPrefix(pd.Reason, "sumgate: "))
+		o.pol = pd
+		return res, o
+	} else if pd != nil && res.Serves() {
+		ans, err := g.vcs.Serve(ctx, res, body, v2)
+		if err != nil {
+			return refuse(res, "%s: could not serve this verified fetch: %v", d.repo, err)
+		}
+		return res, outcome{served: ans, pol: pd}
+	}
 	if res.Serves() {
 		// A verified fetch is answered from sumgate's own copy of the
 		// verified objects: the code host's answer could carry other

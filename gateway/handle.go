@@ -66,6 +66,8 @@ func (g *Gateway) handle(req *http.Request, pctx *goproxy.ProxyCtx) (_ *http.Req
 		}
 		d = g.pol.decide(lineOf(req, host))
 		out = g.act(a.ctx, req, d)
+		out = g.decideFile(a.ctx, d, out)
+		out = g.filterList(a.ctx, a, d, out)
 	}()
 	if d.action == actRefuse {
 		g.log.InfoContext(a.ctx, "refused", "rule", d.rule, "reason", d.reason)
@@ -89,6 +91,13 @@ func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcom
 			// The go command asks for the .mod or .zip next: look the
 			// version up meanwhile.
 			g.cfg.Verifier.Prefetch(ctx, d.mod.mod)
+		}
+		if g.policy != nil && d.mod != nil && (d.mod.file == "list" || d.mod.file == "latest") {
+			// Its answer is read on the way back, to leave out what
+			// policy blocks: ask for it plain (the upstream client then
+			// decodes gzip itself).
+			req = req.Clone(ctx)
+			req.Header.Del("Accept-Encoding")
 		}
 		out := g.forward(req, d.url, g.cfg.Upstream.Do, "pass-through")
 		if d.learn && out.resp != nil && g.vcs != nil {

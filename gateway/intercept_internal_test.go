@@ -27,7 +27,7 @@ func TestPlainHTTPUnderPatterns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &policy{intercept: intercept, tunnel: TunnelAllow}
+		p := &requestPolicy{intercept: intercept, tunnel: TunnelAllow}
 		req, err := http.NewRequest(http.MethodGet, tt.url, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sumgate/sumgate/internal/auditkey"
+	"github.com/sumgate/sumgate/policy"
 	"github.com/sumgate/sumgate/sumdb"
 	"github.com/sumgate/sumgate/vcs"
 )
@@ -21,11 +22,12 @@ import (
 // with res saying what is known of it; a request passed upstream is resp,
 // or err.
 type outcome struct {
-	res    *Result        // actVerify: the fetch (with or without a file)
-	resp   *http.Response // actPass, actForward, actGit: the upstream's answer
-	git    *vcs.Result    // actGit: what the vcs verifier concluded
-	served *vcs.Answer    // actGit: a verified fetch, answered from sumgate's copy
-	err    error          // why there is no file or no answer
+	res    *Result          // actVerify: the fetch (with or without a file)
+	resp   *http.Response   // actPass, actForward, actGit: the upstream's answer
+	git    *vcs.Result      // actGit: what the vcs verifier concluded
+	served *vcs.Answer      // actGit: a verified fetch, answered from sumgate's copy
+	err    error            // why there is no file or no answer
+	pol    *policy.Decision // the policy's decision on the module version, if it was asked
 }
 
 // respond is the only place that turns a request's decision and outcome
@@ -73,8 +75,12 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 			a.set(auditkey.VCSTag.String(gr.Tag))
 		}
 	}
+	if out.pol != nil {
+		a.set(policyAttrs(*out.pol)...)
+	}
 	var resp *http.Response
 	var refused *gitRefusal
+	var denied *PolicyError
 	switch {
 	case d.action == actRefuse:
 		a.fail(d.reason)
@@ -90,6 +96,12 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 		a.decide(DecisionDeny, d.rule)
 		a.fail(refused.reason)
 		resp = gitErrResponse(req, refused.reason)
+	case errors.As(out.err, &denied):
+		a.set(policyAttrs(denied.Decision)...)
+		first, _, _ := strings.Cut(denied.Decision.Reason, "\n")
+		a.fail(first)
+		resp = textResponse(req, http.StatusForbidden, denied.Decision.Reason)
+		resp.Header.Set("X-Sumgate-Rule", strings.Join(policyIDs(denied.Decision), ", "))
 	case out.err != nil:
 		status, text, failure := g.answerError(out.err)
 		if failure != "" {

@@ -193,6 +193,9 @@ func New(p config.Policy, opts Options) (*Engine, error) {
 // blocking.
 func (e *Engine) DryRun() bool { return e.dryRun }
 
+// Cooldown returns the configured minimum release age; 0 means none.
+func (e *Engine) Cooldown() time.Duration { return e.cooldown }
+
 // Decision is the policy's answer for one module version. When policy
 // objects to the version, exactly one of Block (enforce) and WouldBlock
 // (dry-run) is true, and Reason explains it; otherwise both are false and

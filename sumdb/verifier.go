@@ -308,6 +308,33 @@ func (v *Verifier) Prefetch(ctx context.Context, m module.Version) {
 	}()
 }
 
+// Prove looks m up in the database, unless it is proven already, so that
+// its proof (and its record index, which dates it for a cooldown) is
+// kept, without a file to check. It returns nil once m is proven, and an
+// error saying why not otherwise (a private module, not found, an
+// outage, a fork on record).
+func (v *Verifier) Prove(ctx context.Context, m module.Version) error {
+	if err := CheckModule(m); err != nil {
+		return fmt.Errorf("proving %s: %w", m, err)
+	}
+	if v.IsPrivate(m.Path) {
+		return fmt.Errorf("proving %s: a private module is never looked up", m)
+	}
+	if since, ok := v.alerted(); ok {
+		return fmt.Errorf("proving %s: %s", m, v.alertReason(since))
+	}
+	ch := v.lookups.DoChan(m.String(), func() (any, error) { return v.lookup(ctx, m), nil })
+	select {
+	case r := <-ch:
+		if res := r.Val.(lookupResult); res.outcome != Verified {
+			return fmt.Errorf("proving %s: %s: %s", m, res.outcome, res.reason)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("proving %s: %w", m, ctx.Err())
+	}
+}
+
 // Close makes later Prefetch calls do nothing and waits for the lookups
 // Prefetch started, each bounded by the lookup timeout, so that nothing
 // reads the database or writes under the data directory on their behalf

@@ -58,7 +58,20 @@ const (
 	OriginalDst = attribute.Key("sumgate.transparent.destination") // where a redirected client was connecting: ip:port
 
 	CertMinted = attribute.Key("sumgate.cert.minted") // a new leaf was issued for this handshake
-	CABackend  = attribute.Key("sumgate.ca.backend")  // local or step
+
+	// Policy (package policy): what it decided on a module version (.zip,
+	// direct VCS fetch, cached file) or a version list.
+	PolicyDecision         = attribute.Key("sumgate.policy.decision")          // pass, block or would-block (dry-run)
+	PolicyWouldBlock       = attribute.Key("sumgate.policy.would_block")       // dry-run: enforce would have refused it
+	PolicyRules            = attribute.Key("sumgate.policy.rules")             // the deny rules that objected
+	PolicyAdvisories       = attribute.Key("sumgate.policy.advisories")        // the advisory IDs that objected, with their aliases
+	PolicyCooldownUntil    = attribute.Key("sumgate.policy.cooldown.until")    // when a version the cooldown refused becomes available
+	PolicyCooldownEvidence = attribute.Key("sumgate.policy.cooldown.evidence") // what dated the version: the tree-head history or the .info time
+	PolicyAllowed          = attribute.Key("sumgate.policy.allowed")           // the allow rules that exempted the version
+	PolicyWaivers          = attribute.Key("sumgate.policy.waivers")           // the waivers used, as "rule for module@version, owner, until date"
+	PolicyLeftOut          = attribute.Key("sumgate.policy.left_out")          // versions left out of a list or @latest, each with what objected
+	PolicyWouldLeaveOut    = attribute.Key("sumgate.policy.would_leave_out")   // dry-run: what enforce would have left out
+	CABackend              = attribute.Key("sumgate.ca.backend")               // local or step
 )
 
 // Event names.

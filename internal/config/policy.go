@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/mod/module"
 
+	"github.com/sumgate/sumgate/policy/advisory"
 	"github.com/sumgate/sumgate/policy/match"
 )
 
@@ -232,10 +233,11 @@ func (p *Policy) validate(fail func(key, format string, args ...any) error, at f
 		return nil, fail("policy.advisories.refresh", "%v: want between 1m and 168h", a.Refresh)
 	}
 	for _, b := range a.Block {
-		// The selector's grammar is the advisory package's; here only
-		// its shape.
 		if b == "" || strings.ContainsFunc(b, unicode.IsSpace) {
 			return nil, fail("policy.advisories.block", "%q: want malicious, all, an advisory ID or alias, or cvss>=N, without spaces", b)
+		}
+		if _, err := advisory.ParseSelector(b); err != nil {
+			return nil, fail("policy.advisories.block", "%v", err)
 		}
 	}
 	if len(a.Block) > 0 && len(a.Sources) == 0 {

@@ -1,0 +1,359 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sumgate/sumgate/internal/auditkey"
+	"github.com/sumgate/sumgate/policy"
+	"github.com/sumgate/sumgate/sumdb"
+	"github.com/sumgate/sumgate/vcs"
+)
+
+// PolicyError is a module version the operator's policy (package policy)
+// refuses: a deny rule, an advisory or the cooldown. Its Reason is the
+// 403's text/plain body.
+type PolicyError struct {
+	Decision policy.Decision
+}
+
+func (e *PolicyError) Error() string {
+	return fmt.Sprintf("policy refuses %s: %s", e.Decision.Module, strings.Join(policyIDs(e.Decision), ", "))
+}
+
+// policyIDs names what objected to a version: the deny rules, the
+// advisories (with aliases), and "cooldown".
+func policyIDs(d policy.Decision) []string {
+	ids := append([]string(nil), d.Rules...)
+	for _, f := range d.Advisories {
+		ids = append(ids, f.ID)
+	}
+	if d.Cooldown != nil {
+		ids = append(ids, "cooldown")
+	}
+	return ids
+}
+
+// policyAttrs are the span attributes of a policy decision.
+func policyAttrs(d policy.Decision) []attribute.KeyValue {
+	var as []attribute.KeyValue
+	switch {
+	case d.Block:
+		as = append(as, auditkey.PolicyDecision.String("block"))
+	case d.WouldBlock:
+		as = append(as, auditkey.PolicyDecision.String("would-block"), auditkey.PolicyWouldBlock.Bool(true))
+	default:
+		as = append(as, auditkey.PolicyDecision.String("pass"))
+	}
+	if len(d.Rules) > 0 {
+		as = append(as, auditkey.PolicyRules.StringSlice(d.Rules))
+	}
+	if len(d.Advisories) > 0 {
+		var ids []string
+		for _, f := range d.Advisories {
+			ids = append(ids, f.ID)
+			ids = append(ids, f.Aliases...)
+		}
+		as = append(as, auditkey.PolicyAdvisories.StringSlice(ids))
+	}
+	if d.Cooldown != nil {
+		as = append(as, auditkey.PolicyCooldownEvidence.String(d.Cooldown.Evidence))
+		if !d.Cooldown.Until.IsZero() {
+			as = append(as, auditkey.PolicyCooldownUntil.String(d.Cooldown.Until.UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(d.Allowed) > 0 {
+		as = append(as, auditkey.PolicyAllowed.StringSlice(d.Allowed))
+	}
+	if len(d.Waivers) > 0 {
+		var ws []string
+		for _, w := range d.Waivers {
+			ws = append(ws, w.String())
+		}
+		as = append(as, auditkey.PolicyWaivers.StringSlice(ws))
+	}
+	return as
+}
+
+// policyGate applies the policy to module versions on their way to a
+// client. It is nil when no policy is configured.
+type policyGate struct {
+	engine   *policy.Engine
+	cooldown bool // a cooldown is configured: list entries need their age
+	verifier *sumdb.Verifier
+	upstream *http.Client
+	counter  metric.Int64Counter
+	infoMu   sync.Mutex
+	infos    map[string]time.Time // .info times fetched, by URL; bounded by maxInfos
+}
+
+// maxInfos bounds the .info times a policyGate remembers.
+const maxInfos = 10000
+
+// maxListAges bounds the versions of one list whose age is looked up for
+// the cooldown, newest first: a list's purpose is to let the go command
+// pick an allowed version, which is among the newest; older ones stay in
+// the list and are refused, if they must be, at their .zip.
+const maxListAges = 32
+
+// maxPolicyBody bounds a version list or @latest answer read for
+// filtering; a longer one is refused (a list of every version of a very
+// large module is about 100 KB).
+const maxPolicyBody = 4 << 20
+
+func newPolicyGate(e *policy.Engine, cooldown bool, v *sumdb.Verifier, up *http.Client, mp metric.MeterProvider) (*policyGate, error) {
+	c, err := mp.Meter(scope).Int64Counter("sumgate.policy.decisions", metric.WithUnit("{decision}"),
+		metric.WithDescription("Policy decisions on module versions that objected, by decision (block, would-block) and what objected (rule, advisory, cooldown)."))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: creating metrics: %w", err)
+	}
+	return &policyGate{engine: e, cooldown: cooldown, verifier: v, upstream: up, counter: c, infos: make(map[string]time.Time)}, nil
+}
+
+// count records an objection in sumgate.policy.decisions.
+func (p *policyGate) count(ctx context.Context, d policy.Decision) {
+	if !d.Objects() {
+		return
+	}
+	decision := "block"
+	if d.WouldBlock {
+		decision = "would-block"
+	}
+	for _, id := range policyIDs(d) {
+		what := "rule"
+		switch {
+		case id == "cooldown":
+			what = "cooldown"
+		case strings.ToUpper(id) == id:
+			what = "advisory"
+		}
+		p.counter.Add(ctx, 1, metric.WithAttributes(auditkey.PolicyDecision.String(decision), attribute.String("sumgate.policy.objection", what)))
+	}
+}
+
+// age returns the cooldown evidence for versions of a module served at
+// base (a module proxy base URL with the module's escaped path, ending
+// before "/@v/"): the tree-head history where it dates the version, and
+// otherwise the module proxy's .info time, which is the publisher's word
+// (none for base "": a direct VCS fetch).
+func (p *policyGate) age(ctx context.Context, base string) policy.AgeFunc {
+	return func(m module.Version) policy.Age {
+		since, evidence, ok := p.verifier.LoggedBy(m)
+		if ok {
+			return policy.Age{Known: true, Since: since, Evidence: evidence}
+		}
+		ev, err := module.EscapeVersion(m.Version)
+		if err != nil || base == "" {
+			return policy.Age{Evidence: evidence}
+		}
+		t, err := p.infoTime(ctx, base+"/@v/"+ev+".info")
+		if err != nil {
+			return policy.Age{Evidence: evidence + "; no .info time either: " + err.Error()}
+		}
+		return policy.Age{Known: true, Since: t, Evidence: fmt.Sprintf("the module proxy's .info time %s (%s)", t.UTC().Format(time.RFC3339), evidence)}
+	}
+}
+
+// infoTime returns the Time of the .info at url, fetched through the
+// verified upstream, and remembers it.
+func (p *policyGate) infoTime(ctx context.Context, url string) (time.Time, error) {
+	p.infoMu.Lock()
+	t, ok := p.infos[url]
+	p.infoMu.Unlock()
+	if ok {
+		return t, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return time.Time{}, err
+	}
+	resp, err := p.upstream.Do(req)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return time.Time{}, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	var info struct{ Time time.Time }
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&info); err != nil || info.Time.IsZero() {
+		return time.Time{}, fmt.Errorf("%s: no time in the .info (%v)", url, err)
+	}
+	p.infoMu.Lock()
+	if len(p.infos) >= maxInfos {
+		clear(p.infos)
+	}
+	p.infos[url] = info.Time
+	p.infoMu.Unlock()
+	return info.Time, nil
+}
+
+// moduleBase returns the URL of a module's files at a module proxy, from
+// the URL of one of them: everything before "/@v/" or "/@latest".
+func moduleBase(u string) string {
+	if i := strings.LastIndex(u, "/@v/"); i >= 0 {
+		return u[:i]
+	}
+	return strings.TrimSuffix(u, "/@latest")
+}
+
+// decideFile applies the policy to a verified .zip about to be served
+// (fetched or from the cache): a refusal closes the file and becomes the
+// outcome's error, which respond answers with a 403.
+func (g *Gateway) decideFile(ctx context.Context, d decision, out outcome) outcome {
+	if g.policy == nil || out.err != nil || out.res == nil || out.res.Verdict == nil || d.mod == nil || d.mod.kind != sumdb.KindZip {
+		return out
+	}
+	m := out.res.Verdict.Module // the reading that was verified
+	pd := g.policy.engine.Decide(m, g.policy.age(ctx, moduleBase(d.url)))
+	out.pol = &pd
+	g.policy.count(ctx, pd)
+	if pd.Block {
+		out.res.Close()
+		out.err = &PolicyError{Decision: pd}
+	}
+	return out
+}
+
+// filterList applies the policy to a version list (@v/list) or an
+// @latest answer passing through: versions the policy blocks are left
+// out of a list, and the span says which and why; a list left empty, or
+// a blocked @latest, is a 403 with the reasons. In dry-run nothing is
+// left out; what would have been is recorded.
+func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, out outcome) outcome {
+	if g.policy == nil || d.mod == nil || (d.mod.file != "list" && d.mod.file != "latest") ||
+		out.err != nil || out.resp == nil || out.resp.StatusCode != http.StatusOK || out.resp.Header.Get("Content-Encoding") != "" {
+		return out
+	}
+	body, err := io.ReadAll(io.LimitReader(out.resp.Body, maxPolicyBody+1))
+	out.resp.Body.Close()
+	if err == nil && len(body) > maxPolicyBody {
+		err = fmt.Errorf("longer than %d bytes", maxPolicyBody)
+	}
+	if err != nil {
+		out.resp = nil
+		out.err = fmt.Errorf("reading the %s of %s for policy: %w", d.mod.file, d.mod.mod.Path, err)
+		return out
+	}
+	path := d.mod.mod.Path
+	age := g.policy.age(ctx, moduleBase(d.url))
+	var kept []string
+	var objected []policy.Decision
+	if d.mod.file == "latest" {
+		var info struct{ Version string }
+		if json.Unmarshal(body, &info) == nil && info.Version != "" {
+			pd := g.policy.engine.Decide(module.Version{Path: path, Version: info.Version}, age)
+			g.policy.count(ctx, pd)
+			if pd.Objects() {
+				objected = append(objected, pd)
+			}
+			if pd.Block {
+				out.resp = nil
+				out.err = &PolicyError{Decision: pd}
+			}
+		}
+	} else {
+		versions := strings.Fields(string(body))
+		if g.policy.cooldown {
+			g.policy.prove(ctx, path, versions)
+		}
+		kept, objected = g.policy.engine.FilterVersions(path, versions, age)
+		for _, pd := range objected {
+			g.policy.count(ctx, pd)
+		}
+		if len(versions) > 0 && len(kept) == 0 && !g.policy.engine.DryRun() {
+			out.resp = nil
+			out.err = &PolicyError{Decision: policy.Decision{Module: module.Version{Path: path}, Block: true, Reason: policy.ListReason(path, objected)}}
+		} else {
+			var b bytes.Buffer
+			for _, v := range kept {
+				b.WriteString(v + "\n")
+			}
+			body = b.Bytes()
+		}
+	}
+	if len(objected) > 0 {
+		var left []string
+		for _, pd := range objected {
+			left = append(left, pd.Module.Version+" ("+strings.Join(policyIDs(pd), ", ")+")")
+		}
+		key := auditkey.PolicyLeftOut
+		if g.policy.engine.DryRun() {
+			key = auditkey.PolicyWouldLeaveOut
+		}
+		a.set(key.StringSlice(left))
+	}
+	if out.resp != nil {
+		out.resp.Body = io.NopCloser(bytes.NewReader(body))
+		out.resp.ContentLength = int64(len(body))
+		out.resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	return out
+}
+
+// prove looks the newest versions of a list up in the checksum database
+// (at most maxListAges, 8 at a time), so that the cooldown dates them by
+// the tree-head history rather than by their .info time. A version the
+// database does not know is dated by its .info time, or blocked.
+func (p *policyGate) prove(ctx context.Context, path string, versions []string) {
+	vs := make([]string, 0, len(versions))
+	for _, v := range versions {
+		if semver.IsValid(v) {
+			vs = append(vs, v)
+		}
+	}
+	semver.Sort(vs)
+	if len(vs) > maxListAges {
+		vs = vs[len(vs)-maxListAges:]
+	}
+	var eg errgroup.Group
+	eg.SetLimit(8)
+	for _, v := range vs {
+		m := module.Version{Path: path, Version: v}
+		if _, _, ok := p.verifier.LoggedBy(m); ok {
+			continue
+		}
+		eg.Go(func() error {
+			p.verifier.Prove(ctx, m)
+			return nil
+		})
+	}
+	eg.Wait()
+}
+
+// asPolicyError reports whether err is a policy refusal.
+func asPolicyError(err error) (*PolicyError, bool) {
+	var pe *PolicyError
+	ok := errors.As(err, &pe)
+	return pe, ok
+}
+
+// decideGit applies the policy to a verified direct VCS fetch of res's
+// module version, before sumgate serves it: there is no module proxy to
+// ask for a .info time, so the cooldown dates it by the tree-head
+// history only.
+func (g *Gateway) decideGit(ctx context.Context, res vcs.Result) (*policy.Decision, bool) {
+	if g.policy == nil || res.Module.Path == "" || res.Module.Version == "" {
+		return nil, false
+	}
+	pd := g.policy.engine.Decide(res.Module, g.policy.age(ctx, ""))
+	g.policy.count(ctx, pd)
+	return &pd, pd.Block
+}
