@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -452,5 +453,117 @@ func TestSharedStateUnavailable(t *testing.T) {
 	eventually(t, "StateReady after the restart", func() bool { return v.StateReady(ctx) == nil })
 	if vd := check(t, w, v, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
 		t.Errorf("after the restart: %s", vd)
+	}
+}
+
+// TestAlertRecordedWhileCutOffReachesEveryReplica holds threat 21: a fork
+// one replica catches while it cannot write to etcd (its link dropped
+// between its claim and the fork) is kept in its data directory, and
+// reaches every replica as soon as that replica reaches etcd again, even
+// though its watch of the alert never ended (the client reconnects the
+// watch by itself).
+func TestAlertRecordedWhileCutOffReachesEveryReplica(t *testing.T) {
+	w := testworld.New(t)
+	srv := etcdtest.Start(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, srv.Client(t), prefix)
+	fwd := srv.Forward(t)
+	cutOff, err := clientv3.New(clientv3.Config{Endpoints: []string{fwd.Endpoint()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cutOff.Close() })
+	b := newVerifier(t, w, "", func(c *sumdb.Config) {
+		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = cutOff, prefix, time.Second
+	})
+	t.Cleanup(b.Close)
+	if vd := check(t, w, b, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("B before the fork: %s", vd)
+	}
+
+	// B's lookup of the next version is answered by the fork, and B's
+	// link to etcd drops just as the database answers.
+	var once sync.Once
+	w.Override(t, config.SumDBName, "/lookup/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		once.Do(fwd.Cut)
+		resp, err := w.HTTPClient().Get(w.ProxyURL + "/sumdb/" + config.SumDBName + r.URL.Path)
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		rw.WriteHeader(resp.StatusCode)
+		io.Copy(rw, resp.Body)
+	}))
+	w.SetSumDB(testworld.SumDBForked)
+	vd := check(t, w, b, testworld.UpperPath, testworld.Version, sumdb.KindZip)
+	w.SetSumDB(testworld.SumDBHonest)
+	if vd.Outcome != sumdb.SecurityError {
+		t.Fatalf("B on the fork, cut off from etcd: verdict %s, want a security error", vd)
+	}
+	fwd.Resume()
+	eventually(t, "A learns of the fork B caught while cut off", func() bool { _, ok := a.Alerted(); return ok })
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a log.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestAlertDeletedByHandIsNotAttributed: every replica logs who cleared
+// an alert; an alert deleted from etcd by hand, not by sumgate alert
+// clear, is logged as such, never attributed to an earlier clearance.
+func TestAlertDeletedByHandIsNotAttributed(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	var logs syncBuffer
+	v := newVerifier(t, w, "", func(c *sumdb.Config) {
+		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = etcd, prefix, 5*time.Second
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	t.Cleanup(v.Close)
+	ctx := context.Background()
+	raise := func() {
+		t.Helper()
+		if _, err := etcd.Put(ctx, sharedKey(w, prefix, "alert"), "2026-01-02T03:04:05Z\nevidence\n"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the replica learns of the alert", func() bool { _, ok := v.Alerted(); return ok })
+	}
+	cleared := func() {
+		t.Helper()
+		eventually(t, "the replica learns the alert is gone", func() bool { _, ok := v.Alerted(); return !ok })
+	}
+
+	raise()
+	if _, ok, err := sumdb.ClearAlert(ctx, sumdb.Config{Key: w.SumDBKey, DataDir: t.TempDir(), Etcd: etcd, EtcdPrefix: prefix}, "alice@corp.example"); err != nil || !ok {
+		t.Fatalf("ClearAlert: %v, %v", ok, err)
+	}
+	cleared()
+	eventually(t, "the clearance is logged with who cleared it", func() bool { return strings.Contains(logs.String(), "alice@corp.example") })
+
+	raise()
+	before := len(logs.String())
+	if _, err := etcd.Delete(ctx, sharedKey(w, prefix, "alert")); err != nil {
+		t.Fatal(err)
+	}
+	cleared()
+	eventually(t, "the deletion is logged", func() bool { return strings.Contains(logs.String()[before:], "serving again") })
+	if got := logs.String()[before:]; strings.Contains(got, "alice@corp.example") || !strings.Contains(got, "no record of who cleared it") {
+		t.Errorf("an alert deleted by hand is logged as:\n%s\nwant it said that nobody is on record as clearing it", got)
 	}
 }

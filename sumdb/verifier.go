@@ -1073,8 +1073,11 @@ func (o *clientOps) SecurityError(msg string) {
 		o.v.log.Error("cannot record security alert", "err", err)
 	}
 	if o.v.shared != nil {
-		if err := o.v.pushAlert(o.ctx); err != nil {
+		// Not bounded by the lookup's time, which the fork may have used
+		// up: raiseAlert has its own timeout.
+		if err := o.v.pushAlert(context.WithoutCancel(o.ctx)); err != nil {
 			o.v.log.Error("cannot record security alert in etcd yet; this replica fails closed, and records it once etcd answers", "err", err)
+			o.v.shared.retryOutbox()
 		}
 	}
 }
