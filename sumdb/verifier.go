@@ -186,7 +186,7 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("sumdb: %w", err)
 		}
 	}
-	if v.history, err = loadHistory(context.Background(), st, v.shared); err != nil {
+	if v.history, err = loadHistory(context.Background(), st, v.shared, v.now()); err != nil {
 		v.Close()
 		return nil, fmt.Errorf("sumdb: %w", err)
 	}
