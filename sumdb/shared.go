@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/mod/sumdb"
@@ -195,6 +196,18 @@ func (s *shared) writeCache(ctx context.Context, files map[string][]byte) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	err := s.writeCacheOnce(ctx, files)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The lease is gone before its time: revoked by hand, or lost
+		// to an etcd restored from a backup. Grant another, once.
+		s.dropLease()
+		err = s.writeCacheOnce(ctx, files)
+	}
+	return err
+}
+
+// writeCacheOnce is one try of writeCache, under the current lease.
+func (s *shared) writeCacheOnce(ctx context.Context, files map[string][]byte) error {
 	lease, err := s.cacheLease(ctx)
 	if err != nil {
 		return err
@@ -236,6 +249,13 @@ func (s *shared) cacheLease(ctx context.Context) (clientv3.LeaseID, error) {
 	}
 	s.lease, s.leaseAt = resp.ID, time.Now()
 	return s.lease, nil
+}
+
+// dropLease makes the next write to the shared cache grant a new lease.
+func (s *shared) dropLease() {
+	s.leaseMu.Lock()
+	s.lease = 0
+	s.leaseMu.Unlock()
 }
 
 // claim tries to become the one replica that looks file ("lookup/…") up.

@@ -567,3 +567,37 @@ func TestAlertDeletedByHandIsNotAttributed(t *testing.T) {
 		t.Errorf("an alert deleted by hand is logged as:\n%s\nwant it said that nobody is on record as clearing it", got)
 	}
 }
+
+// TestSharedCacheOutlivesItsLease: the shared cache's lease gone (revoked
+// by hand, or lost to an etcd restored from a backup) does not stop a
+// replica from sharing what it proves next.
+func TestSharedCacheOutlivesItsLease(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	ctx := context.Background()
+	record := func(path string) string {
+		esc, _ := module.EscapePath(path)
+		return sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version)
+	}
+	shared := func(path string) bool {
+		resp, err := etcd.Get(ctx, record(path))
+		return err == nil && len(resp.Kvs) == 1
+	}
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	eventually(t, "A shares its record", func() bool { return shared(testworld.GoodPath) })
+	resp, err := etcd.Get(ctx, record(testworld.GoodPath))
+	if err != nil || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("the shared record has no lease: %v", err)
+	}
+	if _, err := etcd.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if vd := check(t, w, a, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A after the lease was revoked: %s", vd)
+	}
+	eventually(t, "A shares what it proves after its lease was revoked", func() bool { return shared(testworld.UpperPath) })
+}
