@@ -601,3 +601,36 @@ func TestSharedCacheOutlivesItsLease(t *testing.T) {
 	}
 	eventually(t, "A shares what it proves after its lease was revoked", func() bool { return shared(testworld.UpperPath) })
 }
+
+// TestSharedRecordOfAnotherVersion: a genuine record, signed into the
+// tree, planted in the shared cache under another version's name proves
+// nothing about that version. It must not make the version look unknown
+// to the database (not found, which on_unverified: allow passes): the
+// replica asks the database, and a tampered zip is a mismatch.
+func TestSharedRecordOfAnotherVersion(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	a.Close()
+	ctx := context.Background()
+	recordKey := func(path string) string {
+		esc, _ := module.EscapePath(path)
+		return sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version)
+	}
+	good, err := etcd.Get(ctx, recordKey(testworld.GoodPath))
+	if err != nil || len(good.Kvs) != 1 {
+		t.Fatalf("A's shared record: %v", err)
+	}
+	if _, err := etcd.Put(ctx, recordKey(testworld.TamperedZipPath), string(good.Kvs[0].Value)); err != nil {
+		t.Fatal(err)
+	}
+	b := replica(t, w, etcd, prefix)
+	tampered := w.Module(testworld.TamperedZipPath, testworld.Version)
+	if vd := check(t, w, b, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Mismatch || vd.Want != tampered.ZipHash {
+		t.Errorf("a tampered zip with another version's record planted under its name: verdict %s, want a mismatch against the logged hash", vd)
+	}
+}

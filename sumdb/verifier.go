@@ -1014,6 +1014,14 @@ func (o *clientOps) ReadCache(file string) ([]byte, error) {
 	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String("etcd:"+rel)))
 	defer span.End()
 	data, err := o.v.shared.readCache(ctx, rel)
+	if err == nil && !recordNames(rel, data) {
+		// The client authenticates a record's place in the tree, not
+		// that it is the record of the version asked for: a genuine
+		// record of another version, planted under this name, would
+		// make the version look unknown to the database (NotFound).
+		o.v.log.Warn("a lookup record in the shared cache is not the record of its version; asking the database", "file", rel)
+		return nil, fs.ErrNotExist
+	}
 	if err == nil {
 		o.noteRecord(rel, data)
 		o.mu.Lock()
@@ -1021,6 +1029,32 @@ func (o *clientOps) ReadCache(file string) ([]byte, error) {
 		o.mu.Unlock()
 	}
 	return data, err
+}
+
+// recordNames reports whether data, read as the lookup record file
+// ("lookup/<escaped path>@<escaped version>"), has a go.sum line of that
+// module version; anything but a lookup record passes.
+func recordNames(file string, data []byte) bool {
+	name, ok := strings.CutPrefix(file, "lookup/")
+	if !ok {
+		return true
+	}
+	i := strings.LastIndex(name, "@")
+	if i < 0 {
+		return false
+	}
+	path, err1 := module.UnescapePath(name[:i])
+	vers, err2 := module.UnescapeVersion(name[i+1:])
+	_, text, _, err := tlog.ParseRecord(data)
+	if err1 != nil || err2 != nil || err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(text), "\n") {
+		if strings.HasPrefix(line, path+" "+vers+" ") || strings.HasPrefix(line, path+" "+vers+"/go.mod ") {
+			return true
+		}
+	}
+	return false
 }
 
 // dropStoredTiles removes the tiles ReadCache served from disk, and
