@@ -634,3 +634,27 @@ func TestSharedRecordOfAnotherVersion(t *testing.T) {
 		t.Errorf("a tampered zip with another version's record planted under its name: verdict %s, want a mismatch against the logged hash", vd)
 	}
 }
+
+// TestGarbageHeadInEtcdFailsClosed: a tree head in etcd that does not
+// verify (written by hand) makes lookups fail closed as state-unavailable,
+// which no on_unverified policy passes, never unavailable, which
+// on_unverified: allow would pass, tampered bytes included.
+func TestGarbageHeadInEtcdFailsClosed(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	for _, head := range []string{"garbage", "go.sum database tree\n99\nAAAA\n\n— sum.golang.org bm9wZQ==\n"} {
+		if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "latest"), head); err != nil {
+			t.Fatal(err)
+		}
+		b := replica(t, w, etcd, prefix) // no floor of its own: it reads the head in etcd
+		vd := check(t, w, b, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip)
+		if vd.Outcome != sumdb.StateUnavailable || vd.Pass() {
+			t.Errorf("a tampered zip with %q as the head in etcd: verdict %s, want state-unavailable", head, vd)
+		}
+	}
+}

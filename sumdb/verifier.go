@@ -925,6 +925,13 @@ func (o *clientOps) ReadConfig(file string) ([]byte, error) {
 				return floor, nil
 			}
 			data, err = o.v.shared.readLatest(o.ctx)
+			if err == nil && len(data) > 0 && o.v.treeSize(data) == 0 {
+				// Not a head this database signed: written by hand. The
+				// database is not to blame, so on_unverified does not
+				// apply: the lookup fails closed.
+				err = fmt.Errorf("reading tree head: %w: the tree head in etcd (key %slatest) is not signed by %s's key",
+					ErrStateUnavailable, o.v.shared.dir, o.v.name)
+			}
 		} else {
 			data, err = o.v.store.readLatest()
 		}
