@@ -43,6 +43,13 @@ func sharedKey(w *testworld.World, prefix, name string) string {
 	return prefix + "sumdb/" + n + "+" + h + "/" + name
 }
 
+// recordKey returns the etcd key of path@testworld.Version's lookup
+// record in the shared cache.
+func recordKey(w *testworld.World, prefix, path string) string {
+	esc, _ := module.EscapePath(path)
+	return sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version)
+}
+
 // headSize returns the size of the tree head stored in etcd.
 func headSize(t testing.TB, w *testworld.World, etcd *clientv3.Client, prefix string) int64 {
 	t.Helper()
@@ -505,24 +512,6 @@ func TestAlertRecordedWhileCutOffReachesEveryReplica(t *testing.T) {
 	eventually(t, "A learns of the fork B caught while cut off", func() bool { _, ok := a.Alerted(); return ok })
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestAlertDeletedByHandIsNotAttributed: every replica logs who cleared
 // an alert; an alert deleted from etcd by hand, not by sumgate alert
 // clear, is logged as such, never attributed to an earlier clearance.
@@ -530,7 +519,7 @@ func TestAlertDeletedByHandIsNotAttributed(t *testing.T) {
 	w := testworld.New(t)
 	etcd := etcdtest.Start(t).Client(t)
 	const prefix = "/sumgate/"
-	var logs syncBuffer
+	var logs testworld.Buffer
 	v := newVerifier(t, w, "", func(c *sumdb.Config) {
 		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = etcd, prefix, 5*time.Second
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -577,19 +566,15 @@ func TestSharedCacheOutlivesItsLease(t *testing.T) {
 	const prefix = "/sumgate/"
 	a := replica(t, w, etcd, prefix)
 	ctx := context.Background()
-	record := func(path string) string {
-		esc, _ := module.EscapePath(path)
-		return sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version)
-	}
 	shared := func(path string) bool {
-		resp, err := etcd.Get(ctx, record(path))
+		resp, err := etcd.Get(ctx, recordKey(w, prefix, path))
 		return err == nil && len(resp.Kvs) == 1
 	}
 	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
 		t.Fatalf("A: %s", vd)
 	}
 	eventually(t, "A shares its record", func() bool { return shared(testworld.GoodPath) })
-	resp, err := etcd.Get(ctx, record(testworld.GoodPath))
+	resp, err := etcd.Get(ctx, recordKey(w, prefix, testworld.GoodPath))
 	if err != nil || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("the shared record has no lease: %v", err)
 	}
@@ -617,15 +602,11 @@ func TestSharedRecordOfAnotherVersion(t *testing.T) {
 	}
 	a.Close()
 	ctx := context.Background()
-	recordKey := func(path string) string {
-		esc, _ := module.EscapePath(path)
-		return sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version)
-	}
-	good, err := etcd.Get(ctx, recordKey(testworld.GoodPath))
+	good, err := etcd.Get(ctx, recordKey(w, prefix, testworld.GoodPath))
 	if err != nil || len(good.Kvs) != 1 {
 		t.Fatalf("A's shared record: %v", err)
 	}
-	if _, err := etcd.Put(ctx, recordKey(testworld.TamperedZipPath), string(good.Kvs[0].Value)); err != nil {
+	if _, err := etcd.Put(ctx, recordKey(w, prefix, testworld.TamperedZipPath), string(good.Kvs[0].Value)); err != nil {
 		t.Fatal(err)
 	}
 	b := replica(t, w, etcd, prefix)
