@@ -48,8 +48,12 @@ type history struct {
 	shared  *shared    // the shared state, or nil
 }
 
-// loadHistory reads the history from st's directory, or from etcd.
-func loadHistory(ctx context.Context, st *store, sh *shared) (*history, error) {
+// loadHistory reads the history from st's directory, or from etcd. An
+// entry dated after now is no sighting yet: a clock
+// ahead, or an entry planted in etcd. It is dropped, so that it neither
+// stops this replica from recording the buckets until then nor becomes
+// evidence when its time comes.
+func loadHistory(ctx context.Context, st *store, sh *shared, now time.Time) (*history, error) {
 	h := &history{file: filepath.Join(st.dir, "history"), shared: sh}
 	if sh != nil {
 		ctx, cancel := context.WithTimeout(ctx, sh.timeout)
@@ -75,6 +79,7 @@ func loadHistory(ctx context.Context, st *store, sh *shared) (*history, error) {
 			}
 		}
 	}
+	h.entries = slices.DeleteFunc(h.entries, func(s Sighting) bool { return s.Seen.After(now) })
 	h.sort()
 	if n := len(h.entries); n > 0 {
 		h.last = h.entries[n-1].Seen.Truncate(historyBucket)

@@ -2,6 +2,7 @@ package sumdb_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -83,5 +84,35 @@ func TestLoggedBy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHistoryIgnoresFutureSightings: a sighting dated after now, planted
+// in etcd or written by a replica whose clock ran ahead, neither stops a
+// replica from recording its own sightings nor waits to become evidence.
+func TestHistoryIgnoresFutureSightings(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	future := t0.Add(24 * time.Hour)
+	if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "history/"+strconv.FormatInt(future.Unix(), 10)),
+		strconv.FormatInt(future.Unix(), 10)+" 1099511627776\n"); err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: t0}
+	v := newVerifier(t, w, "", func(cfg *sumdb.Config) { cfg.Now, cfg.Etcd, cfg.EtcdPrefix = c.now, etcd, prefix })
+	t.Cleanup(v.Close)
+	m := w.PublishGenerated(t, "example.com/age/future", 1<<10)
+	if vd, err := v.Check(context.Background(), m.Version, sumdb.KindZip, m.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+		t.Fatalf("%v, %v", vd, err)
+	}
+	h := v.History()
+	if len(h) != 1 || !h[0].Seen.Equal(t0) || h[0].Size > 1<<20 {
+		t.Errorf("history %+v, want only the sighting at %v", h, t0)
+	}
+	c.set(future.Add(time.Hour))
+	if a := v.LoggedBefore(m.Version, future); a.Sighting.Size > 1<<20 {
+		t.Errorf("the planted sighting became evidence once its time came: %+v", a)
 	}
 }

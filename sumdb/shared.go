@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/mod/sumdb"
@@ -69,6 +70,10 @@ type shared struct {
 
 	stop context.CancelFunc // ends watchAlert
 	done chan struct{}      // closed when watchAlert has returned
+	// outboxPending wakes watchAlert to move an alert left in the local
+	// outbox into etcd: its watch survives an outage without ending (the
+	// client reconnects it), so it would not otherwise try again.
+	outboxPending chan struct{}
 }
 
 // sharedAlert is an alert on record in etcd.
@@ -80,7 +85,7 @@ type sharedAlert struct {
 // openShared opens the shared state of key under prefix, recording the key
 // there if it is the first, and refusing state recorded for another key.
 func openShared(ctx context.Context, c *clientv3.Client, prefix, key string, timeout time.Duration) (*shared, error) {
-	s := &shared{c: c, dir: prefix + "sumdb/" + stateName(key) + "/", timeout: timeout}
+	s := &shared{c: c, dir: prefix + "sumdb/" + stateName(key) + "/", timeout: timeout, outboxPending: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := c.Txn(ctx).
@@ -191,6 +196,18 @@ func (s *shared) writeCache(ctx context.Context, files map[string][]byte) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	err := s.writeCacheOnce(ctx, files)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The lease is gone before its time: revoked by hand, or lost
+		// to an etcd restored from a backup. Grant another, once.
+		s.dropLease()
+		err = s.writeCacheOnce(ctx, files)
+	}
+	return err
+}
+
+// writeCacheOnce is one try of writeCache, under the current lease.
+func (s *shared) writeCacheOnce(ctx context.Context, files map[string][]byte) error {
 	lease, err := s.cacheLease(ctx)
 	if err != nil {
 		return err
@@ -232,6 +249,13 @@ func (s *shared) cacheLease(ctx context.Context) (clientv3.LeaseID, error) {
 	}
 	s.lease, s.leaseAt = resp.ID, time.Now()
 	return s.lease, nil
+}
+
+// dropLease makes the next write to the shared cache grant a new lease.
+func (s *shared) dropLease() {
+	s.leaseMu.Lock()
+	s.lease = 0
+	s.leaseMu.Unlock()
 }
 
 // claim tries to become the one replica that looks file ("lookup/…") up.
@@ -352,11 +376,22 @@ func parseAlert(data []byte) *sharedAlert {
 	return &sharedAlert{since: since, evidence: string(bytes.TrimSpace(rest))}
 }
 
+// retryOutbox makes watchAlert try again, at once and then until it
+// succeeds, to move the alert in the local outbox into etcd.
+func (s *shared) retryOutbox() {
+	select {
+	case s.outboxPending <- struct{}{}:
+	default:
+	}
+}
+
 // watchAlert keeps s.alert in step with the alert key until ctx ends:
 // it reads the key, then watches it from the revision read, and starts
-// over after any failure (etcd unreachable, a compacted revision). Before
-// each read it moves an alert recorded in the local outbox into etcd. It
-// logs an alert raised, and one cleared with who cleared it.
+// over after any failure (etcd unreachable, a compacted revision, an
+// alert in the local outbox that etcd did not take). Before each read,
+// and whenever retryOutbox asks, it moves an alert recorded in the local
+// outbox into etcd. It logs an alert raised, and one cleared with who
+// cleared it.
 func (s *shared) watchAlert(ctx context.Context, outbox func(context.Context) error, log *slog.Logger) {
 	defer close(s.done)
 	wait := 100 * time.Millisecond
@@ -381,17 +416,42 @@ func (s *shared) followAlert(ctx context.Context, outbox func(context.Context) e
 	if err != nil {
 		return err
 	}
+	had := s.alert.Load() != nil
 	s.setAlert(resp.Kvs)
+	switch a := s.alert.Load(); {
+	case had && a == nil:
+		log.Warn("security alert no longer in etcd (cleared while this replica was not watching): serving again")
+	case !had && a != nil:
+		log.Error("checksum database fork on record in the shared state: failing closed", "since", a.since, "evidence", a.evidence)
+	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for w := range s.c.Watch(wctx, s.dir+"alert", clientv3.WithRev(resp.Header.Revision+1)) {
+	watch := s.c.Watch(wctx, s.dir+"alert", clientv3.WithRev(resp.Header.Revision+1))
+	for {
+		var w clientv3.WatchResponse
+		var ok bool
+		select {
+		case w, ok = <-watch:
+		case <-s.outboxPending:
+			if err := outbox(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if !ok {
+			return errors.New("watching the security alert: the watch ended")
+		}
 		if err := w.Err(); err != nil {
 			return fmt.Errorf("watching the security alert: %w", err)
 		}
 		for _, ev := range w.Events {
 			if ev.Type == clientv3.EventTypeDelete {
 				s.alert.Store(nil)
-				log.Warn("security alert cleared: serving again", "clearance", s.lastClearance(ctx))
+				if cl, ok := s.clearanceAt(ctx, ev.Kv.ModRevision); ok {
+					log.Warn("security alert cleared: serving again", "clearance", cl)
+				} else {
+					log.Error("security alert deleted from etcd with no record of who cleared it (not by sumgate alert clear): serving again", "deleted_at_revision", ev.Kv.ModRevision)
+				}
 				continue
 			}
 			a := parseAlert(ev.Kv.Value)
@@ -399,7 +459,6 @@ func (s *shared) followAlert(ctx context.Context, outbox func(context.Context) e
 			log.Error("checksum database fork on record in the shared state: failing closed", "since", a.since, "evidence", a.evidence)
 		}
 	}
-	return errors.New("watching the security alert: the watch ended")
 }
 
 // getAlert reads the alert key.
@@ -413,17 +472,20 @@ func (s *shared) getAlert(ctx context.Context) (*clientv3.GetResponse, error) {
 	return resp, nil
 }
 
-// lastClearance returns the newest record of an alert cleared, or "" if
-// it cannot be read.
-func (s *shared) lastClearance(ctx context.Context) string {
+// clearanceAt returns the record of the clearance written at rev, the
+// revision that deleted the alert: sumgate alert clear deletes the alert
+// and records who cleared it in one transaction, so a deletion with no
+// record at its revision was made by hand (or the record could not be
+// read), and clearanceAt reports false.
+func (s *shared) clearanceAt(ctx context.Context, rev int64) (string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	resp, err := s.c.Get(ctx, s.dir+"alert-cleared/", clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
+		clientv3.WithMinModRev(rev), clientv3.WithMaxModRev(rev), clientv3.WithLimit(1))
 	if err != nil || len(resp.Kvs) == 0 {
-		return ""
+		return "", false
 	}
-	return string(resp.Kvs[0].Value)
+	return string(resp.Kvs[0].Value), true
 }
 
 func (s *shared) setAlert(kvs []*mvccpb.KeyValue) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -40,6 +41,13 @@ func sharedKey(w *testworld.World, prefix, name string) string {
 	n, rest, _ := strings.Cut(w.SumDBKey, "+")
 	h, _, _ := strings.Cut(rest, "+")
 	return prefix + "sumdb/" + n + "+" + h + "/" + name
+}
+
+// recordKey returns the etcd key of path@testworld.Version's lookup
+// record in the shared cache.
+func recordKey(w *testworld.World, prefix, path string) string {
+	esc, _ := module.EscapePath(path)
+	return sharedKey(w, prefix, "cache/lookup/"+esc+"@"+testworld.Version)
 }
 
 // headSize returns the size of the tree head stored in etcd.
@@ -452,5 +460,182 @@ func TestSharedStateUnavailable(t *testing.T) {
 	eventually(t, "StateReady after the restart", func() bool { return v.StateReady(ctx) == nil })
 	if vd := check(t, w, v, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
 		t.Errorf("after the restart: %s", vd)
+	}
+}
+
+// TestAlertRecordedWhileCutOffReachesEveryReplica holds threat 21: a fork
+// one replica catches while it cannot write to etcd (its link dropped
+// between its claim and the fork) is kept in its data directory, and
+// reaches every replica as soon as that replica reaches etcd again, even
+// though its watch of the alert never ended (the client reconnects the
+// watch by itself).
+func TestAlertRecordedWhileCutOffReachesEveryReplica(t *testing.T) {
+	w := testworld.New(t)
+	srv := etcdtest.Start(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, srv.Client(t), prefix)
+	fwd := srv.Forward(t)
+	cutOff, err := clientv3.New(clientv3.Config{Endpoints: []string{fwd.Endpoint()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cutOff.Close() })
+	b := newVerifier(t, w, "", func(c *sumdb.Config) {
+		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = cutOff, prefix, time.Second
+	})
+	t.Cleanup(b.Close)
+	if vd := check(t, w, b, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("B before the fork: %s", vd)
+	}
+
+	// B's lookup of the next version is answered by the fork, and B's
+	// link to etcd drops just as the database answers.
+	var once sync.Once
+	w.Override(t, config.SumDBName, "/lookup/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		once.Do(fwd.Cut)
+		resp, err := w.HTTPClient().Get(w.ProxyURL + "/sumdb/" + config.SumDBName + r.URL.Path)
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		rw.WriteHeader(resp.StatusCode)
+		io.Copy(rw, resp.Body)
+	}))
+	w.SetSumDB(testworld.SumDBForked)
+	vd := check(t, w, b, testworld.UpperPath, testworld.Version, sumdb.KindZip)
+	w.SetSumDB(testworld.SumDBHonest)
+	if vd.Outcome != sumdb.SecurityError {
+		t.Fatalf("B on the fork, cut off from etcd: verdict %s, want a security error", vd)
+	}
+	fwd.Resume()
+	eventually(t, "A learns of the fork B caught while cut off", func() bool { _, ok := a.Alerted(); return ok })
+}
+
+// TestAlertDeletedByHandIsNotAttributed: every replica logs who cleared
+// an alert; an alert deleted from etcd by hand, not by sumgate alert
+// clear, is logged as such, never attributed to an earlier clearance.
+func TestAlertDeletedByHandIsNotAttributed(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	var logs testworld.Buffer
+	v := newVerifier(t, w, "", func(c *sumdb.Config) {
+		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = etcd, prefix, 5*time.Second
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	t.Cleanup(v.Close)
+	ctx := context.Background()
+	raise := func() {
+		t.Helper()
+		if _, err := etcd.Put(ctx, sharedKey(w, prefix, "alert"), "2026-01-02T03:04:05Z\nevidence\n"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the replica learns of the alert", func() bool { _, ok := v.Alerted(); return ok })
+	}
+	cleared := func() {
+		t.Helper()
+		eventually(t, "the replica learns the alert is gone", func() bool { _, ok := v.Alerted(); return !ok })
+	}
+
+	raise()
+	if _, ok, err := sumdb.ClearAlert(ctx, sumdb.Config{Key: w.SumDBKey, DataDir: t.TempDir(), Etcd: etcd, EtcdPrefix: prefix}, "alice@corp.example"); err != nil || !ok {
+		t.Fatalf("ClearAlert: %v, %v", ok, err)
+	}
+	cleared()
+	eventually(t, "the clearance is logged with who cleared it", func() bool { return strings.Contains(logs.String(), "alice@corp.example") })
+
+	raise()
+	before := len(logs.String())
+	if _, err := etcd.Delete(ctx, sharedKey(w, prefix, "alert")); err != nil {
+		t.Fatal(err)
+	}
+	cleared()
+	eventually(t, "the deletion is logged", func() bool { return strings.Contains(logs.String()[before:], "serving again") })
+	if got := logs.String()[before:]; strings.Contains(got, "alice@corp.example") || !strings.Contains(got, "no record of who cleared it") {
+		t.Errorf("an alert deleted by hand is logged as:\n%s\nwant it said that nobody is on record as clearing it", got)
+	}
+}
+
+// TestSharedCacheOutlivesItsLease: the shared cache's lease gone (revoked
+// by hand, or lost to an etcd restored from a backup) does not stop a
+// replica from sharing what it proves next.
+func TestSharedCacheOutlivesItsLease(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	ctx := context.Background()
+	shared := func(path string) bool {
+		resp, err := etcd.Get(ctx, recordKey(w, prefix, path))
+		return err == nil && len(resp.Kvs) == 1
+	}
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	eventually(t, "A shares its record", func() bool { return shared(testworld.GoodPath) })
+	resp, err := etcd.Get(ctx, recordKey(w, prefix, testworld.GoodPath))
+	if err != nil || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("the shared record has no lease: %v", err)
+	}
+	if _, err := etcd.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if vd := check(t, w, a, testworld.UpperPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A after the lease was revoked: %s", vd)
+	}
+	eventually(t, "A shares what it proves after its lease was revoked", func() bool { return shared(testworld.UpperPath) })
+}
+
+// TestSharedRecordOfAnotherVersion: a genuine record, signed into the
+// tree, planted in the shared cache under another version's name proves
+// nothing about that version. It must not make the version look unknown
+// to the database (not found, which on_unverified: allow passes): the
+// replica asks the database, and a tampered zip is a mismatch.
+func TestSharedRecordOfAnotherVersion(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	a.Close()
+	ctx := context.Background()
+	good, err := etcd.Get(ctx, recordKey(w, prefix, testworld.GoodPath))
+	if err != nil || len(good.Kvs) != 1 {
+		t.Fatalf("A's shared record: %v", err)
+	}
+	if _, err := etcd.Put(ctx, recordKey(w, prefix, testworld.TamperedZipPath), string(good.Kvs[0].Value)); err != nil {
+		t.Fatal(err)
+	}
+	b := replica(t, w, etcd, prefix)
+	tampered := w.Module(testworld.TamperedZipPath, testworld.Version)
+	if vd := check(t, w, b, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Mismatch || vd.Want != tampered.ZipHash {
+		t.Errorf("a tampered zip with another version's record planted under its name: verdict %s, want a mismatch against the logged hash", vd)
+	}
+}
+
+// TestGarbageHeadInEtcdFailsClosed: a tree head in etcd that does not
+// verify (written by hand) makes lookups fail closed as state-unavailable,
+// which no on_unverified policy passes, never unavailable, which
+// on_unverified: allow would pass, tampered bytes included.
+func TestGarbageHeadInEtcdFailsClosed(t *testing.T) {
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	const prefix = "/sumgate/"
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	for _, head := range []string{"garbage", "go.sum database tree\n99\nAAAA\n\n— sum.golang.org bm9wZQ==\n"} {
+		if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "latest"), head); err != nil {
+			t.Fatal(err)
+		}
+		b := replica(t, w, etcd, prefix) // no floor of its own: it reads the head in etcd
+		vd := check(t, w, b, testworld.TamperedZipPath, testworld.Version, sumdb.KindZip)
+		if vd.Outcome != sumdb.StateUnavailable || vd.Pass() {
+			t.Errorf("a tampered zip with %q as the head in etcd: verdict %s, want state-unavailable", head, vd)
+		}
 	}
 }

@@ -186,7 +186,7 @@ func New(cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("sumdb: %w", err)
 		}
 	}
-	if v.history, err = loadHistory(context.Background(), st, v.shared); err != nil {
+	if v.history, err = loadHistory(context.Background(), st, v.shared, v.now()); err != nil {
 		v.Close()
 		return nil, fmt.Errorf("sumdb: %w", err)
 	}
@@ -952,6 +952,13 @@ func (o *clientOps) ReadConfig(file string) ([]byte, error) {
 				return floor, nil
 			}
 			data, err = o.v.shared.readLatest(o.ctx)
+			if err == nil && len(data) > 0 && o.v.treeSize(data) == 0 {
+				// Not a head this database signed: written by hand. The
+				// database is not to blame, so on_unverified does not
+				// apply: the lookup fails closed.
+				err = fmt.Errorf("reading tree head: %w: the tree head in etcd (key %slatest) is not signed by %s's key",
+					ErrStateUnavailable, o.v.shared.dir, o.v.name)
+			}
 		} else {
 			data, err = o.v.store.readLatest()
 		}
@@ -1041,6 +1048,14 @@ func (o *clientOps) ReadCache(file string) ([]byte, error) {
 	ctx, span := o.v.tracer.Start(o.ctx, "sumdb.read", trace.WithAttributes(auditkey.SumDBPath.String("etcd:"+rel)))
 	defer span.End()
 	data, err := o.v.shared.readCache(ctx, rel)
+	if err == nil && !recordNames(rel, data) {
+		// The client authenticates a record's place in the tree, not
+		// that it is the record of the version asked for: a genuine
+		// record of another version, planted under this name, would
+		// make the version look unknown to the database (NotFound).
+		o.v.log.Warn("a lookup record in the shared cache is not the record of its version; asking the database", "file", rel)
+		return nil, fs.ErrNotExist
+	}
 	if err == nil {
 		o.noteRecord(rel, data)
 		o.mu.Lock()
@@ -1048,6 +1063,32 @@ func (o *clientOps) ReadCache(file string) ([]byte, error) {
 		o.mu.Unlock()
 	}
 	return data, err
+}
+
+// recordNames reports whether data, read as the lookup record file
+// ("lookup/<escaped path>@<escaped version>"), has a go.sum line of that
+// module version; anything but a lookup record passes.
+func recordNames(file string, data []byte) bool {
+	name, ok := strings.CutPrefix(file, "lookup/")
+	if !ok {
+		return true
+	}
+	i := strings.LastIndex(name, "@")
+	if i < 0 {
+		return false
+	}
+	path, err1 := module.UnescapePath(name[:i])
+	vers, err2 := module.UnescapeVersion(name[i+1:])
+	_, text, _, err := tlog.ParseRecord(data)
+	if err1 != nil || err2 != nil || err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(text), "\n") {
+		if strings.HasPrefix(line, path+" "+vers+" ") || strings.HasPrefix(line, path+" "+vers+"/go.mod ") {
+			return true
+		}
+	}
+	return false
 }
 
 // dropStoredTiles removes the tiles ReadCache served from disk, and
@@ -1100,8 +1141,11 @@ func (o *clientOps) SecurityError(msg string) {
 		o.v.log.Error("cannot record security alert", "err", err)
 	}
 	if o.v.shared != nil {
-		if err := o.v.pushAlert(o.ctx); err != nil {
+		// Not bounded by the lookup's time, which the fork may have used
+		// up: raiseAlert has its own timeout.
+		if err := o.v.pushAlert(context.WithoutCancel(o.ctx)); err != nil {
 			o.v.log.Error("cannot record security alert in etcd yet; this replica fails closed, and records it once etcd answers", "err", err)
+			o.v.shared.retryOutbox()
 		}
 	}
 }
