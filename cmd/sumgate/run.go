@@ -153,7 +153,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	rules, stopRules, err := newPolicy(ctx, cfg, client, logger, tel.MeterProvider)
+	if err != nil {
+		return fail(err)
+	}
+	defer stopRules()
 	gw, err := gateway.New(gateway.Config{
+		Policy:         rules,
 		Intercept:      cfg.Intercept,
 		Splice:         cfg.Splice,
 		ModuleProxies:  cfg.ModuleProxies,
