@@ -239,7 +239,15 @@ func (g *Gateway) decideFile(ctx context.Context, d decision, out outcome) outco
 // left out; what would have been is recorded.
 func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, out outcome) outcome {
 	if g.policy == nil || d.mod == nil || (d.mod.file != "list" && d.mod.file != "latest") ||
-		out.err != nil || out.resp == nil || out.resp.StatusCode != http.StatusOK || out.resp.Header.Get("Content-Encoding") != "" {
+		out.err != nil || out.resp == nil || out.resp.StatusCode != http.StatusOK {
+		return out
+	}
+	if enc := out.resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		// Asked for plain (the client decodes gzip itself): an answer in
+		// another encoding cannot be filtered, so it is not passed.
+		out.resp.Body.Close()
+		out.resp = nil
+		out.err = fmt.Errorf("the module proxy answered the %s of %s with Content-Encoding %q, which sumgate cannot filter for policy", d.mod.file, d.mod.mod.Path, enc)
 		return out
 	}
 	body, err := io.ReadAll(io.LimitReader(out.resp.Body, maxPolicyBody+1))
