@@ -200,8 +200,11 @@ func TestForkSeenByOneReplicaBlocksEveryReplica(t *testing.T) {
 		t.Fatalf("sumgate alert clear: status %d\n%s%s", status, stdout, stderr)
 	}
 	for name, r := range replicas {
-		waitFor(t, 10*time.Second, name+" learns the alert was cleared", func() bool {
-			return r.metric(t, alertMetric) == 0
+		// The alert is off before the replica's log line (written through
+		// its log buffer) says who cleared it: wait for both.
+		waitFor(t, 10*time.Second, name+" learns the alert was cleared, and logs it", func() bool {
+			log := r.logs.String()
+			return r.metric(t, alertMetric) == 0 && strings.Contains(log, "security alert cleared: serving again") && strings.Contains(log, "alice@corp.example")
 		})
 		if log := r.logs.String(); !strings.Contains(log, "security alert cleared: serving again") || !strings.Contains(log, "alice@corp.example") {
 			t.Errorf("%s does not log who cleared the alert:\n%s", name, log)
