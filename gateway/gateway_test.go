@@ -62,6 +62,13 @@ func startWith(t testing.TB, w *testworld.World, edit func(*gateway.Config)) *en
 // and upstream client record to tel (nil: nothing is recorded).
 func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edit func(*gateway.Config)) *env {
 	t.Helper()
+	return startVerifier(t, w, tel, nil, edit)
+}
+
+// startVerifier is startTraced whose verifier's configuration editDB may
+// change first (such as its clock).
+func startVerifier(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, editDB func(*sumdb.Config), edit func(*gateway.Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
 	var tp trace.TracerProvider
@@ -71,8 +78,12 @@ func startTraced(t testing.TB, w *testworld.World, tel *telemetry.Telemetry, edi
 	}
 	client := w.HTTPClient()
 	client.Transport = upstream.Traced(client.Transport, tp, mp)
-	v, err := sumdb.New(sumdb.Config{Key: w.SumDBKey, DataDir: dir, ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
-		Private: testworld.PrivatePattern + ",github.com/corp", HTTPClient: client, Logger: quiet, TracerProvider: tp})
+	dbc := sumdb.Config{Key: w.SumDBKey, DataDir: dir, ModuleProxies: append([]string{w.ProxyURL}, w.MirrorURLs...),
+		Private: testworld.PrivatePattern + ",github.com/corp", HTTPClient: client, Logger: quiet, TracerProvider: tp}
+	if editDB != nil {
+		editDB(&dbc)
+	}
+	v, err := sumdb.New(dbc)
 	if err != nil {
 		t.Fatal(err)
 	}

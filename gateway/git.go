@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/sumgate/sumgate/policy"
 	"github.com/sumgate/sumgate/sumdb"
 	"github.com/sumgate/sumgate/vcs"
 )
@@ -58,6 +59,15 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	if err != nil {
 		return refuse(vcs.Result{}, "%s: %v", d.repo, err)
 	}
+	refusePolicy := func(res vcs.Result, pd *policy.Decision) (vcs.Result, outcome) {
+		_, o := refuse(res, "%s", strings.TrimPrefix(pd.Reason, "sumgate: "))
+		o.pol = pd
+		return res, o
+	}
+	key := clientIP(req) + " " + d.repo
+	if res, pd, blocked := g.refusedGit(ctx, key, ur.Wants); blocked {
+		return refusePolicy(res, pd)
+	}
 	res, err := g.vcs.Check(ctx, vcs.Fetch{Repo: d.repo, Client: clientIP(req), Request: ur,
 		Anonymous: req.Header.Get("Authorization") == "" && req.Header.Get("Cookie") == ""})
 	if err != nil {
@@ -66,10 +76,8 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	if !passes(res.Verdict, g.cfg.OnUnverified) {
 		return refuse(res, "%s", gitBlockMessage(d.repo, g.cfg.Verifier.Name(), res, g.cfg.OnUnverified))
 	}
-	if pd, blocked := g.decideGit(ctx, res); blocked {
-		_, o := refuse(res, "%s", strings.TrimPrefix(pd.Reason, "sumgate: "))
-		o.pol = pd
-		return res, o
+	if pd, blocked := g.decideGit(ctx, res, key, ur.Wants); blocked {
+		return refusePolicy(res, pd)
 	} else if pd != nil && res.Serves() {
 		ans, err := g.vcs.Serve(ctx, res, body, v2)
 		if err != nil {

@@ -100,7 +100,20 @@ type policyGate struct {
 	counter  metric.Int64Counter
 	infoMu   sync.Mutex
 	infos    map[string]time.Time // .info times fetched, by URL; bounded by maxInfos
+	gitMu    sync.Mutex
+	gitSeen  map[string]gitPolicyRefusal // direct git fetches refused, by client, repository and wanted object; bounded by maxInfos
 }
+
+// gitPolicyRefusal is a direct git fetch the policy refused: the verified
+// revision it asked for, and when.
+type gitPolicyRefusal struct {
+	res vcs.Result
+	at  time.Time
+}
+
+// gitRefusalTTL is how long a policy refusal of a direct git fetch is
+// applied to the client's fallback fetches of the same objects.
+const gitRefusalTTL = 10 * time.Minute
 
 // maxInfos bounds the .info times a policyGate remembers.
 const maxInfos = 10000
@@ -122,7 +135,8 @@ func newPolicyGate(e *policy.Engine, cooldown bool, v *sumdb.Verifier, up *http.
 	if err != nil {
 		return nil, fmt.Errorf("gateway: creating metrics: %w", err)
 	}
-	return &policyGate{engine: e, cooldown: cooldown, verifier: v, upstream: up, counter: c, infos: make(map[string]time.Time)}, nil
+	return &policyGate{engine: e, cooldown: cooldown, verifier: v, upstream: up, counter: c,
+		infos: make(map[string]time.Time), gitSeen: make(map[string]gitPolicyRefusal)}, nil
 }
 
 // count records an objection in sumgate.policy.decisions.
@@ -267,6 +281,11 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 	if d.mod.file == "latest" {
 		var info struct{ Version string }
 		if json.Unmarshal(body, &info) == nil && info.Version != "" {
+			if g.policy.cooldown {
+				// Dated by the tree-head history, as a list's versions
+				// are, not by the .info time the publisher wrote.
+				g.policy.prove(ctx, path, []string{info.Version})
+			}
 			pd := g.policy.engine.Decide(module.Version{Path: path, Version: info.Version}, age)
 			g.policy.count(ctx, pd)
 			if pd.Objects() {
@@ -356,12 +375,59 @@ func asPolicyError(err error) (*PolicyError, bool) {
 // decideGit applies the policy to a verified direct VCS fetch of res's
 // module version, before sumgate serves it: there is no module proxy to
 // ask for a .info time, so the cooldown dates it by the tree-head
-// history only.
-func (g *Gateway) decideGit(ctx context.Context, res vcs.Result) (*policy.Decision, bool) {
+// history only. A refusal is remembered under key (the client and the
+// repository) for each of wants, the objects fetched: see refusedGit.
+func (g *Gateway) decideGit(ctx context.Context, res vcs.Result, key string, wants []string) (*policy.Decision, bool) {
 	if g.policy == nil || res.Module.Path == "" || res.Module.Version == "" {
 		return nil, false
 	}
 	pd := g.policy.engine.Decide(res.Module, g.policy.age(ctx, ""))
 	g.policy.count(ctx, pd)
+	if pd.Block {
+		p := g.policy
+		kept := vcs.Result{Verdict: res.Verdict, Tag: res.Tag, Commit: res.Commit} // without the revisions to serve
+		now := time.Now()
+		p.gitMu.Lock()
+		if len(p.gitSeen)+len(wants) > maxInfos {
+			clear(p.gitSeen)
+		}
+		for _, w := range wants {
+			p.gitSeen[key+" "+w] = gitPolicyRefusal{res: kept, at: now}
+		}
+		p.gitMu.Unlock()
+	}
 	return &pd, pd.Block
+}
+
+// refusedGit applies the policy again to a direct git fetch of objects a
+// fetch by the same client from the same repository (key) was refused by
+// the policy less than gitRefusalTTL ago: the go command falls back from
+// a refused depth-1 fetch to fetching every branch and tag with their
+// history, which sumgate cannot map to one version. Without this, that
+// fallback would be refused for another reason than the policy's, which
+// the go command then prints, and would pass under on_unverified: allow.
+// It returns the earlier revision and the decision on it now, and
+// whether that still blocks.
+func (g *Gateway) refusedGit(ctx context.Context, key string, wants []string) (vcs.Result, *policy.Decision, bool) {
+	if g.policy == nil {
+		return vcs.Result{}, nil, false
+	}
+	p := g.policy
+	now := time.Now()
+	p.gitMu.Lock()
+	var earlier []vcs.Result
+	for _, w := range wants {
+		if r, ok := p.gitSeen[key+" "+w]; ok && now.Sub(r.at) < gitRefusalTTL {
+			earlier = append(earlier, r.res)
+		}
+	}
+	p.gitMu.Unlock()
+	for _, res := range earlier {
+		pd := p.engine.Decide(res.Module, p.age(ctx, ""))
+		if pd.Block {
+			p.count(ctx, pd)
+			return res, &pd, true
+		}
+	}
+	return vcs.Result{}, nil, false
 }

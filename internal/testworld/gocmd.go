@@ -34,15 +34,29 @@ func GoModDownload(t testing.TB, env []string, mods ...string) ([]byte, error) {
 func GoModDownloadVia(t testing.TB, wrap []string, env []string, mods ...string) ([]byte, error) {
 	t.Helper()
 	dir := t.TempDir()
-	args := append(append(append([]string(nil), wrap...), GoBinary(t), "mod", "download", "-json"), mods...)
+	return goCommand(t, wrap, dir, dir, env, append([]string{"mod", "download", "-json"}, mods...)...)
+}
+
+// Go runs the real go command with args in dir, as GoModDownload does
+// (every client-side check off, env added), with HOME, GOPATH, the module
+// cache and the build cache under home: commands given the same home
+// share a module cache, as one developer's do.
+func Go(t testing.TB, dir, home string, env []string, args ...string) ([]byte, error) {
+	t.Helper()
+	return goCommand(t, nil, dir, home, env, args...)
+}
+
+func goCommand(t testing.TB, wrap []string, dir, home string, env []string, args ...string) ([]byte, error) {
+	t.Helper()
+	args = append(append(append([]string(nil), wrap...), GoBinary(t)), args...)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{
-		"HOME=" + dir,
+		"HOME=" + home,
 		"PATH=" + os.Getenv("PATH"),
-		"GOPATH=" + filepath.Join(dir, "gopath"),
-		"GOMODCACHE=" + filepath.Join(dir, "modcache"),
-		"GOCACHE=" + filepath.Join(dir, "cache"),
+		"GOPATH=" + filepath.Join(home, "gopath"),
+		"GOMODCACHE=" + filepath.Join(home, "modcache"),
+		"GOCACHE=" + filepath.Join(home, "cache"),
 		// Threat 5: the client's own checks are off; only sumgate stands
 		// between it and the bytes. (Not GOINSECURE: it switches the go
 		// command to a client with a 5-second timeout, which a loaded CI
