@@ -37,9 +37,10 @@ type Sighting struct {
 // version's .info time is the publisher's word): a record whose index is
 // below the size of a tree seen before a time was logged before that
 // time. It lives in the data directory (file "history", one line
-// "<unix seconds> <size>" per entry, appended) or, with shared state, in
-// etcd (key history/<unix seconds of the bucket>, value "<unix seconds>
-// <size>", written once per bucket by the first replica there).
+// "<size> <unix seconds>" per entry, appended) or, with shared state, in
+// etcd (key history/<unix seconds of the bucket>, value "<size> <unix
+// seconds>", the size zero-padded, raised by any replica that saw a
+// larger tree in that bucket).
 type history struct {
 	mu      sync.Mutex
 	entries []Sighting // sorted by Seen, sizes non-decreasing
@@ -88,17 +89,20 @@ func loadHistory(ctx context.Context, st *store, sh *shared, now time.Time) (*hi
 }
 
 func parseSighting(b []byte) (Sighting, bool) {
-	secs, size, ok := bytes.Cut(bytes.TrimSpace(b), []byte(" "))
-	t, err1 := strconv.ParseInt(string(secs), 10, 64)
-	n, err2 := strconv.ParseInt(string(size), 10, 64)
+	size, secs, ok := bytes.Cut(bytes.TrimSpace(b), []byte(" "))
+	n, err1 := strconv.ParseInt(string(size), 10, 64)
+	t, err2 := strconv.ParseInt(string(secs), 10, 64)
 	if !ok || err1 != nil || err2 != nil || n < 0 {
 		return Sighting{}, false
 	}
 	return Sighting{Size: n, Seen: time.Unix(t, 0).UTC()}, true
 }
 
+// formatSighting writes a sighting as "<size> <unix seconds>\n", the
+// size zero-padded to 20 digits, so that comparing two values as strings
+// (as an etcd transaction does) compares their sizes.
 func formatSighting(s Sighting) string {
-	return strconv.FormatInt(s.Seen.Unix(), 10) + " " + strconv.FormatInt(s.Size, 10) + "\n"
+	return fmt.Sprintf("%020d %d\n", s.Size, s.Seen.Unix())
 }
 
 // sort orders the entries by time, and drops an entry whose size is
@@ -115,28 +119,42 @@ func (h *history) sort() {
 	h.entries = kept
 }
 
-// saw records that a tree of size was verified at now, once per bucket.
-// A failure to record is returned; it costs only resolution.
+// saw records that a tree of size was verified at now, if it is larger
+// than the newest one recorded. Each bucket keeps its largest tree, with
+// when that one was seen: a record logged after the bucket's first tree
+// is then still dated (by the bucket's last), and one logged before it is
+// dated a little later than it could be, never earlier. A failure to
+// record is returned; it costs only resolution.
 func (h *history) saw(ctx context.Context, size int64, now time.Time) error {
 	now = now.UTC().Truncate(time.Second)
 	bucket := now.Truncate(historyBucket)
 	h.mu.Lock()
-	if size <= 0 || !bucket.After(h.last) {
+	n := len(h.entries)
+	if size <= 0 || (n > 0 && size <= h.entries[n-1].Size) {
 		h.mu.Unlock()
 		return nil
 	}
-	h.last = bucket
 	s := Sighting{Size: size, Seen: now}
-	h.entries = append(h.entries, s)
+	if n > 0 && !bucket.After(h.last) {
+		h.entries[n-1] = s
+	} else {
+		h.entries = append(h.entries, s)
+		h.last = bucket
+	}
 	h.sort()
 	h.mu.Unlock()
 	if h.shared != nil {
 		ctx, cancel := context.WithTimeout(ctx, h.shared.timeout)
 		defer cancel()
 		key := h.shared.dir + "history/" + strconv.FormatInt(bucket.Unix(), 10)
+		put := clientv3.OpPut(key, formatSighting(s))
+		// Created, or raised to the larger tree: never lowered by a
+		// replica that saw less in the same bucket.
 		_, err := h.shared.c.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, formatSighting(s))).Commit()
+			Then(put).
+			Else(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "<", formatSighting(s))}, []clientv3.Op{put}, nil)).
+			Commit()
 		if err != nil {
 			return unavailable("recording the tree-head history", err)
 		}
@@ -179,10 +197,11 @@ func (h *history) after(index int64) (s Sighting, bounded, ok bool) {
 // verifier, or a replica sharing its state, first verified a tree that
 // contains m's record, found from the record's index (in m's proof) and
 // the tree-head history. The record was logged no later than since, and
-// after the sighting before it, if any. ok is false, and evidence says
-// why, if m was never proven, its proof predates record indexes, or the
-// history began after the record was logged (a new installation): the
-// caller then falls back to other evidence. It never touches the network.
+// after the sighting before it, if any; a record beyond every tree
+// recorded is dated now. ok is false, and evidence says why, if m was
+// never proven, its proof predates record indexes, or the history began
+// after the record was logged (a new installation): the caller then
+// falls back to other evidence. It never touches the network.
 func (v *Verifier) LoggedBy(m module.Version) (since time.Time, evidence string, ok bool) {
 	p, found := v.store.readProven(m)
 	if !found || p.Record == nil {
@@ -191,7 +210,11 @@ func (v *Verifier) LoggedBy(m module.Version) (since time.Time, evidence string,
 	s, bounded, found := v.history.after(*p.Record)
 	switch {
 	case !found:
-		return time.Time{}, fmt.Sprintf("no tree containing checksum database record %d is in the tree-head history", *p.Record), false
+		// Newer than every tree recorded (the recording failed, say):
+		// logged no earlier than now, as far as this history can tell,
+		// which is never too early.
+		now := v.now().UTC()
+		return now, fmt.Sprintf("checksum database record %d is beyond every tree in the tree-head history: dated now, %s", *p.Record, now.Format(time.RFC3339)), true
 	case !bounded:
 		return time.Time{}, fmt.Sprintf("checksum database record %d is older than the tree-head history, which begins at %s", *p.Record, s.Seen.Format(time.RFC3339)), false
 	}

@@ -2,6 +2,7 @@ package sumdb_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -97,7 +98,7 @@ func TestHistoryIgnoresFutureSightings(t *testing.T) {
 	const prefix = "/sumgate/"
 	future := t0.Add(24 * time.Hour)
 	if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "history/"+strconv.FormatInt(future.Unix(), 10)),
-		strconv.FormatInt(future.Unix(), 10)+" 1099511627776\n"); err != nil {
+		fmt.Sprintf("%020d %d\n", int64(1)<<40, future.Unix())); err != nil {
 		t.Fatal(err)
 	}
 	c := &clock{t: t0}
@@ -114,5 +115,37 @@ func TestHistoryIgnoresFutureSightings(t *testing.T) {
 	c.set(future.Add(time.Hour))
 	if since, evidence, ok := v.LoggedBy(m.Version); ok && !since.Equal(t0) {
 		t.Errorf("the planted sighting became evidence once its time came: %v, %s", since, evidence)
+	}
+}
+
+// TestLoggedByInOneBucket: a version logged after the first tree of a
+// history bucket was recorded is still dated (by the bucket's largest
+// tree), rather than left to the publisher's .info time, which would let
+// it past a cooldown.
+func TestLoggedByInOneBucket(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	w := testworld.New(t)
+	c := &clock{t: t0.Add(-240 * time.Hour)}
+	v := newVerifier(t, w, "", func(cfg *sumdb.Config) { cfg.Now = c.now })
+	t.Cleanup(v.Close)
+	ctx := context.Background()
+	a := w.PublishGenerated(t, "example.com/bucket/a", 1<<10)
+	b := w.PublishGenerated(t, "example.com/bucket/b", 1<<10)
+	for _, step := range []struct {
+		at time.Time
+		m  *testworld.Module
+	}{{c.now(), w.Module(testworld.GoodPath, testworld.Version)}, {t0, a}, {t0.Add(time.Minute), b}} {
+		c.set(step.at)
+		if vd, err := v.Check(ctx, step.m.Version, sumdb.KindZip, step.m.WriteZip(t)); err != nil || vd.Outcome != sumdb.Verified {
+			t.Fatalf("%v, %v", vd, err)
+		}
+	}
+	for _, tt := range []struct {
+		m    *testworld.Module
+		want time.Time
+	}{{a, t0.Add(time.Minute)}, {b, t0.Add(time.Minute)}} {
+		if since, evidence, ok := v.LoggedBy(tt.m.Version); !ok || !since.Equal(tt.want) {
+			t.Errorf("%s: %v, %q, %v; want %v", tt.m.Version, since, evidence, ok, tt.want)
+		}
 	}
 }
