@@ -95,7 +95,6 @@ func TestHistoryIgnoresFutureSightings(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	w := testworld.New(t)
 	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
 	future := t0.Add(24 * time.Hour)
 	if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "history/"+strconv.FormatInt(future.Unix(), 10)),
 		fmt.Sprintf("%020d %d\n", int64(1)<<40, future.Unix())); err != nil {

@@ -36,6 +36,22 @@ func replica(t testing.TB, w *testworld.World, etcd *clientv3.Client, prefix str
 	return v
 }
 
+// prefix is the shared state's key prefix in these tests.
+const prefix = "/sumgate/"
+
+// provedReplica starts a test world, an etcd and one replica on it,
+// which proves the world's genuine module, sharing its proof.
+func provedReplica(t testing.TB) (*testworld.World, *clientv3.Client, *sumdb.Verifier) {
+	t.Helper()
+	w := testworld.New(t)
+	etcd := etcdtest.Start(t).Client(t)
+	a := replica(t, w, etcd, prefix)
+	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
+		t.Fatalf("A: %s", vd)
+	}
+	return w, etcd, a
+}
+
 // sharedKey returns the etcd key of name in w's database's shared state.
 func sharedKey(w *testworld.World, prefix, name string) string {
 	n, rest, _ := strings.Cut(w.SumDBKey, "+")
@@ -109,7 +125,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 func TestSharedForkBlocksEveryReplica(t *testing.T) {
 	w := testworld.New(t)
 	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
 	a, b, c := replica(t, w, etcd, prefix), replica(t, w, etcd, prefix), replica(t, w, etcd, prefix)
 	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
 		t.Fatalf("A before the fork: %s", vd)
@@ -295,13 +310,7 @@ func TestSharedHeadRace(t *testing.T) {
 // record vouches for is still a mismatch, and a forged tile costs only a
 // lookup from the database, which repairs the shared copy.
 func TestPoisonedSharedCache(t *testing.T) {
-	w := testworld.New(t)
-	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
-	a := replica(t, w, etcd, prefix)
-	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
-		t.Fatalf("A: %s", vd)
-	}
+	w, etcd, a := provedReplica(t)
 	a.Close()
 	ctx := context.Background()
 
@@ -353,13 +362,7 @@ func TestPoisonedSharedCache(t *testing.T) {
 // head the replica saw before: the fork is caught, and the tampered zip
 // it vouches for never verifies.
 func TestPlantedHeadIsNotBelieved(t *testing.T) {
-	w := testworld.New(t)
-	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
-	a := replica(t, w, etcd, prefix)
-	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
-		t.Fatalf("A: %s", vd)
-	}
+	w, etcd, a := provedReplica(t)
 	w.SetSumDB(testworld.SumDBForked)
 	resp, err := w.HTTPClient().Get("https://" + config.SumDBName + "/latest")
 	if err != nil {
@@ -385,7 +388,6 @@ func TestPlantedHeadIsNotBelieved(t *testing.T) {
 func TestStaleReplicaCannotRollBack(t *testing.T) {
 	w := testworld.New(t)
 	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
 	a, stale := replica(t, w, etcd, prefix), replica(t, w, etcd, prefix)
 	ctx := context.Background()
 	var heads [][]byte
@@ -472,7 +474,6 @@ func TestSharedStateUnavailable(t *testing.T) {
 func TestAlertRecordedWhileCutOffReachesEveryReplica(t *testing.T) {
 	w := testworld.New(t)
 	srv := etcdtest.Start(t)
-	const prefix = "/sumgate/"
 	a := replica(t, w, srv.Client(t), prefix)
 	fwd := srv.Forward(t)
 	cutOff, err := clientv3.New(clientv3.Config{Endpoints: []string{fwd.Endpoint()}, DialTimeout: 2 * time.Second})
@@ -518,7 +519,6 @@ func TestAlertRecordedWhileCutOffReachesEveryReplica(t *testing.T) {
 func TestAlertDeletedByHandIsNotAttributed(t *testing.T) {
 	w := testworld.New(t)
 	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
 	var logs testworld.Buffer
 	v := newVerifier(t, w, "", func(c *sumdb.Config) {
 		c.Etcd, c.EtcdPrefix, c.EtcdTimeout = etcd, prefix, 5*time.Second
@@ -563,7 +563,6 @@ func TestAlertDeletedByHandIsNotAttributed(t *testing.T) {
 func TestSharedCacheOutlivesItsLease(t *testing.T) {
 	w := testworld.New(t)
 	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
 	a := replica(t, w, etcd, prefix)
 	ctx := context.Background()
 	shared := func(path string) bool {
@@ -593,13 +592,7 @@ func TestSharedCacheOutlivesItsLease(t *testing.T) {
 // to the database (not found, which on_unverified: allow passes): the
 // replica asks the database, and a tampered zip is a mismatch.
 func TestSharedRecordOfAnotherVersion(t *testing.T) {
-	w := testworld.New(t)
-	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
-	a := replica(t, w, etcd, prefix)
-	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
-		t.Fatalf("A: %s", vd)
-	}
+	w, etcd, a := provedReplica(t)
 	a.Close()
 	ctx := context.Background()
 	good, err := etcd.Get(ctx, recordKey(w, prefix, testworld.GoodPath))
@@ -621,13 +614,7 @@ func TestSharedRecordOfAnotherVersion(t *testing.T) {
 // which no on_unverified policy passes, never unavailable, which
 // on_unverified: allow would pass, tampered bytes included.
 func TestGarbageHeadInEtcdFailsClosed(t *testing.T) {
-	w := testworld.New(t)
-	etcd := etcdtest.Start(t).Client(t)
-	const prefix = "/sumgate/"
-	a := replica(t, w, etcd, prefix)
-	if vd := check(t, w, a, testworld.GoodPath, testworld.Version, sumdb.KindZip); vd.Outcome != sumdb.Verified {
-		t.Fatalf("A: %s", vd)
-	}
+	w, etcd, _ := provedReplica(t)
 	for _, head := range []string{"garbage", "go.sum database tree\n99\nAAAA\n\n— sum.golang.org bm9wZQ==\n"} {
 		if _, err := etcd.Put(context.Background(), sharedKey(w, prefix, "latest"), head); err != nil {
 			t.Fatal(err)
