@@ -98,6 +98,9 @@ func (g *Gateway) act(ctx context.Context, req *http.Request, d decision) outcom
 			// decodes gzip itself).
 			req = req.Clone(ctx)
 			req.Header.Del("Accept-Encoding")
+			// Whole, too: a part of a list cannot be filtered.
+			req.Header.Del("Range")
+			req.Header.Del("If-Range")
 		}
 		out := g.forward(req, d.url, g.cfg.Upstream.Do, "pass-through")
 		if d.learn && out.resp != nil && g.vcs != nil {

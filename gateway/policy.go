@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,17 @@ func (p *policyGate) age(ctx context.Context, base string) policy.AgeFunc {
 		if ok {
 			return policy.Age{Known: true, Since: since, Evidence: evidence}
 		}
+		if !p.verifier.IsPrivate(m.Path) && p.verifier.HistorySpans(p.engine.Cooldown()) {
+			// The .info time stands in only where the history is too
+			// short to date the version (a new installation), or for
+			// a proof kept before record indexes were: a public
+			// version the database has not proven (under
+			// on_unverified: allow, or while it is unreachable) is not
+			// dated by its publisher's word.
+			if _, proven := p.verifier.Proven(m, sumdb.KindZip); !proven {
+				return policy.Age{Evidence: evidence + "; the checksum database has not proven it, and the tree-head history spans the cooldown, so its .info time is not evidence"}
+			}
+		}
 		ev, err := module.EscapeVersion(m.Version)
 		if err != nil || base == "" {
 			return policy.Age{Evidence: evidence}
@@ -232,10 +244,16 @@ func moduleBase(u string) string {
 // (fetched or from the cache): a refusal closes the file and becomes the
 // outcome's error, which respond answers with a 403.
 func (g *Gateway) decideFile(ctx context.Context, d decision, out outcome) outcome {
-	if g.policy == nil || out.err != nil || out.res == nil || out.res.Verdict == nil || d.mod == nil || d.mod.kind != sumdb.KindZip {
+	if g.policy == nil || out.err != nil || out.res == nil || d.mod == nil || d.mod.kind != sumdb.KindZip {
 		return out
 	}
-	m := out.res.Verdict.Module // the reading that was verified
+	// The reading that was verified; a cache hit whose proof is no longer
+	// at hand has no verdict, and is the one module its URL names (an
+	// ambiguous URL is never served from the cache).
+	m := d.mod.mod
+	if out.res.Verdict != nil {
+		m = out.res.Verdict.Module
+	}
 	pd := g.policy.engine.Decide(m, g.policy.age(ctx, moduleBase(d.url)))
 	out.pol = &pd
 	g.policy.count(ctx, pd)
@@ -253,7 +271,16 @@ func (g *Gateway) decideFile(ctx context.Context, d decision, out outcome) outco
 // left out; what would have been is recorded.
 func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, out outcome) outcome {
 	if g.policy == nil || d.mod == nil || (d.mod.file != "list" && d.mod.file != "latest") ||
-		out.err != nil || out.resp == nil || out.resp.StatusCode != http.StatusOK {
+		out.err != nil || out.resp == nil || out.resp.StatusCode/100 != 2 {
+		return out
+	}
+	if out.resp.StatusCode != http.StatusOK {
+		// Asked for whole (no Range): a partial or other 2xx answer is
+		// not a list sumgate can filter.
+		status := out.resp.StatusCode
+		out.resp.Body.Close()
+		out.resp = nil
+		out.err = fmt.Errorf("the module proxy answered the %s of %s with status %d, which sumgate cannot filter for policy", d.mod.file, d.mod.mod.Path, status)
 		return out
 	}
 	if enc := out.resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
@@ -284,7 +311,7 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 			if g.policy.cooldown {
 				// Dated by the tree-head history, as a list's versions
 				// are, not by the .info time the publisher wrote.
-				g.policy.prove(ctx, path, []string{info.Version})
+				g.policy.prove(ctx, path, newest([]string{info.Version}))
 			}
 			pd := g.policy.engine.Decide(module.Version{Path: path, Version: info.Version}, age)
 			g.policy.count(ctx, pd)
@@ -299,7 +326,9 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 	} else {
 		versions := strings.Fields(string(body))
 		if g.policy.cooldown {
-			g.policy.prove(ctx, path, versions)
+			dated := newest(versions)
+			g.policy.prove(ctx, path, dated)
+			age = listAge(age, dated)
 		}
 		kept, objected = g.policy.engine.FilterVersions(path, versions, age)
 		for _, pd := range objected {
@@ -335,11 +364,9 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 	return out
 }
 
-// prove looks the newest versions of a list up in the checksum database
-// (at most maxListAges, 8 at a time), so that the cooldown dates them by
-// the tree-head history rather than by their .info time. A version the
-// database does not know is dated by its .info time, or blocked.
-func (p *policyGate) prove(ctx context.Context, path string, versions []string) {
+// newest returns the newest maxListAges valid versions of a list: those
+// the cooldown dates in it.
+func newest(versions []string) []string {
 	vs := make([]string, 0, len(versions))
 	for _, v := range versions {
 		if semver.IsValid(v) {
@@ -350,6 +377,28 @@ func (p *policyGate) prove(ctx context.Context, path string, versions []string) 
 	if len(vs) > maxListAges {
 		vs = vs[len(vs)-maxListAges:]
 	}
+	return vs
+}
+
+// listAge is age for the entries of a version list: the versions in dated
+// are dated by age; any other is not dated (no proof read, no .info
+// fetched, which for a list of thousands of versions would be thousands
+// of round trips), and stays in the list as far as the cooldown goes: its
+// .zip is dated when it is asked for.
+func listAge(age policy.AgeFunc, dated []string) policy.AgeFunc {
+	return func(m module.Version) policy.Age {
+		if slices.Contains(dated, m.Version) {
+			return age(m)
+		}
+		return policy.Age{Known: true, Evidence: "not among the newest versions of a list, which alone are dated there"}
+	}
+}
+
+// prove looks versions (the newest of a list) up in the checksum database
+// (8 at a time), so that the cooldown dates them by the tree-head history
+// rather than by their .info time. A version the database does not know
+// is dated by its .info time while the history is too short, or blocked.
+func (p *policyGate) prove(ctx context.Context, path string, vs []string) {
 	var eg errgroup.Group
 	eg.SetLimit(8)
 	for _, v := range vs {

@@ -221,6 +221,16 @@ func (v *Verifier) LoggedBy(m module.Version) (since time.Time, evidence string,
 	return s.Seen, fmt.Sprintf("checksum database record %d is in the tree of size %d first seen at %s", *p.Record, s.Size, s.Seen.Format(time.RFC3339)), true
 }
 
+// HistorySpans reports whether the tree-head history began at least d
+// before now, by the verifier's clock: whether a version it cannot date
+// ([Verifier.LoggedBy]) could still be younger than d only for want of
+// a proof, not because the history is too short to tell.
+func (v *Verifier) HistorySpans(d time.Duration) bool {
+	v.history.mu.Lock()
+	defer v.history.mu.Unlock()
+	return len(v.history.entries) > 0 && !v.now().Before(v.history.entries[0].Seen.Add(d))
+}
+
 // History returns the tree-head history, oldest first.
 func (v *Verifier) History() []Sighting {
 	v.history.mu.Lock()
