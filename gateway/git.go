@@ -76,7 +76,7 @@ func (g *Gateway) actGit(ctx context.Context, req *http.Request, d decision) (vc
 	if !passes(res.Verdict, g.cfg.OnUnverified) {
 		return refuse(res, "%s", gitBlockMessage(d.repo, g.cfg.Verifier.Name(), res, g.cfg.OnUnverified))
 	}
-	if pd, blocked := g.decideGit(ctx, res, key, ur.Wants); blocked {
+	if pd, blocked := g.decideGit(ctx, res, d.vcs, ur.Command == "fetch", key, ur.Wants); blocked {
 		return refusePolicy(res, pd)
 	} else if pd != nil && res.Serves() {
 		ans, err := g.vcs.Serve(ctx, res, body, v2)

@@ -364,18 +364,27 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 	return out
 }
 
-// newest returns the newest maxListAges valid versions of a list: those
-// the cooldown dates in it.
+// newest returns the versions of a list the cooldown dates in it: the
+// newest maxListAges releases, then, if there are fewer, the newest
+// pre-releases (pseudo-versions among them), as the go command prefers a
+// release for @latest: pre-release tags above a young release cannot
+// push it out of the dated ones.
 func newest(versions []string) []string {
-	vs := make([]string, 0, len(versions))
+	var releases, pre []string
 	for _, v := range versions {
-		if semver.IsValid(v) {
-			vs = append(vs, v)
+		switch {
+		case !semver.IsValid(v):
+		case semver.Prerelease(v) == "":
+			releases = append(releases, v)
+		default:
+			pre = append(pre, v)
 		}
 	}
-	semver.Sort(vs)
-	if len(vs) > maxListAges {
-		vs = vs[len(vs)-maxListAges:]
+	semver.Sort(releases)
+	semver.Sort(pre)
+	vs := releases[max(0, len(releases)-maxListAges):]
+	if n := maxListAges - len(vs); n > 0 {
+		vs = append(vs, pre[max(0, len(pre)-n):]...)
 	}
 	return vs
 }
@@ -426,11 +435,26 @@ func asPolicyError(err error) (*PolicyError, bool) {
 // ask for a .info time, so the cooldown dates it by the tree-head
 // history only. A refusal is remembered under key (the client and the
 // repository) for each of wants, the objects fetched: see refusedGit.
-func (g *Gateway) decideGit(ctx context.Context, res vcs.Result, key string, wants []string) (*policy.Decision, bool) {
-	if g.policy == nil || res.Module.Path == "" || res.Module.Version == "" {
+//
+// A fetch that maps to no version (a commit, a branch, the go command's
+// fetch of everything) passes only under on_unverified: allow; it is
+// decided on the module path alone (modulePath, if the verifier named
+// none), and a version that is not canonical is inside every deny range,
+// has every advisory of its module, and has no age: a module any deny
+// rule, advisory or the cooldown covers is refused, rather than passed
+// undecided.
+func (g *Gateway) decideGit(ctx context.Context, res vcs.Result, modulePath string, fetch bool, key string, wants []string) (*policy.Decision, bool) {
+	if g.policy == nil {
 		return nil, false
 	}
-	pd := g.policy.engine.Decide(res.Module, g.policy.age(ctx, ""))
+	m := res.Module
+	if m.Path == "" {
+		m.Path = modulePath
+	}
+	if m.Path == "" || (m.Version == "" && (!fetch || res.Serves())) {
+		return nil, false
+	}
+	pd := g.policy.engine.Decide(m, g.policy.age(ctx, ""))
 	g.policy.count(ctx, pd)
 	if pd.Block {
 		p := g.policy

@@ -538,3 +538,23 @@ func TestCachedFileIsRefusedAfterAnAdvisoryArrives(t *testing.T) {
 		}
 	}
 }
+
+// TestUnverifiedDirectGitIsDecidedOnItsPath: under on_unverified: allow,
+// a direct git fetch that maps to no version (a commit) passes
+// unverified, but not past a deny rule on its module path: with no
+// version, it is inside every deny range.
+func TestUnverifiedDirectGitIsDecidedOnItsPath(t *testing.T) {
+	t.Parallel()
+	const repoPath = testworld.GitHubHost + "/owner/denied"
+	w := testworld.New(t)
+	r := w.NewGitRepo(t, testworld.GitHubHost, "owner/denied", testworld.GitRepoOptions{})
+	commit := r.Commit(t, map[string]string{"go.mod": "module " + repoPath + "\n", "a.go": "package a\n"})
+	pe := startPolicy(t, w, config.Policy{Rules: []config.Rule{
+		{ID: "no-owner", Deny: "github.com/owner/*", Versions: "< v2.0.0", Reason: "a repository under review"},
+	}}, func(c *gateway.Config) { c.OnUnverified = gateway.UnverifiedAllow })
+	d, out := pe.goDirect(t, nil, repoPath+"@"+commit)
+	if d.Error == "" || d.Sum != "" {
+		t.Fatalf("an unverified commit of a denied module was delivered:\n%s", out)
+	}
+	wantAll(t, "the go command's output", out, "sumgate: policy blocks "+repoPath, "rule no-owner: a repository under review")
+}

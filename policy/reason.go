@@ -62,8 +62,11 @@ func (e *Engine) reason(d *Decision) string {
 		items = append(items, "waiver of "+w.Rule+" by "+w.Owner+" expired at the end of "+w.Expires)
 	}
 	todo := "Use another version, or ask for a waiver of the rule or advisory ID for " + clean(d.Module.String(), 200) + "."
-	if len(d.Rules) == 0 && len(d.Advisories) == 0 && d.Cooldown != nil && !d.Cooldown.Until.IsZero() {
+	if len(d.Rules) == 0 && len(d.Advisories) == 0 && d.Cooldown != nil {
 		todo = "Use an older version, or wait, or ask for a waiver of cooldown for " + clean(d.Module.String(), 200) + "."
+		if d.Cooldown.Until.IsZero() {
+			todo = "Use another version, or ask for a waiver of cooldown for " + clean(d.Module.String(), 200) + "."
+		}
 	}
 	return fit(head, items, todo)
 }
