@@ -86,8 +86,10 @@ func parseComparison(c string) (op, v string, err error) {
 		return "", "", fmt.Errorf("comparison %q: want an operator (<, <=, >, >= or =) before the version", c)
 	case !semver.IsValid(v):
 		return "", "", fmt.Errorf("comparison %q: %q is not a semantic version such as v1.2.3", c, v)
+	case semver.Build(v) != "":
+		return "", "", fmt.Errorf("comparison %q: write the version without build metadata (%s): %s", c, semver.Build(v), semver.Canonical(v))
 	case semver.Canonical(v) != v:
-		return "", "", fmt.Errorf("comparison %q: write the version in full, without build metadata: %s", c, semver.Canonical(v))
+		return "", "", fmt.Errorf("comparison %q: write the version in full: %s", c, semver.Canonical(v))
 	}
 	return op, v, nil
 }
