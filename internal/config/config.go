@@ -621,6 +621,9 @@ func (c *Config) validate(at func(key string) string) error {
 		return err
 	}
 	c.warnings = warnings
+	if p := c.Policy; c.VCS == "allow" && (len(p.Rules) > 0 || len(p.Advisories.Sources) > 0 || p.Cooldown > 0) {
+		c.warnings = append(c.warnings, at("vcs")+"vcs: allow passes direct git fetches blind, so the policy (rules, advisories, cooldown) does not apply to them; vcs: verify decides them")
+	}
 	if c.CacheMaxMB < 0 {
 		return fail("cache_max_mb", "must not be negative (0 disables the cache)")
 	}

@@ -377,6 +377,14 @@ func TestPolicy(t *testing.T) {
 	if d, err := Load(""); err != nil || len(d.Warnings()) != 0 || d.Policy.Mode != PolicyEnforce || d.Policy.Cooldown != 0 {
 		t.Fatalf("defaults: %+v, %v, warnings %q", d.Policy, err, d.Warnings())
 	}
+	// A policy under vcs: allow, which passes direct git blind.
+	blind, err := Parse("v.yaml", []byte("vcs: allow\npolicy:\n  cooldown: 72h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := blind.Warnings(), []string{"v.yaml:1: vcs: allow passes direct git fetches blind, so the policy (rules, advisories, cooldown) does not apply to them; vcs: verify decides them"}; !slices.Equal(got, want) {
+		t.Errorf("Warnings() under vcs: allow =\n%q\nwant\n%q", got, want)
+	}
 }
 
 func TestWaiverExpiresAtTheEndOfItsDayUTC(t *testing.T) {
