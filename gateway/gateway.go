@@ -261,7 +261,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.fetcher.metrics = metrics
 	if cfg.Policy != nil {
-		if g.policy, err = newPolicyGate(cfg.Policy, cfg.Policy.Cooldown() > 0, cfg.Verifier, cfg.Upstream, cfg.MeterProvider); err != nil {
+		if g.policy, err = newPolicyGate(cfg.Policy, cfg.Verifier, cfg.Upstream, cfg.MeterProvider); err != nil {
 			return nil, err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,7 +94,6 @@ func policyAttrs(d policy.Decision) []attribute.KeyValue {
 // client. It is nil when no policy is configured.
 type policyGate struct {
 	engine   *policy.Engine
-	cooldown bool // a cooldown is configured: list entries need their age
 	verifier *sumdb.Verifier
 	upstream *http.Client
 	counter  metric.Int64Counter
@@ -130,13 +128,13 @@ const maxListAges = 32
 // large module is about 100 KB).
 const maxPolicyBody = 4 << 20
 
-func newPolicyGate(e *policy.Engine, cooldown bool, v *sumdb.Verifier, up *http.Client, mp metric.MeterProvider) (*policyGate, error) {
+func newPolicyGate(e *policy.Engine, v *sumdb.Verifier, up *http.Client, mp metric.MeterProvider) (*policyGate, error) {
 	c, err := mp.Meter(scope).Int64Counter("sumgate.policy.decisions", metric.WithUnit("{decision}"),
 		metric.WithDescription("Policy decisions on module versions that objected, by decision (block, would-block) and what objected (rule, advisory, cooldown)."))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: creating metrics: %w", err)
 	}
-	return &policyGate{engine: e, cooldown: cooldown, verifier: v, upstream: up, counter: c,
+	return &policyGate{engine: e, verifier: v, upstream: up, counter: c,
 		infos: make(map[string]time.Time), gitSeen: make(map[string]gitPolicyRefusal)}, nil
 }
 
@@ -308,7 +306,7 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 	if d.mod.file == "latest" {
 		var info struct{ Version string }
 		if json.Unmarshal(body, &info) == nil && info.Version != "" {
-			if g.policy.cooldown {
+			if g.policy.engine.Cooldown() > 0 {
 				// Dated by the tree-head history, as a list's versions
 				// are, not by the .info time the publisher wrote.
 				g.policy.prove(ctx, path, newest([]string{info.Version}))
@@ -325,7 +323,7 @@ func (g *Gateway) filterList(ctx context.Context, a *requestAudit, d decision, o
 		}
 	} else {
 		versions := strings.Fields(string(body))
-		if g.policy.cooldown {
+		if g.policy.engine.Cooldown() > 0 {
 			dated := newest(versions)
 			g.policy.prove(ctx, path, dated)
 			age = listAge(age, dated)
@@ -421,13 +419,6 @@ func (p *policyGate) prove(ctx context.Context, path string, vs []string) {
 		})
 	}
 	eg.Wait()
-}
-
-// asPolicyError reports whether err is a policy refusal.
-func asPolicyError(err error) (*PolicyError, bool) {
-	var pe *PolicyError
-	ok := errors.As(err, &pe)
-	return pe, ok
 }
 
 // decideGit applies the policy to a verified direct VCS fetch of res's

@@ -97,7 +97,9 @@ func (g *Gateway) respond(req *http.Request, a *requestAudit, d decision, out ou
 		a.fail(refused.reason)
 		resp = gitErrResponse(req, refused.reason)
 	case errors.As(out.err, &denied):
-		a.set(policyAttrs(denied.Decision)...)
+		if out.pol == nil { // else recorded above
+			a.set(policyAttrs(denied.Decision)...)
+		}
 		first, _, _ := strings.Cut(denied.Decision.Reason, "\n")
 		a.fail(first)
 		resp = textResponse(req, http.StatusForbidden, denied.Decision.Reason)

@@ -50,9 +50,7 @@ type store struct {
 // The directory is named after the key's name and hash, so state for a
 // different key is never mixed up with it.
 func openStore(dataDir, key string) (*store, error) {
-	name, rest, _ := strings.Cut(key, "+")
-	hash, _, _ := strings.Cut(rest, "+")
-	dir := filepath.Join(dataDir, "sumdb", name+"+"+hash)
+	dir := filepath.Join(dataDir, "sumdb", stateName(key))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating checksum database state: %w", err)
 	}
